@@ -1,0 +1,422 @@
+"""Estimators: the tutorial's ``KNN`` regressor and ``KNNClassifier``.
+
+Both follow the scikit-learn estimator protocol without importing
+scikit-learn: the constructor stores its arguments unchanged, ``fit``
+validates them, fitted attributes end in ``_``, and ``get_params`` /
+``set_params`` read the constructor's signature.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from .backends import BACKENDS, convert_like, cupy_gpu_status, namespace_of_backend, to_host
+from .neighbors import check_batch_size, prepare_queries
+from .predictions import check_weights, class_votes, neighbor_weights, weighted_mean
+from .search import TrainIndex, build_index, search_index
+from .topk import columns_of_true
+from .validation import (
+    NotFittedError,
+    as_feature_matrix,
+    as_targets,
+    check_metric,
+    check_num_neighbors,
+    floating_dtype,
+)
+
+__all__ = ["KNN", "KNNClassifier"]
+
+
+def resolve_backend(backend: Any, data: Any) -> Any:
+    """The namespace the model computes in: ``backend`` or, if None, the data's."""
+    if backend is None:
+        return array_api_compat.array_namespace(data)
+    if backend == "auto":
+        return namespace_of_backend("cupy" if cupy_gpu_status()[0] else "numpy")
+    if backend in BACKENDS:
+        return namespace_of_backend(backend)
+    msg = f"backend must be None, 'auto' or one of {', '.join(map(repr, BACKENDS))}; got {backend!r}"
+    raise ValueError(msg)
+
+
+def _move_to(data: Any, xp: Any) -> Any:
+    """``data`` in namespace ``xp`` (through the host when libraries differ)."""
+    if array_api_compat.array_namespace(data) is xp:
+        return data
+    return xp.asarray(to_host(data))
+
+
+class _NeighborsEstimator:
+    """Fitting, neighbour queries and the estimator protocol shared by both models."""
+
+    def __init__(
+        self,
+        num_neighbors: int = 5,
+        *,
+        weights: str | Callable = "uniform",
+        metric: str = "euclidean",
+        backend: str | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        self.num_neighbors = num_neighbors
+        self.weights = weights
+        self.metric = metric
+        self.backend = backend
+        self.batch_size = batch_size
+
+    # -- the estimator protocol -------------------------------------------------
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [name for name in signature.parameters if name != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor parameters, as scikit-learn's ``get_params``."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params: Any) -> _NeighborsEstimator:
+        """Set constructor parameters; unknown names raise ``ValueError``."""
+        valid = self._get_param_names()
+        for name, value in params.items():
+            if name not in valid:
+                msg = f"invalid parameter {name!r} for {type(self).__name__}; valid parameters: {valid}"
+                raise ValueError(msg)
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = inspect.signature(type(self).__init__).parameters
+        changed = [
+            f"{name}={value!r}"
+            for name, value in self.get_params().items()
+            if defaults[name].default is not value and defaults[name].default != value
+        ]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    # -- fitting ----------------------------------------------------------------
+    def _fit_features(self, X: Any) -> tuple[Any, TrainIndex]:
+        """Validate parameters and ``X``, place ``X`` on the backend, build the index."""
+        check_metric(self.metric)
+        check_weights(self.weights)
+        check_batch_size(self.batch_size)
+        X = as_feature_matrix(X, "X")
+        check_num_neighbors(self.num_neighbors, X.shape[0])
+        xp = resolve_backend(self.backend, X)
+        X = _move_to(X, xp)
+        dtype = floating_dtype(X.dtype, xp, array_api_compat.device(X))
+        X = xp.astype(X, dtype, copy=False)
+        return X, build_index(X, self.metric, xp=xp)
+
+    def _store_fit(self, X: Any, index: TrainIndex) -> None:
+        self._fit_X = X
+        self._index = index
+        self.n_features_in_ = index.num_features
+        self.n_samples_fit_ = index.num_samples
+
+    def _check_fitted(self) -> TrainIndex:
+        index = getattr(self, "_index", None)
+        if index is None:
+            msg = (
+                f"This {type(self).__name__} instance is not fitted yet; call "
+                "fit(X, y) with training data before using it"
+            )
+            raise NotFittedError(msg)
+        return index
+
+    # -- neighbour queries --------------------------------------------------------
+    def _neighbors_on_backend(self, X: Any, num_neighbors: Any) -> tuple[Any, Any, Any]:
+        """Distances and indices on the model's backend, plus the validated ``X``.
+
+        ``X=None`` means the training set itself, each point excluding itself.
+        """
+        index = self._check_fitted()
+        xp = index.xp
+        if num_neighbors is None:
+            num_neighbors = self.num_neighbors
+        batch_rows = check_batch_size(self.batch_size)
+        if X is None:
+            k = check_num_neighbors(num_neighbors, index.num_samples - 1)
+            distances, indices = search_index(index, self._fit_X, k + 1, batch_rows=batch_rows)
+            distances, indices = _exclude_self(distances, indices, k, xp=xp)
+            return distances, indices, None
+        X = as_feature_matrix(X, "X", allow_empty=True)
+        k = check_num_neighbors(num_neighbors, index.num_samples)
+        queries = prepare_queries(_move_to(X, xp), index.num_features, index.dtype, xp=xp)
+        if array_api_compat.device(queries) != index.device:
+            queries = array_api_compat.to_device(queries, index.device)
+        distances, indices = search_index(index, queries, k, batch_rows=batch_rows)
+        return distances, indices, X
+
+    def _like_input(self, result: Any, X: Any) -> Any:
+        """``result`` in the namespace and on the device of ``X`` (the fit data if None)."""
+        return result if X is None else convert_like(result, X)
+
+    def kneighbors(
+        self, X: Any = None, num_neighbors: int | None = None, return_distance: bool = True
+    ) -> Any:
+        """The nearest training rows of each row of ``X``.
+
+        Parameters
+        ----------
+        X : array, shape (n_queries, n_features), optional
+            Queries. ``None`` queries the training set itself, and a point is
+            never its own neighbour (its exact duplicates may be).
+        num_neighbors : int, optional
+            Defaults to the model's ``num_neighbors``.
+        return_distance : bool
+            Return ``(distances, indices)`` if True, else only ``indices``.
+
+        Returns
+        -------
+        distances : array, shape (n_queries, num_neighbors)
+            In the metric's units, ascending; equal distances list the lower
+            training index first.
+        indices : array of int64, shape (n_queries, num_neighbors)
+            In the namespace and on the device of ``X``.
+        """
+        distances, indices, X = self._neighbors_on_backend(X, num_neighbors)
+        indices = self._like_input(indices, X)
+        if not return_distance:
+            return indices
+        return self._like_input(distances, X), indices
+
+    def get_distance(self, first: Any, second: Any) -> float:
+        """Euclidean distance between two 1-D examples (the tutorial's helper).
+
+        Examples
+        --------
+        >>> from knn_gpu import KNN
+        >>> KNN().get_distance([0.0, 3.0], [4.0, 0.0])
+        5.0
+        """
+        pair = [_host_vector(first, "first"), _host_vector(second, "second")]
+        if pair[0].shape != pair[1].shape:
+            msg = f"first and second must have the same length, got {pair[0].shape[0]} and {pair[1].shape[0]}"
+            raise ValueError(msg)
+        return float(math.sqrt(float(np.sum((pair[0] - pair[1]) ** 2))))
+
+    def get_neighbors(self, example: Any) -> list[tuple[int, float]]:
+        """The tutorial's contract: ``[(index, distance), ...]`` for one example.
+
+        Nearest first, ``num_neighbors`` entries, Python ``int`` and ``float``
+        (this copies the small result to the host).
+        """
+        self._check_fitted()
+        distances, indices, _ = self._neighbors_on_backend(_host_vector(example, "example")[None, :], None)
+        return [
+            (int(i), float(d))
+            for i, d in zip(to_host(indices)[0].tolist(), to_host(distances)[0].tolist())
+        ]
+
+    def _weights_for(self, distances: Any) -> Any:
+        return neighbor_weights(distances, check_weights(self.weights), xp=self._index.xp)
+
+
+def _host_vector(example: Any, name: str) -> np.ndarray:
+    """A 1-D example as a float64 NumPy vector (validated like a one-row matrix)."""
+    host = to_host(example) if array_api_compat.is_array_api_obj(example) else example
+    if host is not None and np.ndim(host) != 1:
+        msg = f"{name} must be 1-D (one example), got shape {np.shape(host)}"
+        raise ValueError(msg)
+    matrix = as_feature_matrix(np.reshape(host, (1, -1)) if host is not None else None, name)
+    return np.asarray(matrix, dtype=np.float64)[0]
+
+
+def _require_queries(X: Any) -> Any:
+    if X is None:
+        msg = "X must be an array of queries, got None"
+        raise TypeError(msg)
+    return X
+
+
+def _exclude_self(distances: Any, indices: Any, k: int, *, xp: Any) -> tuple[Any, Any]:
+    """Drop each training point from its own ``k + 1`` neighbours.
+
+    When a point has more exact duplicates than ``k``, it may not be among its
+    own ``k + 1`` nearest (ties go to lower indices); the last one is dropped
+    then.
+    """
+    rows = indices.shape[0]
+    device = array_api_compat.device(indices)
+    own = xp.arange(rows, dtype=indices.dtype, device=device)[:, None]
+    is_self = indices == own
+    has_self = xp.any(is_self, axis=1, keepdims=True)
+    within_k = xp.arange(k + 1, dtype=indices.dtype, device=device)[None, :] < k
+    keep = ~is_self & (within_k | has_self)
+    columns = columns_of_true(keep, k, xp=xp)
+    return xp.take_along_axis(distances, columns, axis=1), xp.take_along_axis(indices, columns, axis=1)
+
+
+class KNN(_NeighborsEstimator):
+    """k-nearest-neighbours regressor: the mean of the neighbours' targets.
+
+    Parameters
+    ----------
+    num_neighbors : int, default 5
+    weights : {"uniform", "distance"} or callable, default "uniform"
+        ``"distance"`` weighs by ``1 / d`` (only the neighbours at distance 0
+        count where there are any); a callable maps the distance array to
+        weights of the same shape.
+    metric : {"euclidean", "sqeuclidean", "cosine"}, default "euclidean"
+    backend : {None, "auto", "numpy", "cupy", "torch", "array_api_strict"}
+        ``None`` computes where the training data lives; a name moves it
+        there at ``fit``; ``"auto"`` picks CuPy when a GPU is usable, else
+        NumPy.
+    batch_size : int, optional
+        Queries per batch (default: from a 256 MiB budget).
+
+    Attributes
+    ----------
+    n_features_in_ : int
+    n_samples_fit_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from knn_gpu import KNN
+    >>> X = np.array([[0.0], [1.0], [2.0], [10.0]])
+    >>> y = np.array([0.0, 1.0, 2.0, 10.0])
+    >>> KNN(num_neighbors=2).fit(X, y).predict(np.array([[0.4], [9.0]]))
+    array([0.5, 6. ])
+    """
+
+    def fit(self, X: Any, y: Any) -> KNN:
+        """Store the training data on the chosen backend.
+
+        Parameters
+        ----------
+        X : array, shape (n_samples, n_features)
+        y : array, shape (n_samples,) or (n_samples, n_outputs)
+
+        Returns
+        -------
+        self
+        """
+        X_fit, index = self._fit_features(X)
+        y = as_targets(y, "y", index.num_samples)
+        xp_targets = index.xp.astype(_move_to(y, index.xp), index.dtype)
+        if xp_targets.ndim == 1:
+            xp_targets = xp_targets[:, None]
+        self._store_fit(X_fit, index)
+        self._targets = xp_targets
+        self._targets_1d = y.ndim == 1
+        return self
+
+    def predict(self, X: Any) -> Any:
+        """Mean (weighted by ``weights``) of the neighbours' targets.
+
+        Returns
+        -------
+        array, shape (n_queries,) or (n_queries, n_outputs)
+            In the namespace and on the device of ``X``.
+        """
+        distances, indices, X = self._neighbors_on_backend(_require_queries(X), None)
+        prediction = weighted_mean(self._targets, indices, self._weights_for(distances), xp=self._index.xp)
+        if self._targets_1d:
+            prediction = prediction[:, 0]
+        return self._like_input(prediction, X)
+
+    def score(self, X: Any, y: Any) -> float:
+        """Coefficient of determination R² (averaged over outputs)."""
+        predicted = to_host(self.predict(X)).astype(np.float64)
+        truth = to_host(as_targets(y, "y", predicted.shape[0])).astype(np.float64)
+        predicted = predicted.reshape(truth.shape)
+        residual = ((truth - predicted) ** 2).sum(axis=0)
+        total = ((truth - truth.mean(axis=0)) ** 2).sum(axis=0)
+        safe_total = np.where(total == 0, 1.0, total)
+        r2 = np.where(total == 0, np.where(residual == 0, 1.0, 0.0), 1 - residual / safe_total)
+        return float(np.mean(r2))
+
+    def __sklearn_tags__(self) -> Any:
+        from .sklearn_tags import estimator_tags
+
+        return estimator_tags(self, "regressor")
+
+
+class KNNClassifier(_NeighborsEstimator):
+    """k-nearest-neighbours classifier: a (weighted) majority vote.
+
+    Parameters are those of :class:`KNN`. A tied vote goes to the smallest
+    class label, as in scikit-learn.
+
+    Attributes
+    ----------
+    classes_ : array, shape (n_classes,)
+        Sorted class labels. Labels may be anything NumPy can sort (strings
+        too); labels given on a device stay there (numeric only).
+    n_features_in_ : int
+    n_samples_fit_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from knn_gpu import KNNClassifier
+    >>> X = np.array([[0.0], [1.0], [2.0], [10.0], [11.0]])
+    >>> y = np.array(["low", "low", "low", "high", "high"])
+    >>> KNNClassifier(num_neighbors=3).fit(X, y).predict(np.array([[0.5], [10.5]]))
+    array(['low', 'high'], dtype='<U4')
+    """
+
+    def fit(self, X: Any, y: Any) -> KNNClassifier:
+        """Store the training data and encode the labels.
+
+        String or other host labels are encoded on the host; numeric labels
+        given on a device are encoded there, without a copy to the host.
+        """
+        X_fit, index = self._fit_features(X)
+        labels = as_targets(y, "y", index.num_samples, numeric=False)
+        xp = index.xp
+        if isinstance(labels, np.ndarray):
+            classes, codes = np.unique(labels, return_inverse=True)
+            codes = xp.asarray(codes.astype(np.int64), device=index.device)
+        else:
+            label_xp = array_api_compat.array_namespace(labels)
+            classes = label_xp.sort(label_xp.unique_values(labels))
+            codes = label_xp.astype(label_xp.searchsorted(classes, labels), label_xp.int64)
+            codes = _move_to(codes, xp)
+        self._store_fit(X_fit, index)
+        self.classes_ = classes
+        self._codes = codes
+        return self
+
+    def predict_proba(self, X: Any) -> Any:
+        """Share of (weighted) votes per class, columns in ``classes_`` order."""
+        distances, indices, X = self._neighbors_on_backend(_require_queries(X), None)
+        votes = class_votes(
+            self._codes, indices, self._weights_for(distances), self.classes_.shape[0], xp=self._index.xp
+        )
+        return self._like_input(votes, X)
+
+    def predict(self, X: Any) -> Any:
+        """The class with most (weighted) votes; ties to the smallest label."""
+        distances, indices, X_checked = self._neighbors_on_backend(_require_queries(X), None)
+        xp = self._index.xp
+        votes = class_votes(
+            self._codes, indices, self._weights_for(distances), self.classes_.shape[0], xp=xp
+        )
+        winners = xp.argmax(votes, axis=1)
+        if isinstance(self.classes_, np.ndarray):
+            labels = self.classes_[to_host(winners)]
+            if self.classes_.dtype.kind not in "biuf" or X_checked is None:
+                return labels
+            return convert_like(labels, X_checked)
+        label_xp = array_api_compat.array_namespace(self.classes_)
+        labels = label_xp.take(self.classes_, _move_to(winners, label_xp))
+        return self._like_input(labels, X_checked)
+
+    def score(self, X: Any, y: Any) -> float:
+        """Mean accuracy."""
+        predicted = to_host(self.predict(X))
+        truth = to_host(as_targets(y, "y", predicted.shape[0], numeric=False))
+        return float(np.mean(predicted == truth))
+
+    def __sklearn_tags__(self) -> Any:
+        from .sklearn_tags import estimator_tags
+
+        return estimator_tags(self, "classifier")

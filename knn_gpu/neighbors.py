@@ -1,0 +1,100 @@
+"""The functional entry point: ``kneighbors(queries, train, k)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat
+
+from .search import build_index, search_index
+from .validation import (
+    as_feature_matrix,
+    check_metric,
+    check_num_neighbors,
+    check_same_namespace,
+    floating_dtype,
+)
+
+__all__ = ["kneighbors", "check_batch_size", "prepare_queries"]
+
+
+def check_batch_size(batch_size: Any) -> int | None:
+    """``None`` or a positive ``int``; anything else raises."""
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        msg = f"batch_size must be None or a positive integer, got {batch_size!r}"
+        raise ValueError(msg) if isinstance(batch_size, int) else TypeError(msg)
+    return batch_size
+
+
+def prepare_queries(queries: Any, num_features: int, dtype: Any, *, xp: Any, name: str = "X") -> Any:
+    """Check the feature count of validated queries and cast them to ``dtype``."""
+    if queries.shape[1] != num_features:
+        msg = (
+            f"{name} has {queries.shape[1]} features, but the training data has "
+            f"{num_features}; expected {num_features} features"
+        )
+        raise ValueError(msg)
+    return xp.astype(queries, dtype, copy=False)
+
+
+def kneighbors(
+    queries: Any,
+    train: Any,
+    k: int,
+    *,
+    metric: str = "euclidean",
+    batch_size: int | None = None,
+) -> tuple[Any, Any]:
+    """Exact k nearest training rows of each query.
+
+    Parameters
+    ----------
+    queries : array, shape (n_queries, n_features)
+    train : array, shape (n_samples, n_features)
+        Both from the same array library and on the same device (NumPy,
+        CuPy, torch, array_api_strict, ...). Lists are converted with NumPy.
+    k : int
+        Number of neighbours, ``1 <= k <= n_samples``.
+    metric : {"euclidean", "sqeuclidean", "cosine"}
+    batch_size : int, optional
+        Queries per batch; by default chosen so that one batch's distance
+        block stays under 256 MiB (a quarter of free memory on a GPU).
+
+    Returns
+    -------
+    distances : array, shape (n_queries, k)
+        Ascending along each row, in the metric's units, in the inputs'
+        floating dtype (integer input: the namespace's default float).
+    indices : array of int64, shape (n_queries, k)
+        Training row indices; equal distances list the lower index first.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import knn_gpu
+    >>> train = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    >>> distances, indices = knn_gpu.kneighbors(np.array([[0.9, 0.1]]), train, 2)
+    >>> indices
+    array([[1, 0]])
+    >>> np.round(distances, 3)
+    array([[0.141, 0.906]])
+    """
+    metric = check_metric(metric)
+    batch_size = check_batch_size(batch_size)
+    train = as_feature_matrix(train, "train")
+    queries = as_feature_matrix(queries, "queries", allow_empty=True)
+    xp = check_same_namespace(queries, train, ("queries", "train"))
+    k = check_num_neighbors(k, train.shape[0], name="k")
+    device = array_api_compat.device(train)
+    if array_api_compat.device(queries) != device:
+        msg = (
+            f"queries and train must be on the same device, got {array_api_compat.device(queries)} "
+            f"and {device}"
+        )
+        raise ValueError(msg)
+    dtype = floating_dtype(xp.result_type(queries.dtype, train.dtype), xp, device)
+    queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
+    index = build_index(xp.astype(train, dtype, copy=False), metric, xp=xp)
+    return search_index(index, queries, k, batch_rows=batch_size)

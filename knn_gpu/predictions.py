@@ -1,0 +1,94 @@
+"""Reduce each query's neighbours to a prediction: weights, mean, vote."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+
+__all__ = ["WEIGHTS", "check_weights", "neighbor_weights", "weighted_mean", "class_votes"]
+
+WEIGHTS = ("uniform", "distance")
+
+
+def check_weights(weights: Any) -> str | Callable:
+    """``"uniform"``, ``"distance"`` or a callable; anything else raises."""
+    if callable(weights) or weights in WEIGHTS:
+        return weights
+    msg = f"weights must be 'uniform', 'distance' or a callable, got {weights!r}"
+    raise ValueError(msg)
+
+
+def neighbor_weights(distances: Any, weights: str | Callable, *, xp: ModuleType) -> Any:
+    """Weight of each neighbour, shape ``distances.shape``.
+
+    ``"distance"`` gives ``1 / d``; in a row where some neighbours are at
+    distance 0, those get weight 1 and the others 0 (scikit-learn's rule).
+    A callable receives the distances and must return an array of the same
+    shape.
+    """
+    if weights == "uniform":
+        return xp.ones_like(distances)
+    if weights == "distance":
+        at_zero = distances == 0
+        any_zero = xp.any(at_zero, axis=1, keepdims=True)
+        inverse = 1 / xp.where(at_zero, xp.ones_like(distances), distances)
+        return xp.where(any_zero, xp.astype(at_zero, distances.dtype), inverse)
+    result = weights(distances)
+    shape = getattr(result, "shape", None)
+    if shape is None or tuple(shape) != tuple(distances.shape):
+        msg = (
+            f"weights callable must return an array of shape {tuple(distances.shape)} "
+            f"(the distances' shape), got {shape!r}"
+        )
+        raise ValueError(msg)
+    result = xp.asarray(result, device=array_api_compat.device(distances))
+    return xp.astype(result, distances.dtype)
+
+
+def _gather_rows(values: Any, indices: Any, *, xp: ModuleType) -> Any:
+    """``values[indices]`` for a 2-D index array, along the first axis."""
+    flat = xp.take(values, xp.reshape(indices, (-1,)), axis=0)
+    return xp.reshape(flat, (*indices.shape, *values.shape[1:]))
+
+
+def weighted_mean(targets: Any, indices: Any, weights: Any, *, xp: ModuleType) -> Any:
+    """Weighted mean of the neighbours' targets.
+
+    Parameters
+    ----------
+    targets : array, shape (n_samples, n_outputs)
+    indices : array of int64, shape (rows, k)
+    weights : array, shape (rows, k)
+
+    Returns
+    -------
+    array, shape (rows, n_outputs)
+    """
+    neighbor_targets = _gather_rows(targets, indices, xp=xp)
+    weighted = xp.sum(weights[:, :, None] * neighbor_targets, axis=1)
+    return weighted / xp.sum(weights, axis=1, keepdims=True)
+
+
+def class_votes(codes: Any, indices: Any, weights: Any, num_classes: int, *, xp: ModuleType) -> Any:
+    """Each query's weighted votes per class, normalised to sum to 1.
+
+    Parameters
+    ----------
+    codes : array of int64, shape (n_samples,)
+        Class code (position in ``classes_``) of every training row.
+    indices : array of int64, shape (rows, k)
+    weights : array, shape (rows, k)
+    num_classes : int
+
+    Returns
+    -------
+    array, shape (rows, num_classes)
+    """
+    neighbor_codes = _gather_rows(codes, indices, xp=xp)
+    class_ids = xp.arange(num_classes, dtype=codes.dtype, device=array_api_compat.device(codes))
+    one_hot = xp.astype(neighbor_codes[:, :, None] == class_ids, weights.dtype)
+    votes = xp.sum(weights[:, :, None] * one_hot, axis=1)
+    return votes / xp.sum(votes, axis=1, keepdims=True)

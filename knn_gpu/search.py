@@ -1,0 +1,204 @@
+"""Exact k-nearest-neighbour search in batches of queries.
+
+Data flows one way: the training set is prepared once (:func:`build_index`),
+then each batch of queries goes ranking product -> block prefilter -> top-k
+candidates -> exact distances -> final order (:func:`search_index`).
+
+The prefilter makes selection cheap. The training rows are split into blocks
+of ``block_size`` consecutive rows; the k nearest neighbours lie in the k
+blocks whose smallest key is smallest (ties to the lower block), so only
+those ``k * block_size`` keys are searched. The rows are *stored* block-strided
+(block ``j`` holds rows ``j * block_size + i``, stored at ``i * num_blocks +
+j``) so that the per-block minimum is a reduction over the middle axis of a
+``(rows, block_size, num_blocks)`` view, which vectorises.
+
+Ordering contract: ascending distance, equal distances -> lower training
+index. Every step breaks ties by index, so integer data gives identical
+indices on every backend.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+
+from .distances import augment_queries, augment_train, exact_distances, ranking_keys
+from .topk import smallest_k_columns
+from .validation import exact_dtype
+
+__all__ = ["TrainIndex", "build_index", "search_index", "default_batch_rows", "DEFAULT_MEMORY_BUDGET"]
+
+#: Bytes of ranking keys one batch may hold, unless told otherwise.
+DEFAULT_MEMORY_BUDGET = 256 * 2**20
+
+#: The number of candidates recomputed exactly is ``k + max(k, EXTRA_CANDIDATES)``.
+EXTRA_CANDIDATES = 8
+
+
+@dataclass(frozen=True)
+class TrainIndex:
+    """A training set prepared for searching, on its own namespace and device."""
+
+    xp: ModuleType
+    device: Any
+    metric: str
+    num_samples: int
+    num_features: int
+    block_size: int
+    num_blocks: int
+    rows: Any  # (num_blocks * block_size, num_features + 1), block-strided
+    offset: Any  # (num_features,)
+    exact: Any  # dtype of the exact recomputation
+
+    @property
+    def dtype(self) -> Any:
+        """Floating dtype of the stored rows (and of returned distances)."""
+        return self.rows.dtype
+
+
+def choose_block_size(num_samples: int, typical_candidates: int = 2 * (10 + EXTRA_CANDIDATES)) -> int:
+    """Rows per block: balances the blocks' minima against the candidates.
+
+    Per query the search touches ``num_blocks`` minima plus
+    ``candidates * block_size`` keys; ``sqrt(n / candidates)`` minimises the sum.
+    """
+    return max(1, math.isqrt(num_samples // typical_candidates))
+
+
+def build_index(train: Any, metric: str, *, xp: ModuleType) -> TrainIndex:
+    """Prepare validated floating training rows for :func:`search_index`."""
+    device = array_api_compat.device(train)
+    exact = exact_dtype(xp, device)
+    num_samples, num_features = train.shape
+    rows, offset = augment_train(train, metric, xp=xp, exact=exact)
+    block_size = choose_block_size(num_samples)
+    num_blocks = -(-num_samples // block_size)
+    padding = num_blocks * block_size - num_samples
+    if padding:
+        pad_rows = xp.concat(
+            [
+                xp.zeros((padding, num_features), dtype=rows.dtype, device=device),
+                xp.full((padding, 1), xp.finfo(rows.dtype).max, dtype=rows.dtype, device=device),
+            ],
+            axis=1,
+        )
+        rows = xp.concat([rows, pad_rows], axis=0)
+    strided = xp.permute_dims(xp.reshape(rows, (num_blocks, block_size, num_features + 1)), (1, 0, 2))
+    rows = xp.reshape(strided, (num_blocks * block_size, num_features + 1), copy=True)
+    return TrainIndex(
+        xp=xp,
+        device=device,
+        metric=metric,
+        num_samples=num_samples,
+        num_features=num_features,
+        block_size=block_size,
+        num_blocks=num_blocks,
+        rows=rows,
+        offset=offset,
+        exact=exact,
+    )
+
+
+def default_batch_rows(index: TrainIndex, num_queries: int, memory_budget: int | None = None) -> int:
+    """Queries per batch so that one batch's keys fit ``memory_budget`` bytes.
+
+    On CuPy the default budget is a quarter of the free device memory (read
+    once per search, before the loop); elsewhere :data:`DEFAULT_MEMORY_BUDGET`.
+    """
+    if memory_budget is None:
+        memory_budget = DEFAULT_MEMORY_BUDGET
+        if array_api_compat.is_cupy_namespace(index.xp):
+            import cupy
+
+            free_bytes, _ = cupy.cuda.runtime.memGetInfo()
+            pool_free = cupy.get_default_memory_pool().free_bytes()
+            memory_budget = max(memory_budget, (free_bytes + pool_free) // 4)
+    # The keys, their block view and the candidates' bookkeeping: about 2 keys'
+    # worth of bytes per stored row.
+    bytes_per_query = 2 * index.rows.shape[0] * _itemsize(index)
+    return max(1, min(max(num_queries, 1), memory_budget // bytes_per_query))
+
+
+def _itemsize(index: TrainIndex) -> int:
+    return 4 if index.rows.dtype == index.xp.float32 else 8
+
+
+def search_index(
+    index: TrainIndex, queries: Any, k: int, *, batch_rows: int | None = None
+) -> tuple[Any, Any]:
+    """The ``k`` nearest stored rows of each query.
+
+    Parameters
+    ----------
+    index : TrainIndex
+    queries : array, shape (n_queries, num_features)
+        Validated, in the index's namespace, device and dtype.
+    k : int
+        ``1 <= k <= index.num_samples``.
+    batch_rows : int, optional
+        Queries per batch; by default from the memory budget.
+
+    Returns
+    -------
+    distances : array, shape (n_queries, k), the index's dtype
+    indices : array of int64, shape (n_queries, k)
+    """
+    xp = index.xp
+    num_queries = queries.shape[0]
+    if num_queries == 0:
+        return (
+            xp.zeros((0, k), dtype=index.dtype, device=index.device),
+            xp.zeros((0, k), dtype=xp.int64, device=index.device),
+        )
+    if batch_rows is None:
+        batch_rows = default_batch_rows(index, num_queries)
+    distance_batches, index_batches = [], []
+    for start in range(0, num_queries, batch_rows):
+        batch = queries[start : min(start + batch_rows, num_queries), ...]
+        distances, indices = _search_batch(index, batch, k)
+        distance_batches.append(distances)
+        index_batches.append(indices)
+    if len(distance_batches) == 1:
+        return distance_batches[0], index_batches[0]
+    return xp.concat(distance_batches, axis=0), xp.concat(index_batches, axis=0)
+
+
+def _search_batch(index: TrainIndex, queries: Any, k: int) -> tuple[Any, Any]:
+    xp = index.xp
+    rows = queries.shape[0]
+    block_size, num_blocks = index.block_size, index.num_blocks
+    num_candidates = min(index.num_samples, k + max(k, EXTRA_CANDIDATES))
+    kept_blocks = min(num_candidates, num_blocks)
+
+    keys = ranking_keys(augment_queries(queries, index.metric, index.offset, xp=xp), index.rows, xp=xp)
+    keys = xp.reshape(keys, (rows, block_size, num_blocks))
+    if kept_blocks < num_blocks:
+        blocks = smallest_k_columns(xp.min(keys, axis=1), kept_blocks, xp=xp)
+        gather = xp.broadcast_to(blocks[:, None, :], (rows, block_size, kept_blocks))
+        keys = xp.take_along_axis(keys, gather, axis=2)
+    else:
+        blocks = xp.broadcast_to(
+            xp.arange(num_blocks, dtype=xp.int64, device=index.device), (rows, num_blocks)
+        )
+    # (rows, kept_blocks, block_size): ascending training index along each row.
+    candidate_keys = xp.reshape(xp.permute_dims(keys, (0, 2, 1)), (rows, kept_blocks * block_size))
+    columns = smallest_k_columns(candidate_keys, num_candidates, xp=xp)
+    block_of = xp.take_along_axis(blocks, columns // block_size, axis=1)
+    within = columns % block_size
+    train_indices = block_of * block_size + within
+    stored_at = within * num_blocks + block_of
+
+    candidate_rows = xp.take(index.rows[:, : index.num_features], xp.reshape(stored_at, (-1,)), axis=0)
+    candidate_rows = xp.reshape(candidate_rows, (rows, num_candidates, index.num_features))
+    distances = exact_distances(
+        queries, candidate_rows, index.metric, index.offset, xp=xp, exact=index.exact
+    )
+    # Candidates are in ascending training index, so a stable sort keeps ties in index order.
+    order = xp.argsort(distances, axis=1, stable=True)[:, :k]
+    distances = xp.take_along_axis(distances, order, axis=1)
+    indices = xp.take_along_axis(train_indices, order, axis=1)
+    return xp.astype(distances, index.dtype), indices

@@ -1,0 +1,90 @@
+"""Top-k selection per row, with ties going to the lower column.
+
+The standard has no top-k. ``array_api_extra.partition`` delegates to the
+native ``partition`` of NumPy and CuPy (``kthvalue``/``topk`` on torch) and
+sorts elsewhere; it gives the k-th smallest *value* of each row, which is well
+defined whatever the ties. Which of several equal values to keep is then
+decided here, by position, with standard functions only: that is what makes
+the result identical on every backend.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+import array_api_extra as xpx
+
+__all__ = ["smallest_k_columns", "columns_of_true"]
+
+
+def columns_of_true(mask: Any, k: int, *, xp: ModuleType) -> Any:
+    """Column indices of the ``k`` true entries of each row, in ascending order.
+
+    Parameters
+    ----------
+    mask : array of bool, shape (rows, width)
+        Exactly ``k`` entries of each row must be true.
+    k : int
+    xp : namespace
+
+    Returns
+    -------
+    array of int64, shape (rows, k)
+
+    Notes
+    -----
+    A row-wise "nonzero" without data-dependent shapes: the running count of
+    true entries, offset by ``row * (k + 1)``, is non-decreasing over the
+    flattened array, so one ``searchsorted`` finds where each row's s-th true
+    entry sits.
+    """
+    rows, width = mask.shape
+    device = array_api_compat.device(mask)
+    running = xp.cumulative_sum(xp.astype(mask, xp.int64), axis=1)
+    row_start = xp.arange(rows, dtype=xp.int64, device=device)[:, None] * (k + 1)
+    flat_running = xp.reshape(running + row_start, (-1,))
+    wanted = row_start + xp.arange(1, k + 1, dtype=xp.int64, device=device)[None, :]
+    flat_positions = xp.searchsorted(flat_running, xp.reshape(wanted, (-1,)), side="left")
+    flat_positions = xp.astype(flat_positions, xp.int64)
+    row_offsets = xp.arange(rows, dtype=xp.int64, device=device)[:, None] * width
+    return xp.reshape(flat_positions, (rows, k)) - row_offsets
+
+
+def smallest_k_columns(values: Any, k: int, *, xp: ModuleType) -> Any:
+    """Columns of the ``k`` smallest values of each row, ties to the lower column.
+
+    Exactly the first ``k`` entries of each row under the order
+    (value, column), returned in ascending *column* order (not value order).
+
+    Parameters
+    ----------
+    values : array, shape (rows, width)
+        Real values without NaN (infinity is allowed).
+    k : int
+        ``1 <= k <= width``.
+    xp : namespace
+
+    Returns
+    -------
+    array of int64, shape (rows, k)
+
+    Examples
+    --------
+    >>> import array_api_compat.numpy as xp
+    >>> values = xp.asarray([[3.0, 1.0, 2.0, 1.0, 1.0]])
+    >>> smallest_k_columns(values, 2, xp=xp)
+    array([[1, 3]])
+    """
+    rows, width = values.shape
+    device = array_api_compat.device(values)
+    if k >= width:
+        return xp.broadcast_to(xp.arange(width, dtype=xp.int64, device=device), (rows, width))
+    kth_value = xpx.partition(values, k - 1, axis=-1, xp=xp)[:, k - 1 : k]
+    below = values < kth_value
+    num_below = xp.sum(xp.astype(below, xp.int64), axis=1, keepdims=True)
+    tied = values == kth_value
+    tie_rank = xp.cumulative_sum(xp.astype(tied, xp.int64), axis=1)
+    keep = below | (tied & (tie_rank <= k - num_below))
+    return columns_of_true(keep, k, xp=xp)

@@ -1,0 +1,235 @@
+"""Checks on user input, done eagerly and before any work.
+
+Every check names the argument, the value it got and what it expected.
+``ValueError`` is for bad values, ``TypeError`` for bad types. Nothing here
+writes into the caller's arrays.
+"""
+
+from __future__ import annotations
+
+import numbers
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+__all__ = [
+    "NotFittedError",
+    "METRICS",
+    "as_feature_matrix",
+    "as_targets",
+    "check_metric",
+    "check_num_neighbors",
+    "check_same_namespace",
+    "floating_dtype",
+    "check_finite",
+]
+
+#: Metrics that the search computes through one matrix product.
+METRICS = ("euclidean", "sqeuclidean", "cosine")
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when a model is used before ``fit``.
+
+    It subclasses both ``ValueError`` and ``AttributeError``, as
+    scikit-learn's error of the same name does, so code written for either
+    convention catches it.
+    """
+
+
+def _as_array(x: Any, name: str) -> Any:
+    """Return ``x`` as an array of its own library, or as a NumPy array."""
+    if x is None:
+        msg = f"{name} must be an array of numbers, got None"
+        raise TypeError(msg)
+    if isinstance(x, (str, bytes)):
+        msg = f"{name} must be an array of numbers, got a string: {x!r:.40}"
+        raise TypeError(msg)
+    if array_api_compat.is_array_api_obj(x) and not isinstance(x, np.generic):
+        return x
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as exc:
+        msg = (
+            f"{name} must be a rectangular array of numbers; converting it with "
+            f"numpy.asarray failed: {exc}"
+        )
+        raise ValueError(msg) from exc
+
+
+def _check_numeric_dtype(x: Any, name: str, xp: ModuleType) -> None:
+    dtype = x.dtype
+    if isinstance(x, np.ndarray) and dtype.kind in "OSUVMmc":
+        msg = (
+            f"{name} must hold real numbers (bool, integer or floating), "
+            f"got dtype {dtype}"
+        )
+        raise TypeError(msg)
+    if not xp.isdtype(dtype, ("bool", "integral", "real floating")):
+        msg = (
+            f"{name} must hold real numbers (bool, integer or floating), "
+            f"got dtype {dtype}"
+        )
+        raise TypeError(msg)
+
+
+def floating_dtype(dtype: Any, xp: ModuleType, device: Any) -> Any:
+    """The floating dtype the search computes in for input of ``dtype``.
+
+    float32 stays float32; float64 stays float64 where the device has it
+    (float32 otherwise); other floating types become float32; integers and
+    booleans become the namespace's default floating dtype on that device.
+    """
+    supported = _supported_dtypes(xp, device)
+    if dtype == xp.float32:
+        return xp.float32
+    if dtype == xp.float64:
+        return xp.float64 if "float64" in supported else xp.float32
+    if xp.isdtype(dtype, "real floating"):
+        return xp.float32
+    try:
+        info = xp.__array_namespace_info__()
+        default = info.default_dtypes(device=device)["real floating"]
+    except (AttributeError, TypeError, KeyError):
+        default = xp.float64
+    if default == xp.float64 and "float64" not in supported:
+        return xp.float32
+    return default
+
+
+def _supported_dtypes(xp: ModuleType, device: Any) -> set[str]:
+    try:
+        return set(xp.__array_namespace_info__().dtypes(device=device))
+    except (AttributeError, TypeError, ValueError):
+        return {"float32", "float64"}
+
+
+def exact_dtype(xp: ModuleType, device: Any) -> Any:
+    """float64 where the device has it, float32 otherwise."""
+    return xp.float64 if "float64" in _supported_dtypes(xp, device) else xp.float32
+
+
+def check_finite(x: Any, name: str, xp: ModuleType) -> None:
+    """Raise ``ValueError`` if floating array ``x`` holds NaN or infinity.
+
+    This reads one boolean back from the device: validation is the one place
+    where knn_gpu synchronises on purpose, before any work starts.
+    """
+    if xp.isdtype(x.dtype, "real floating") and not bool(xp.all(xp.isfinite(x))):
+        msg = f"{name} contains NaN or infinity; remove or impute those values first"
+        raise ValueError(msg)
+
+
+def as_feature_matrix(x: Any, name: str, *, allow_empty: bool = False) -> Any:
+    """Validate a 2-D array of features and return it (never a modified copy).
+
+    Parameters
+    ----------
+    x : array_like
+        Anything NumPy can convert, or an array of an Array API library.
+    name : str
+        The argument's name, used in error messages.
+    allow_empty : bool
+        Accept zero rows (a query batch may be empty; a training set may not).
+
+    Returns
+    -------
+    array
+        ``x`` itself when it is already an array, else ``numpy.asarray(x)``.
+    """
+    array = _as_array(x, name)
+    xp = array_api_compat.array_namespace(array)
+    _check_numeric_dtype(array, name, xp)
+    if array.ndim != 2:
+        hint = ""
+        if array.ndim == 1:
+            hint = (
+                "; use x.reshape(1, -1) for a single example or "
+                "x.reshape(-1, 1) for a single feature"
+            )
+        msg = (
+            f"{name} must be 2-D (n_samples, n_features), got "
+            f"{array.ndim}-D shape {tuple(array.shape)}{hint}"
+        )
+        raise ValueError(msg)
+    rows, features = array.shape
+    if rows == 0 and not allow_empty:
+        msg = f"{name} must hold at least 1 sample, got shape {tuple(array.shape)}"
+        raise ValueError(msg)
+    if features == 0:
+        msg = f"{name} must hold at least 1 feature, got shape {tuple(array.shape)}"
+        raise ValueError(msg)
+    check_finite(array, name, xp)
+    return array
+
+
+def as_targets(y: Any, name: str, num_samples: int, *, numeric: bool = True) -> Any:
+    """Validate targets: 1-D or 2-D, one row per training sample.
+
+    With ``numeric=False`` (class labels) any sortable NumPy dtype is allowed,
+    strings included; NaN is still rejected.
+    """
+    array = _as_array(y, name)
+    xp = array_api_compat.array_namespace(array)
+    if numeric:
+        _check_numeric_dtype(array, name, xp)
+    elif isinstance(array, np.ndarray) and array.dtype.kind in "cO":
+        if array.dtype.kind == "c" or any(label is None for label in array.ravel()):
+            msg = f"{name} must hold sortable labels (numbers or strings), got dtype {array.dtype}"
+            raise TypeError(msg)
+    if array.ndim not in (1, 2) or (not numeric and array.ndim != 1):
+        expected = "1-D or 2-D" if numeric else "1-D"
+        msg = f"{name} must be {expected}, got shape {tuple(array.shape)}"
+        raise ValueError(msg)
+    if array.shape[0] != num_samples:
+        msg = (
+            f"{name} must have one entry per training sample: X has "
+            f"{num_samples} samples but {name} has {array.shape[0]}"
+        )
+        raise ValueError(msg)
+    if array.ndim == 2 and array.shape[1] == 0:
+        msg = f"{name} must have at least one output column, got shape {tuple(array.shape)}"
+        raise ValueError(msg)
+    if xp.isdtype(array.dtype, ("real floating", "complex floating")) or array.dtype.kind == "f":
+        check_finite(array, name, xp)
+    return array
+
+
+def check_num_neighbors(value: Any, num_samples: int, name: str = "num_neighbors") -> int:
+    """Return ``value`` as an ``int`` in ``[1, num_samples]`` or raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        msg = f"{name} must be a positive integer, got {value!r} of type {type(value).__name__}"
+        raise TypeError(msg)
+    if value < 1:
+        msg = f"{name} must be a positive integer, got {value}"
+        raise ValueError(msg)
+    if value > num_samples:
+        msg = (
+            f"{name}={value} is larger than the number of training samples "
+            f"({num_samples}); expected {name} <= {num_samples}"
+        )
+        raise ValueError(msg)
+    return int(value)
+
+
+def check_metric(metric: Any) -> str:
+    """Return ``metric`` if it is one of :data:`METRICS`, else raise ``ValueError``."""
+    if metric not in METRICS:
+        msg = f"metric must be one of {', '.join(map(repr, METRICS))}; got {metric!r}"
+        raise ValueError(msg)
+    return metric
+
+
+def check_same_namespace(first: Any, second: Any, names: tuple[str, str]) -> ModuleType:
+    """The common namespace of two arrays, or a ``TypeError`` naming both."""
+    try:
+        return array_api_compat.array_namespace(first, second)
+    except TypeError as exc:
+        msg = (
+            f"{names[0]} and {names[1]} must come from the same array library, "
+            f"got {type(first).__module__}.{type(first).__name__} and "
+            f"{type(second).__module__}.{type(second).__name__}"
+        )
+        raise TypeError(msg) from exc

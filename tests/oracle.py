@@ -1,0 +1,40 @@
+"""An exact float64 oracle written plainly: direct differences, full sort.
+
+Nothing here calls knn_gpu. Ties are ordered by training index (a stable
+sort of distances computed in float64 from the raw data).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def oracle_distances(queries: np.ndarray, train: np.ndarray, metric: str = "euclidean") -> np.ndarray:
+    queries = np.asarray(queries, dtype=np.float64)
+    train = np.asarray(train, dtype=np.float64)
+    if metric == "cosine":
+        dots = np.einsum("qf,tf->qt", queries, train)
+        norms = np.linalg.norm(queries, axis=1)[:, None] * np.linalg.norm(train, axis=1)[None, :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            similarity = np.where(norms == 0, 0.0, dots / np.where(norms == 0, 1.0, norms))
+        return np.clip(1.0 - similarity, 0.0, 2.0)
+    squared = np.zeros((queries.shape[0], train.shape[0]))
+    for feature in range(queries.shape[1]):
+        difference = queries[:, feature][:, None] - train[:, feature][None, :]
+        squared += difference * difference
+    return np.sqrt(squared) if metric == "euclidean" else squared
+
+
+def oracle_kneighbors(queries, train, k, metric="euclidean"):
+    """(distances, indices), shape (n_queries, k): ascending, ties by lower index."""
+    distances = oracle_distances(queries, train, metric)
+    order = np.argsort(distances, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(distances, order, axis=1), order
+
+
+def unambiguous_rows(queries, train, k, metric="euclidean", gap=1e-9):
+    """Rows whose k-th and (k+1)-th distances differ: any correct method agrees there."""
+    distances = np.sort(oracle_distances(queries, train, metric), axis=1)
+    if k >= distances.shape[1]:
+        return np.ones(distances.shape[0], dtype=bool)
+    return distances[:, k] - distances[:, k - 1] > gap * np.maximum(1.0, distances[:, k])
