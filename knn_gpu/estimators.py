@@ -147,7 +147,9 @@ class _NeighborsEstimator:
             return distances, indices, None
         X = as_feature_matrix(X, "X", allow_empty=True)
         k = check_num_neighbors(num_neighbors, index.num_samples)
-        queries = prepare_queries(_move_to(X, xp), index.num_features, index.dtype, xp=xp)
+        queries = prepare_queries(
+            _move_to(X, xp), index.num_features, index.dtype, xp=xp, expected_by=type(self).__name__
+        )
         if array_api_compat.device(queries) != index.device:
             queries = array_api_compat.to_device(queries, index.device)
         distances, indices = search_index(index, queries, k, batch_rows=batch_rows)
@@ -226,6 +228,21 @@ def _host_vector(example: Any, name: str) -> np.ndarray:
         raise ValueError(msg)
     matrix = as_feature_matrix(np.reshape(host, (1, -1)) if host is not None else None, name)
     return np.asarray(matrix, dtype=np.float64)[0]
+
+
+def _check_discrete(labels: Any) -> None:
+    """Refuse continuous targets for a classifier (floats that are not whole numbers)."""
+    label_xp = array_api_compat.array_namespace(labels)
+    if isinstance(labels, np.ndarray) and labels.dtype.kind != "f":
+        return
+    if not isinstance(labels, np.ndarray) and not label_xp.isdtype(labels.dtype, "real floating"):
+        return
+    if not bool(label_xp.all(labels == label_xp.round(labels))):
+        msg = (
+            "Unknown label type: continuous. y holds non-integer floats; "
+            "KNNClassifier needs class labels (use KNN for regression)"
+        )
+        raise ValueError(msg)
 
 
 def _require_queries(X: Any) -> Any:
@@ -371,6 +388,7 @@ class KNNClassifier(_NeighborsEstimator):
         """
         X_fit, index = self._fit_features(X)
         labels = as_targets(y, "y", index.num_samples, numeric=False)
+        _check_discrete(labels)
         xp = index.xp
         if isinstance(labels, np.ndarray):
             classes, codes = np.unique(labels, return_inverse=True)

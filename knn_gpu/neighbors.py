@@ -28,12 +28,14 @@ def check_batch_size(batch_size: Any) -> int | None:
     return batch_size
 
 
-def prepare_queries(queries: Any, num_features: int, dtype: Any, *, xp: Any, name: str = "X") -> Any:
+def prepare_queries(
+    queries: Any, num_features: int, dtype: Any, *, xp: Any, name: str = "X", expected_by: str = "train"
+) -> Any:
     """Check the feature count of validated queries and cast them to ``dtype``."""
     if queries.shape[1] != num_features:
         msg = (
-            f"{name} has {queries.shape[1]} features, but the training data has "
-            f"{num_features}; expected {num_features} features"
+            f"{name} has {queries.shape[1]} features, but {expected_by} is expecting "
+            f"{num_features} features as input"
         )
         raise ValueError(msg)
     return xp.astype(queries, dtype, copy=False)

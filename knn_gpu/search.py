@@ -43,7 +43,6 @@ EXTRA_CANDIDATES = 8
 class TrainIndex:
     """A training set prepared for searching, on its own namespace and device."""
 
-    xp: ModuleType
     device: Any
     metric: str
     num_samples: int
@@ -53,6 +52,11 @@ class TrainIndex:
     rows: Any  # (num_blocks * block_size, num_features + 1), block-strided
     offset: Any  # (num_features,)
     exact: Any  # dtype of the exact recomputation
+
+    @property
+    def xp(self) -> ModuleType:
+        """Namespace of the stored rows (derived, so that the index pickles)."""
+        return array_api_compat.array_namespace(self.rows)
 
     @property
     def dtype(self) -> Any:
@@ -90,7 +94,6 @@ def build_index(train: Any, metric: str, *, xp: ModuleType) -> TrainIndex:
     strided = xp.permute_dims(xp.reshape(rows, (num_blocks, block_size, num_features + 1)), (1, 0, 2))
     rows = xp.reshape(strided, (num_blocks * block_size, num_features + 1), copy=True)
     return TrainIndex(
-        xp=xp,
         device=device,
         metric=metric,
         num_samples=num_samples,

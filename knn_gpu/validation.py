@@ -44,6 +44,9 @@ def _as_array(x: Any, name: str) -> Any:
     if x is None:
         msg = f"{name} must be an array of numbers, got None"
         raise TypeError(msg)
+    if hasattr(x, "tocsr") or type(x).__module__.startswith("scipy.sparse"):
+        msg = f"{name} is a sparse matrix, and sparse input is not supported; pass {name}.toarray()"
+        raise TypeError(msg)
     if isinstance(x, (str, bytes)):
         msg = f"{name} must be an array of numbers, got a string: {x!r:.40}"
         raise TypeError(msg)
@@ -146,7 +149,7 @@ def as_feature_matrix(x: Any, name: str, *, allow_empty: bool = False) -> Any:
         hint = ""
         if array.ndim == 1:
             hint = (
-                "; use x.reshape(1, -1) for a single example or "
+                ". Reshape your data: x.reshape(1, -1) for a single example or "
                 "x.reshape(-1, 1) for a single feature"
             )
         msg = (
@@ -156,10 +159,10 @@ def as_feature_matrix(x: Any, name: str, *, allow_empty: bool = False) -> Any:
         raise ValueError(msg)
     rows, features = array.shape
     if rows == 0 and not allow_empty:
-        msg = f"{name} must hold at least 1 sample, got shape {tuple(array.shape)}"
+        msg = f"{name} has 0 sample(s) (shape={tuple(array.shape)}) while a minimum of 1 is required."
         raise ValueError(msg)
     if features == 0:
-        msg = f"{name} must hold at least 1 feature, got shape {tuple(array.shape)}"
+        msg = f"{name} has 0 feature(s) (shape={tuple(array.shape)}) while a minimum of 1 is required."
         raise ValueError(msg)
     check_finite(array, name, xp)
     return array
@@ -171,8 +174,13 @@ def as_targets(y: Any, name: str, num_samples: int, *, numeric: bool = True) -> 
     With ``numeric=False`` (class labels) any sortable NumPy dtype is allowed,
     strings included; NaN is still rejected.
     """
+    if y is None:
+        msg = f"this estimator requires y to be passed, but the target {name} is None"
+        raise ValueError(msg)
     array = _as_array(y, name)
     xp = array_api_compat.array_namespace(array)
+    if not numeric and array.ndim == 2 and array.shape[1] == 1:
+        array = xp.reshape(array, (-1,))  # a column vector of labels, as scikit-learn accepts
     if numeric:
         _check_numeric_dtype(array, name, xp)
     elif isinstance(array, np.ndarray) and array.dtype.kind in "cO":
@@ -192,8 +200,9 @@ def as_targets(y: Any, name: str, num_samples: int, *, numeric: bool = True) -> 
     if array.ndim == 2 and array.shape[1] == 0:
         msg = f"{name} must have at least one output column, got shape {tuple(array.shape)}"
         raise ValueError(msg)
-    if xp.isdtype(array.dtype, ("real floating", "complex floating")) or array.dtype.kind == "f":
-        check_finite(array, name, xp)
+    if isinstance(array, np.ndarray) and array.dtype.kind != "f":
+        return array  # integers, booleans, strings: nothing to check
+    check_finite(array, name, xp)
     return array
 
 
@@ -208,7 +217,7 @@ def check_num_neighbors(value: Any, num_samples: int, name: str = "num_neighbors
     if value > num_samples:
         msg = (
             f"{name}={value} is larger than the number of training samples "
-            f"({num_samples}); expected {name} <= {num_samples}"
+            f"(n_samples = {num_samples}); expected {name} <= {num_samples}"
         )
         raise ValueError(msg)
     return int(value)
