@@ -64,11 +64,12 @@ class TrainIndex:
         return self.rows.dtype
 
 
-def choose_block_size(num_samples: int, typical_candidates: int = 2 * (10 + EXTRA_CANDIDATES)) -> int:
+def choose_block_size(num_samples: int, typical_candidates: int = 20) -> int:
     """Rows per block: balances the blocks' minima against the candidates.
 
     Per query the search touches ``num_blocks`` minima plus
     ``candidates * block_size`` keys; ``sqrt(n / candidates)`` minimises the sum.
+    The layout is fixed at fit, so it is tuned for k = 10 (20 candidates).
     """
     return max(1, math.isqrt(num_samples // typical_candidates))
 
@@ -178,17 +179,20 @@ def _search_batch(index: TrainIndex, queries: Any, k: int) -> tuple[Any, Any]:
     kept_blocks = min(num_candidates, num_blocks)
 
     keys = ranking_keys(augment_queries(queries, index.metric, index.offset, xp=xp), index.rows, xp=xp)
-    keys = xp.reshape(keys, (rows, block_size, num_blocks))
     if kept_blocks < num_blocks:
-        blocks = smallest_k_columns(xp.min(keys, axis=1), kept_blocks, xp=xp)
-        gather = xp.broadcast_to(blocks[:, None, :], (rows, block_size, kept_blocks))
-        keys = xp.take_along_axis(keys, gather, axis=2)
+        block_minima = xp.min(xp.reshape(keys, (rows, block_size, num_blocks)), axis=1)
+        blocks = smallest_k_columns(block_minima, kept_blocks, xp=xp)
     else:
         blocks = xp.broadcast_to(
             xp.arange(num_blocks, dtype=xp.int64, device=index.device), (rows, num_blocks)
         )
-    # (rows, kept_blocks, block_size): ascending training index along each row.
-    candidate_keys = xp.reshape(xp.permute_dims(keys, (0, 2, 1)), (rows, kept_blocks * block_size))
+    # Gather the kept blocks' keys as (rows, kept_blocks, block_size): ascending
+    # training index along each row. One flat take beats take_along_axis here.
+    within_block = xp.arange(block_size, dtype=xp.int64, device=index.device)
+    row_start = xp.arange(rows, dtype=xp.int64, device=index.device) * (block_size * num_blocks)
+    flat = row_start[:, None, None] + within_block[None, None, :] * num_blocks + blocks[:, :, None]
+    candidate_keys = xp.take(xp.reshape(keys, (-1,)), xp.reshape(flat, (-1,)))
+    candidate_keys = xp.reshape(candidate_keys, (rows, kept_blocks * block_size))
     columns = smallest_k_columns(candidate_keys, num_candidates, xp=xp)
     block_of = xp.take_along_axis(blocks, columns // block_size, axis=1)
     within = columns % block_size

@@ -42,10 +42,12 @@ def columns_of_true(mask: Any, k: int, *, xp: ModuleType) -> Any:
     """
     rows, width = mask.shape
     device = array_api_compat.device(mask)
-    running = xp.cumulative_sum(xp.astype(mask, xp.int64), axis=1)
-    row_start = xp.arange(rows, dtype=xp.int64, device=device)[:, None] * (k + 1)
+    # int32 counts halve the memory traffic; the flattened offsets must fit too.
+    count_dtype = xp.int32 if rows * (k + 1) < 2**31 else xp.int64
+    running = xp.cumulative_sum(xp.astype(mask, count_dtype), axis=1)
+    row_start = xp.arange(rows, dtype=count_dtype, device=device)[:, None] * (k + 1)
     flat_running = xp.reshape(running + row_start, (-1,))
-    wanted = row_start + xp.arange(1, k + 1, dtype=xp.int64, device=device)[None, :]
+    wanted = row_start + xp.arange(1, k + 1, dtype=count_dtype, device=device)[None, :]
     flat_positions = xp.searchsorted(flat_running, xp.reshape(wanted, (-1,)), side="left")
     flat_positions = xp.astype(flat_positions, xp.int64)
     row_offsets = xp.arange(rows, dtype=xp.int64, device=device)[:, None] * width
@@ -83,8 +85,8 @@ def smallest_k_columns(values: Any, k: int, *, xp: ModuleType) -> Any:
         return xp.broadcast_to(xp.arange(width, dtype=xp.int64, device=device), (rows, width))
     kth_value = xpx.partition(values, k - 1, axis=-1, xp=xp)[:, k - 1 : k]
     below = values < kth_value
-    num_below = xp.sum(xp.astype(below, xp.int64), axis=1, keepdims=True)
+    num_below = xp.sum(xp.astype(below, xp.int32), axis=1, keepdims=True)
     tied = values == kth_value
-    tie_rank = xp.cumulative_sum(xp.astype(tied, xp.int64), axis=1)
+    tie_rank = xp.cumulative_sum(xp.astype(tied, xp.int32), axis=1)
     keep = below | (tied & (tie_rank <= k - num_below))
     return columns_of_true(keep, k, xp=xp)
