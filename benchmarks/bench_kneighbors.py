@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -36,6 +34,7 @@ import numpy as np
 
 import knn_gpu
 from knn_gpu.backends import namespace_of_backend, to_host
+from knn_gpu.compare import machine_description
 
 GOAL = {"name": "goal", "n_train": 100_000, "n_query": 10_000, "dim": 64, "k": 10}
 SMALL = {"name": "small", "n_train": 10_000, "n_query": 1_000, "dim": 32, "k": 10}
@@ -161,7 +160,11 @@ def print_shape(result: dict) -> None:
     )
     print(f"{'method':<24} {'seconds':>9} {'x knn_gpu[numpy]':>17} {'agreement':>10}")
     for row in result["rows"]:
-        agreement = "-" if row["index_agreement_with_knn_gpu_numpy"] is None else f"{row['index_agreement_with_knn_gpu_numpy']:.4f}"
+        agreement = (
+            "-"
+            if row["index_agreement_with_knn_gpu_numpy"] is None
+            else f"{row['index_agreement_with_knn_gpu_numpy']:.4f}"
+        )
         print(f"{row['method']:<24} {row['seconds']:>9.3f} {row['ratio_to_knn_gpu_numpy']:>17.2f} {agreement:>10}")
     by_name = {row["method"]: row["seconds"] for row in result["rows"]}
     ours = by_name["knn_gpu[numpy]"]
@@ -178,10 +181,18 @@ def peak_memory_child(n_query: int) -> None:
     """Run in a subprocess: data, then the search; print peak RSS in MiB."""
     shape = {"n_train": 50_000, "n_query": n_query, "dim": 32}
     train, queries = make_data(shape)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = _peak_rss_mib()
     knn_gpu.kneighbors(queries, train, 10)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    after = _peak_rss_mib()
     print(json.dumps({"n_query": n_query, "peak_rss_mib": after, "peak_before_search_mib": before}))
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM: reset by exec, unlike ru_maxrss)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure_memory() -> list[dict]:
@@ -198,28 +209,6 @@ def measure_memory() -> list[dict]:
             f"(data and imports alone: {record['peak_before_search_mib']:.0f} MiB)"
         )
     return records
-
-
-def machine_description() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    description = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__}
-    try:
-        from threadpoolctl import threadpool_info
-
-        description["blas"] = [
-            {key: info.get(key) for key in ("internal_api", "version", "num_threads", "architecture")}
-            for info in threadpool_info()
-        ]
-    except ImportError:
-        pass
-    return description
 
 
 def main() -> int:

@@ -159,9 +159,7 @@ class _NeighborsEstimator:
         """``result`` in the namespace and on the device of ``X`` (the fit data if None)."""
         return result if X is None else convert_like(result, X)
 
-    def kneighbors(
-        self, X: Any = None, num_neighbors: int | None = None, return_distance: bool = True
-    ) -> Any:
+    def kneighbors(self, X: Any = None, num_neighbors: int | None = None, return_distance: bool = True) -> Any:
         """The nearest training rows of each row of ``X``.
 
         Parameters
@@ -211,10 +209,7 @@ class _NeighborsEstimator:
         """
         self._check_fitted()
         distances, indices, _ = self._neighbors_on_backend(_host_vector(example, "example")[None, :], None)
-        return [
-            (int(i), float(d))
-            for i, d in zip(to_host(indices)[0].tolist(), to_host(distances)[0].tolist())
-        ]
+        return [(int(i), float(d)) for i, d in zip(to_host(indices)[0].tolist(), to_host(distances)[0].tolist())]
 
     def _weights_for(self, distances: Any) -> Any:
         return neighbor_weights(distances, check_weights(self.weights), xp=self._index.xp)
@@ -415,9 +410,7 @@ class KNNClassifier(_NeighborsEstimator):
         """The class with most (weighted) votes; ties to the smallest label."""
         distances, indices, X_checked = self._neighbors_on_backend(_require_queries(X), None)
         xp = self._index.xp
-        votes = class_votes(
-            self._codes, indices, self._weights_for(distances), self.classes_.shape[0], xp=xp
-        )
+        votes = class_votes(self._codes, indices, self._weights_for(distances), self.classes_.shape[0], xp=xp)
         winners = xp.argmax(votes, axis=1)
         if isinstance(self.classes_, np.ndarray):
             labels = self.classes_[to_host(winners)]

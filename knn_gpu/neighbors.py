@@ -33,10 +33,7 @@ def prepare_queries(
 ) -> Any:
     """Check the feature count of validated queries and cast them to ``dtype``."""
     if queries.shape[1] != num_features:
-        msg = (
-            f"{name} has {queries.shape[1]} features, but {expected_by} is expecting "
-            f"{num_features} features as input"
-        )
+        msg = f"{name} has {queries.shape[1]} features, but {expected_by} is expecting {num_features} features as input"
         raise ValueError(msg)
     return xp.astype(queries, dtype, copy=False)
 
@@ -91,10 +88,7 @@ def kneighbors(
     k = check_num_neighbors(k, train.shape[0], name="k")
     device = array_api_compat.device(train)
     if array_api_compat.device(queries) != device:
-        msg = (
-            f"queries and train must be on the same device, got {array_api_compat.device(queries)} "
-            f"and {device}"
-        )
+        msg = f"queries and train must be on the same device, got {array_api_compat.device(queries)} and {device}"
         raise ValueError(msg)
     dtype = floating_dtype(xp.result_type(queries.dtype, train.dtype), xp, device)
     queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")

@@ -131,9 +131,7 @@ def _itemsize(index: TrainIndex) -> int:
     return 4 if index.rows.dtype == index.xp.float32 else 8
 
 
-def search_index(
-    index: TrainIndex, queries: Any, k: int, *, batch_rows: int | None = None
-) -> tuple[Any, Any]:
+def search_index(index: TrainIndex, queries: Any, k: int, *, batch_rows: int | None = None) -> tuple[Any, Any]:
     """The ``k`` nearest stored rows of each query.
 
     Parameters
@@ -183,9 +181,7 @@ def _search_batch(index: TrainIndex, queries: Any, k: int) -> tuple[Any, Any]:
         block_minima = xp.min(xp.reshape(keys, (rows, block_size, num_blocks)), axis=1)
         blocks = smallest_k_columns(block_minima, kept_blocks, xp=xp)
     else:
-        blocks = xp.broadcast_to(
-            xp.arange(num_blocks, dtype=xp.int64, device=index.device), (rows, num_blocks)
-        )
+        blocks = xp.broadcast_to(xp.arange(num_blocks, dtype=xp.int64, device=index.device), (rows, num_blocks))
     # Gather the kept blocks' keys as (rows, kept_blocks, block_size): ascending
     # training index along each row. One flat take beats take_along_axis here.
     within_block = xp.arange(block_size, dtype=xp.int64, device=index.device)
@@ -201,9 +197,7 @@ def _search_batch(index: TrainIndex, queries: Any, k: int) -> tuple[Any, Any]:
 
     candidate_rows = xp.take(index.rows[:, : index.num_features], xp.reshape(stored_at, (-1,)), axis=0)
     candidate_rows = xp.reshape(candidate_rows, (rows, num_candidates, index.num_features))
-    distances = exact_distances(
-        queries, candidate_rows, index.metric, index.offset, xp=xp, exact=index.exact
-    )
+    distances = exact_distances(queries, candidate_rows, index.metric, index.offset, xp=xp, exact=index.exact)
     # Candidates are in ascending training index, so a stable sort keeps ties in index order.
     order = xp.argsort(distances, axis=1, stable=True)[:, :k]
     distances = xp.take_along_axis(distances, order, axis=1)

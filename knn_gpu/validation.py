@@ -55,26 +55,17 @@ def _as_array(x: Any, name: str) -> Any:
     try:
         return np.asarray(x)
     except (ValueError, TypeError) as exc:
-        msg = (
-            f"{name} must be a rectangular array of numbers; converting it with "
-            f"numpy.asarray failed: {exc}"
-        )
+        msg = f"{name} must be a rectangular array of numbers; converting it with numpy.asarray failed: {exc}"
         raise ValueError(msg) from exc
 
 
 def _check_numeric_dtype(x: Any, name: str, xp: ModuleType) -> None:
     dtype = x.dtype
     if isinstance(x, np.ndarray) and dtype.kind in "OSUVMmc":
-        msg = (
-            f"{name} must hold real numbers (bool, integer or floating), "
-            f"got dtype {dtype}"
-        )
+        msg = f"{name} must hold real numbers (bool, integer or floating), got dtype {dtype}"
         raise TypeError(msg)
     if not xp.isdtype(dtype, ("bool", "integral", "real floating")):
-        msg = (
-            f"{name} must hold real numbers (bool, integer or floating), "
-            f"got dtype {dtype}"
-        )
+        msg = f"{name} must hold real numbers (bool, integer or floating), got dtype {dtype}"
         raise TypeError(msg)
 
 
@@ -148,14 +139,8 @@ def as_feature_matrix(x: Any, name: str, *, allow_empty: bool = False) -> Any:
     if array.ndim != 2:
         hint = ""
         if array.ndim == 1:
-            hint = (
-                ". Reshape your data: x.reshape(1, -1) for a single example or "
-                "x.reshape(-1, 1) for a single feature"
-            )
-        msg = (
-            f"{name} must be 2-D (n_samples, n_features), got "
-            f"{array.ndim}-D shape {tuple(array.shape)}{hint}"
-        )
+            hint = ". Reshape your data: x.reshape(1, -1) for a single example or x.reshape(-1, 1) for a single feature"
+        msg = f"{name} must be 2-D (n_samples, n_features), got {array.ndim}-D shape {tuple(array.shape)}{hint}"
         raise ValueError(msg)
     rows, features = array.shape
     if rows == 0 and not allow_empty:

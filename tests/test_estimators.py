@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from oracle import oracle_kneighbors, unambiguous_rows
+from oracle import oracle_kneighbors
 from sklearn import datasets
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, cross_val_score
@@ -64,7 +64,9 @@ def test_regressor_multi_output(backend):
     np.testing.assert_allclose(predicted, y[neighbors].mean(axis=1), rtol=1e-5)
 
 
-@pytest.mark.parametrize("loader", [datasets.load_iris, datasets.load_wine, datasets.load_breast_cancer, datasets.load_digits])
+@pytest.mark.parametrize(
+    "loader", [datasets.load_iris, datasets.load_wine, datasets.load_breast_cancer, datasets.load_digits]
+)
 @pytest.mark.parametrize("weights", ["uniform", "distance"])
 def test_classifier_matches_sklearn(backend, loader, weights):
     X, y = loader(return_X_y=True)
@@ -76,7 +78,9 @@ def test_classifier_matches_sklearn(backend, loader, weights):
     model = KNNClassifier(5, weights=weights).fit(backend.asarray(train), backend.asarray(y_train))
     reference = KNeighborsClassifier(5, weights=weights, algorithm="brute").fit(train, y_train)
     n_classes = len(np.unique(y_train))
-    proba = backend.check(model.predict_proba(backend.asarray(queries)), (queries.shape[0], n_classes), backend.xp.float64)
+    proba = backend.check(
+        model.predict_proba(backend.asarray(queries)), (queries.shape[0], n_classes), backend.xp.float64
+    )
     np.testing.assert_allclose(proba, reference.predict_proba(queries), atol=1e-12)
     predicted = backend.check(model.predict(backend.asarray(queries)), (queries.shape[0],))
     np.testing.assert_array_equal(predicted, reference.predict(queries))
@@ -183,11 +187,15 @@ def test_estimator_protocol():
 def test_pipeline_grid_search_and_cross_validation():
     X, y = datasets.load_iris(return_X_y=True)
     pipeline = make_pipeline(StandardScaler(), KNNClassifier())
-    search = GridSearchCV(pipeline, {"knnclassifier__num_neighbors": [1, 5, 9], "knnclassifier__weights": ["uniform", "distance"]}, cv=3)
+    search = GridSearchCV(
+        pipeline, {"knnclassifier__num_neighbors": [1, 5, 9], "knnclassifier__weights": ["uniform", "distance"]}, cv=3
+    )
     search.fit(X, y)
     assert search.best_score_ > 0.9
     scores = cross_val_score(KNN(5), *datasets.load_diabetes(return_X_y=True), cv=3)
-    reference = cross_val_score(KNeighborsRegressor(5, algorithm="brute"), *datasets.load_diabetes(return_X_y=True), cv=3)
+    reference = cross_val_score(
+        KNeighborsRegressor(5, algorithm="brute"), *datasets.load_diabetes(return_X_y=True), cv=3
+    )
     np.testing.assert_allclose(scores, reference, rtol=1e-9)
 
 

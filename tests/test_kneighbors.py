@@ -50,7 +50,9 @@ def test_exact_ties_give_identical_indices(backend, numpy_backend, k):
     expected_distances, expected_indices = oracle_kneighbors(queries, train, k)
     np.testing.assert_array_equal(indices, expected_indices)
     np.testing.assert_allclose(distances, expected_distances, rtol=1e-6)
-    np.testing.assert_array_equal(indices, _run(numpy_backend, queries.astype(np.float32), train.astype(np.float32), k)[1])
+    np.testing.assert_array_equal(
+        indices, _run(numpy_backend, queries.astype(np.float32), train.astype(np.float32), k)[1]
+    )
 
 
 def test_all_training_rows_identical(backend):
@@ -159,9 +161,7 @@ def test_no_host_synchronisation_in_search(monkeypatch):
         monkeypatch.setattr(type(train), method, refuse, raising=False)
     distances, indices = search_index(index, queries, 5, batch_rows=16)
     monkeypatch.undo()
-    expected_distances, expected_indices = oracle_kneighbors(
-        np.from_dlpack(queries), np.from_dlpack(train), 5
-    )
+    expected_distances, expected_indices = oracle_kneighbors(np.from_dlpack(queries), np.from_dlpack(train), 5)
     np.testing.assert_array_equal(np.from_dlpack(indices), expected_indices)
 
 
