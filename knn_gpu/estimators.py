@@ -116,12 +116,45 @@ class _NeighborsEstimator:
     def _store_fit(self, X: Any, index: TrainIndex) -> None:
         self._fit_X = X
         self._index = index
+        self._dask_fit = None
         self.n_features_in_ = index.num_features
         self.n_samples_fit_ = index.num_samples
 
+    # -- Dask: the training data stays distributed --------------------------------
+    def _fit_dask(self, X: Any, payload: Any) -> None:
+        """Validate a Dask fit and keep ``X`` and the per-row ``payload`` lazy."""
+        from .dask_search import check_dask_features
+
+        check_metric(self.metric)
+        check_weights(self.weights)
+        X = check_dask_features(X, "X").rechunk({1: -1})
+        check_num_neighbors(self.num_neighbors, X.shape[0])
+        if payload.shape[0] != X.shape[0]:
+            msg = f"y must have one entry per training sample: X has {X.shape[0]} samples but y has {payload.shape[0]}"
+            raise ValueError(msg)
+        self._fit_X, self._index = None, None
+        self._dask_fit = (X, payload.rechunk((X.chunks[0], -1)))
+        self.n_features_in_ = int(X.shape[1])
+        self.n_samples_fit_ = int(X.shape[0])
+
+    def _dask_reduce(self, X: Any, num_classes: int | None = None) -> Any:
+        from .dask_search import dask_reduce_neighbors
+
+        train, payload = self._dask_fit
+        _require_queries(X)
+        return dask_reduce_neighbors(
+            X,
+            train,
+            payload,
+            check_num_neighbors(self.num_neighbors, train.shape[0]),
+            metric=self.metric,
+            weights=check_weights(self.weights),
+            num_classes=num_classes,
+        )
+
     def _check_fitted(self) -> TrainIndex:
         index = getattr(self, "_index", None)
-        if index is None:
+        if index is None and getattr(self, "_dask_fit", None) is None:
             msg = (
                 f"This {type(self).__name__} instance is not fitted yet; call "
                 "fit(X, y) with training data before using it"
@@ -180,6 +213,16 @@ class _NeighborsEstimator:
         indices : array of int64, shape (n_queries, num_neighbors)
             In the namespace and on the device of ``X``.
         """
+        if getattr(self, "_dask_fit", None) is not None:
+            from .neighbors import kneighbors as functional_kneighbors
+
+            if X is None:
+                msg = "kneighbors(X=None) is not supported on a model fitted on Dask arrays; pass X"
+                raise ValueError(msg)
+            result = functional_kneighbors(
+                X, self._dask_fit[0], num_neighbors or self.num_neighbors, metric=self.metric
+            )
+            return result if return_distance else result[1]
         distances, indices, X = self._neighbors_on_backend(X, num_neighbors)
         indices = self._like_input(indices, X)
         if not return_distance:
@@ -238,6 +281,13 @@ def _check_discrete(labels: Any) -> None:
             "KNNClassifier needs class labels (use KNN for regression)"
         )
         raise ValueError(msg)
+
+
+def _decode_block(winners: Any, classes: np.ndarray) -> Any:
+    """Class labels of a block of winning codes (on the block's device if numeric)."""
+    if isinstance(winners, np.ndarray) or classes.dtype.kind not in "biuf":
+        return classes[to_host(winners)]
+    return array_api_compat.array_namespace(winners).take(convert_like(classes, winners), winners)
 
 
 def _require_queries(X: Any) -> Any:
@@ -310,6 +360,13 @@ class KNN(_NeighborsEstimator):
         -------
         self
         """
+        if array_api_compat.is_dask_array(X):
+            import dask.array as da
+
+            targets = da.asarray(y)
+            self._targets_1d = targets.ndim == 1
+            self._fit_dask(X, da.reshape(targets, (targets.shape[0], -1)).astype("float64"))
+            return self
         X_fit, index = self._fit_features(X)
         y = as_targets(y, "y", index.num_samples)
         xp_targets = index.xp.astype(_move_to(y, index.xp), index.dtype)
@@ -328,6 +385,9 @@ class KNN(_NeighborsEstimator):
         array, shape (n_queries,) or (n_queries, n_outputs)
             In the namespace and on the device of ``X``.
         """
+        if getattr(self, "_dask_fit", None) is not None:
+            prediction = self._dask_reduce(X)
+            return prediction[:, 0] if self._targets_1d else prediction
         distances, indices, X = self._neighbors_on_backend(_require_queries(X), None)
         prediction = weighted_mean(self._targets, indices, self._weights_for(distances), xp=self._index.xp)
         if self._targets_1d:
@@ -381,6 +441,14 @@ class KNNClassifier(_NeighborsEstimator):
         String or other host labels are encoded on the host; numeric labels
         given on a device are encoded there, without a copy to the host.
         """
+        if array_api_compat.is_dask_array(X):
+            import dask.array as da
+
+            from .dask_search import encode_labels
+
+            self.classes_, codes = encode_labels(da.asarray(y))
+            self._fit_dask(X, codes)
+            return self
         X_fit, index = self._fit_features(X)
         labels = as_targets(y, "y", index.num_samples, numeric=False)
         _check_discrete(labels)
@@ -400,6 +468,8 @@ class KNNClassifier(_NeighborsEstimator):
 
     def predict_proba(self, X: Any) -> Any:
         """Share of (weighted) votes per class, columns in ``classes_`` order."""
+        if getattr(self, "_dask_fit", None) is not None:
+            return self._dask_reduce(X, num_classes=self.classes_.shape[0])
         distances, indices, X = self._neighbors_on_backend(_require_queries(X), None)
         votes = class_votes(
             self._codes, indices, self._weights_for(distances), self.classes_.shape[0], xp=self._index.xp
@@ -408,6 +478,9 @@ class KNNClassifier(_NeighborsEstimator):
 
     def predict(self, X: Any) -> Any:
         """The class with most (weighted) votes; ties to the smallest label."""
+        if getattr(self, "_dask_fit", None) is not None:
+            votes = self._dask_reduce(X, num_classes=self.classes_.shape[0])
+            return votes.argmax(axis=1).map_blocks(_decode_block, self.classes_, dtype=self.classes_.dtype)
         distances, indices, X_checked = self._neighbors_on_backend(_require_queries(X), None)
         xp = self._index.xp
         votes = class_votes(self._codes, indices, self._weights_for(distances), self.classes_.shape[0], xp=xp)

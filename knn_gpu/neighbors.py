@@ -82,6 +82,8 @@ def kneighbors(
     """
     metric = check_metric(metric)
     batch_size = check_batch_size(batch_size)
+    if array_api_compat.is_dask_array(train) or array_api_compat.is_dask_array(queries):
+        return _dask_kneighbors(queries, train, k, metric)
     train = as_feature_matrix(train, "train")
     queries = as_feature_matrix(queries, "queries", allow_empty=True)
     xp = check_same_namespace(queries, train, ("queries", "train"))
@@ -94,3 +96,22 @@ def kneighbors(
     queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
     index = build_index(xp.astype(train, dtype, copy=False), metric, xp=xp)
     return search_index(index, queries, k, batch_rows=batch_size)
+
+
+def _dask_kneighbors(queries: Any, train: Any, k: int, metric: str) -> tuple[Any, Any]:
+    """Lazy results for Dask arrays: the search per training chunk, merged by a tree."""
+    from .dask_search import check_dask_features, dask_kneighbors, working_dtype_name
+
+    if not array_api_compat.is_dask_array(train):
+        msg = "with Dask queries, train must be a Dask array too (chunked along rows)"
+        raise TypeError(msg)
+    train = check_dask_features(train, "train")
+    if array_api_compat.is_dask_array(queries):
+        check_dask_features(queries, "queries")
+    else:
+        queries = as_feature_matrix(queries, "queries")
+    if queries.shape[1] != train.shape[1]:
+        msg = f"queries has {queries.shape[1]} features, but train is expecting {train.shape[1]} features as input"
+        raise ValueError(msg)
+    k = check_num_neighbors(k, train.shape[0], name="k")
+    return dask_kneighbors(queries, train, k, metric=metric, dtype_name=working_dtype_name(queries, train))

@@ -8,7 +8,15 @@ from typing import Any
 
 import array_api_compat
 
-__all__ = ["WEIGHTS", "check_weights", "neighbor_weights", "weighted_mean", "class_votes"]
+__all__ = [
+    "WEIGHTS",
+    "check_weights",
+    "neighbor_weights",
+    "mean_of_neighbors",
+    "votes_of_neighbors",
+    "weighted_mean",
+    "class_votes",
+]
 
 WEIGHTS = ("uniform", "distance")
 
@@ -54,6 +62,20 @@ def _gather_rows(values: Any, indices: Any, *, xp: ModuleType) -> Any:
     return xp.reshape(flat, (*indices.shape, *values.shape[1:]))
 
 
+def mean_of_neighbors(neighbor_targets: Any, weights: Any, *, xp: ModuleType) -> Any:
+    """Weighted mean over axis 1 of ``(rows, k, n_outputs)`` targets."""
+    weighted = xp.sum(weights[:, :, None] * neighbor_targets, axis=1)
+    return weighted / xp.sum(weights, axis=1, keepdims=True)
+
+
+def votes_of_neighbors(neighbor_codes: Any, weights: Any, num_classes: int, *, xp: ModuleType) -> Any:
+    """Share of weighted votes per class from ``(rows, k)`` class codes."""
+    class_ids = xp.arange(num_classes, dtype=neighbor_codes.dtype, device=array_api_compat.device(neighbor_codes))
+    one_hot = xp.astype(neighbor_codes[:, :, None] == class_ids, weights.dtype)
+    votes = xp.sum(weights[:, :, None] * one_hot, axis=1)
+    return votes / xp.sum(votes, axis=1, keepdims=True)
+
+
 def weighted_mean(targets: Any, indices: Any, weights: Any, *, xp: ModuleType) -> Any:
     """Weighted mean of the neighbours' targets.
 
@@ -67,9 +89,7 @@ def weighted_mean(targets: Any, indices: Any, weights: Any, *, xp: ModuleType) -
     -------
     array, shape (rows, n_outputs)
     """
-    neighbor_targets = _gather_rows(targets, indices, xp=xp)
-    weighted = xp.sum(weights[:, :, None] * neighbor_targets, axis=1)
-    return weighted / xp.sum(weights, axis=1, keepdims=True)
+    return mean_of_neighbors(_gather_rows(targets, indices, xp=xp), weights, xp=xp)
 
 
 def class_votes(codes: Any, indices: Any, weights: Any, num_classes: int, *, xp: ModuleType) -> Any:
@@ -87,8 +107,4 @@ def class_votes(codes: Any, indices: Any, weights: Any, num_classes: int, *, xp:
     -------
     array, shape (rows, num_classes)
     """
-    neighbor_codes = _gather_rows(codes, indices, xp=xp)
-    class_ids = xp.arange(num_classes, dtype=codes.dtype, device=array_api_compat.device(codes))
-    one_hot = xp.astype(neighbor_codes[:, :, None] == class_ids, weights.dtype)
-    votes = xp.sum(weights[:, :, None] * one_hot, axis=1)
-    return votes / xp.sum(votes, axis=1, keepdims=True)
+    return votes_of_neighbors(_gather_rows(codes, indices, xp=xp), weights, num_classes, xp=xp)
