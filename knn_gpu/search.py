@@ -158,10 +158,17 @@ def search_index(index: TrainIndex, queries: Any, k: int, *, batch_rows: int | N
         )
     if batch_rows is None:
         batch_rows = default_batch_rows(index, num_queries)
+    keys_buffer = None
+    if array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_cupy_namespace(xp):
+        # One keys block reused by every batch (matmul(out=) is native, not standard).
+        keys_buffer = xp.empty(
+            (min(batch_rows, num_queries), index.rows.shape[0]), dtype=index.dtype, device=index.device
+        )
     distance_batches, index_batches = [], []
     for start in range(0, num_queries, batch_rows):
         batch = queries[start : min(start + batch_rows, num_queries), ...]
-        distances, indices = _search_batch(index, batch, k)
+        out = None if keys_buffer is None else keys_buffer[: batch.shape[0], ...]
+        distances, indices = _search_batch(index, batch, k, keys_out=out)
         distance_batches.append(distances)
         index_batches.append(indices)
     if len(distance_batches) == 1:
@@ -169,14 +176,14 @@ def search_index(index: TrainIndex, queries: Any, k: int, *, batch_rows: int | N
     return xp.concat(distance_batches, axis=0), xp.concat(index_batches, axis=0)
 
 
-def _search_batch(index: TrainIndex, queries: Any, k: int) -> tuple[Any, Any]:
+def _search_batch(index: TrainIndex, queries: Any, k: int, keys_out: Any = None) -> tuple[Any, Any]:
     xp = index.xp
     rows = queries.shape[0]
     block_size, num_blocks = index.block_size, index.num_blocks
     num_candidates = min(index.num_samples, k + max(k, EXTRA_CANDIDATES))
     kept_blocks = min(num_candidates, num_blocks)
 
-    keys = ranking_keys(augment_queries(queries, index.metric, index.offset, xp=xp), index.rows, xp=xp)
+    keys = ranking_keys(augment_queries(queries, index.metric, index.offset, xp=xp), index.rows, xp=xp, out=keys_out)
     if kept_blocks < num_blocks:
         block_minima = xp.min(xp.reshape(keys, (rows, block_size, num_blocks)), axis=1)
         blocks = smallest_k_columns(block_minima, kept_blocks, xp=xp)
