@@ -45,11 +45,13 @@ def resolve_backend(backend: Any, data: Any) -> Any:
     raise ValueError(msg)
 
 
-def _move_to(data: Any, xp: Any) -> Any:
-    """``data`` in namespace ``xp`` (through the host when libraries differ)."""
-    if array_api_compat.array_namespace(data) is xp:
-        return data
-    return xp.asarray(to_host(data))
+def _move_to(data: Any, xp: Any, device: Any = None) -> Any:
+    """``data`` in namespace ``xp`` (through the host when libraries differ), on ``device`` if given."""
+    if array_api_compat.array_namespace(data) is not xp:
+        data = xp.asarray(to_host(data), device=device)
+    if device is not None and array_api_compat.device(data) != device:
+        data = array_api_compat.to_device(data, device)
+    return data
 
 
 class _NeighborsEstimator:
@@ -181,10 +183,8 @@ class _NeighborsEstimator:
         X = as_feature_matrix(X, "X", allow_empty=True)
         k = check_num_neighbors(num_neighbors, index.num_samples)
         queries = prepare_queries(
-            _move_to(X, xp), index.num_features, index.dtype, xp=xp, expected_by=type(self).__name__
+            _move_to(X, xp, index.device), index.num_features, index.dtype, xp=xp, expected_by=type(self).__name__
         )
-        if array_api_compat.device(queries) != index.device:
-            queries = array_api_compat.to_device(queries, index.device)
         distances, indices = search_index(index, queries, k, batch_rows=batch_rows)
         return distances, indices, X
 
@@ -364,12 +364,12 @@ class KNN(_NeighborsEstimator):
             import dask.array as da
 
             targets = da.asarray(y)
-            self._targets_1d = targets.ndim == 1
             self._fit_dask(X, da.reshape(targets, (targets.shape[0], -1)).astype("float64"))
+            self._targets_1d = targets.ndim == 1
             return self
         X_fit, index = self._fit_features(X)
         y = as_targets(y, "y", index.num_samples)
-        xp_targets = index.xp.astype(_move_to(y, index.xp), index.dtype)
+        xp_targets = index.xp.astype(_move_to(y, index.xp, index.device), index.dtype)
         if xp_targets.ndim == 1:
             xp_targets = xp_targets[:, None]
         self._store_fit(X_fit, index)
@@ -446,8 +446,9 @@ class KNNClassifier(_NeighborsEstimator):
 
             from .dask_search import encode_labels
 
-            self.classes_, codes = encode_labels(da.asarray(y))
+            classes, codes = encode_labels(da.asarray(y))
             self._fit_dask(X, codes)
+            self.classes_ = classes
             return self
         X_fit, index = self._fit_features(X)
         labels = as_targets(y, "y", index.num_samples, numeric=False)
@@ -460,7 +461,7 @@ class KNNClassifier(_NeighborsEstimator):
             label_xp = array_api_compat.array_namespace(labels)
             classes = label_xp.sort(label_xp.unique_values(labels))
             codes = label_xp.astype(label_xp.searchsorted(classes, labels), label_xp.int64)
-            codes = _move_to(codes, xp)
+            codes = _move_to(codes, xp, index.device)
         self._store_fit(X_fit, index)
         self.classes_ = classes
         self._codes = codes
@@ -491,7 +492,7 @@ class KNNClassifier(_NeighborsEstimator):
                 return labels
             return convert_like(labels, X_checked)
         label_xp = array_api_compat.array_namespace(self.classes_)
-        labels = label_xp.take(self.classes_, _move_to(winners, label_xp))
+        labels = label_xp.take(self.classes_, _move_to(winners, label_xp, array_api_compat.device(self.classes_)))
         return self._like_input(labels, X_checked)
 
     def score(self, X: Any, y: Any) -> float:

@@ -167,6 +167,26 @@ def test_results_come_back_in_the_query_namespace(backend, numpy_backend):
     backend.check(indices, (5, 3), backend.xp.int64)
 
 
+def test_host_targets_follow_the_features_device(backend):
+    """X on a device, y a NumPy array: the targets move to X's device at fit."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((30, 2)).astype(np.float32)
+    y = rng.standard_normal(30).astype(np.float32)
+    model = KNN(3).fit(backend.asarray(X), y)
+    predicted = backend.check(model.predict(backend.asarray(X[:4])), (4,), backend.xp.float32)
+    np.testing.assert_allclose(predicted, KNN(3).fit(X, y).predict(X[:4]), rtol=1e-6)
+
+
+def test_rejected_dask_fit_keeps_previous_fit():
+    da = pytest.importorskip("dask.array")
+    X = np.arange(20.0).reshape(10, 2)
+    model = KNNClassifier(3).fit(X, np.arange(10) % 2)
+    with pytest.raises(ValueError, match="num_neighbors=3 is larger"):
+        model.fit(da.from_array(X[:2]), da.from_array(np.array([5, 6])))
+    np.testing.assert_array_equal(model.classes_, [0, 1])
+    assert type(model.predict(X)) is np.ndarray
+
+
 def test_estimator_protocol():
     model = KNNClassifier(3, weights="distance", backend="numpy")
     assert model.get_params() == {
