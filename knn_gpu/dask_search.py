@@ -25,15 +25,10 @@ import numpy as np
 
 from .search import build_index, search_index
 
-__all__ = ["dask_kneighbors", "is_dask"]
+__all__ = ["dask_kneighbors", "dask_reduce_neighbors", "encode_labels", "check_dask_features"]
 
 #: Index given to padding candidates of chunks with fewer than k rows.
 _PADDING_INDEX = 2.0**52
-
-
-def is_dask(*arrays: Any) -> bool:
-    """Whether any of ``arrays`` is a Dask array (without importing Dask)."""
-    return any(array_api_compat.is_dask_array(array) for array in arrays)
 
 
 def _chunk_candidates(queries, train, payload, chunk_offset, *, k, metric, dtype_name):
@@ -164,19 +159,10 @@ class _merge_function:
         return _merge_candidates(candidates, k=self.k, payload_width=self.payload_width)
 
 
-def split_candidates(candidates, k: int, payload_width: int, dtype_name: str):
-    """Lazy ``(distances, indices, payload)`` from a merged candidate array."""
-    distances = candidates[:, :k].astype(dtype_name)
-    indices = candidates[:, k : 2 * k].astype("int64")
-    payload = candidates[:, 2 * k :].reshape((candidates.shape[0], k, payload_width))
-    return distances, indices, payload
-
-
 def dask_kneighbors(queries, train, k, *, metric, dtype_name):
     """``kneighbors`` for Dask arrays: lazy ``(distances, indices)``."""
     candidates = dask_neighbor_candidates(queries, train, k, metric=metric, dtype_name=dtype_name)
-    distances, indices, _ = split_candidates(candidates, k, 1, dtype_name)
-    return distances, indices
+    return candidates[:, :k].astype(dtype_name), candidates[:, k : 2 * k].astype("int64")
 
 
 def check_dask_features(X: Any, name: str) -> Any:
