@@ -23,6 +23,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from .backends import convert_like
 from .search import build_index, search_index
 
 __all__ = ["dask_kneighbors", "dask_reduce_neighbors", "encode_labels", "check_dask_features"]
@@ -35,6 +36,8 @@ def _chunk_candidates(queries, train, payload, chunk_offset, *, k, metric, dtype
     """k candidates per query from one training chunk: [distances | indices | payload]."""
     xp = array_api_compat.array_namespace(train)
     dtype = getattr(xp, dtype_name)
+    queries = convert_like(queries, train)  # e.g. host queries against CuPy chunks
+    payload = convert_like(payload, train)
     queries = xp.astype(queries, dtype)
     train = xp.astype(train, dtype)
     rows = queries.shape[0]
@@ -47,7 +50,8 @@ def _chunk_candidates(queries, train, payload, chunk_offset, *, k, metric, dtype
         xp.take(xp.astype(payload, float64), xp.reshape(indices, (-1,)), axis=0),
         (rows, chunk_k * payload.shape[1]),
     )
-    indices = xp.astype(indices, float64) + xp.astype(chunk_offset[0], float64)
+    # chunk_offset is a host array built from the chunk sizes: float() reads no device.
+    indices = xp.astype(indices, float64) + float(chunk_offset[0])
     if chunk_k < k:
         missing = k - chunk_k
         device = array_api_compat.device(distances)
