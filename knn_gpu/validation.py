@@ -61,10 +61,8 @@ def _as_array(x: Any, name: str) -> Any:
 
 def _check_numeric_dtype(x: Any, name: str, xp: ModuleType) -> None:
     dtype = x.dtype
-    if isinstance(x, np.ndarray) and dtype.kind in "OSUVMmc":
-        msg = f"{name} must hold real numbers (bool, integer or floating), got dtype {dtype}"
-        raise TypeError(msg)
-    if not xp.isdtype(dtype, ("bool", "integral", "real floating")):
+    is_host_non_real = isinstance(x, np.ndarray) and dtype.kind in "OSUVMmc"
+    if is_host_non_real or not xp.isdtype(dtype, ("bool", "integral", "real floating")):
         msg = f"{name} must hold real numbers (bool, integer or floating), got dtype {dtype}"
         raise TypeError(msg)
 
