@@ -102,11 +102,15 @@ class _NeighborsEstimator:
         return f"{type(self).__name__}({', '.join(changed)})"
 
     # -- fitting ----------------------------------------------------------------
-    def _fit_features(self, X: Any) -> tuple[Any, TrainIndex]:
-        """Validate parameters and ``X``, place ``X`` on the backend, build the index."""
+    def _check_params(self) -> None:
+        """The constructor parameters that ``fit`` checks before any work (num_neighbors needs X)."""
         check_metric(self.metric)
         check_weights(self.weights)
         check_batch_size(self.batch_size)
+
+    def _fit_features(self, X: Any) -> tuple[Any, TrainIndex]:
+        """Validate parameters and ``X``, place ``X`` on the backend, build the index."""
+        self._check_params()
         X = as_feature_matrix(X, "X")
         check_num_neighbors(self.num_neighbors, X.shape[0])
         xp = resolve_backend(self.backend, X)
@@ -127,8 +131,7 @@ class _NeighborsEstimator:
         """Validate a Dask fit and keep ``X`` and the per-row ``payload`` lazy."""
         from .dask_search import check_dask_features
 
-        check_metric(self.metric)
-        check_weights(self.weights)
+        self._check_params()
         X = check_dask_features(X, "X").rechunk({1: -1})
         check_num_neighbors(self.num_neighbors, X.shape[0])
         if payload.shape[0] != X.shape[0]:
@@ -471,21 +474,24 @@ class KNNClassifier(_NeighborsEstimator):
         """Share of (weighted) votes per class, columns in ``classes_`` order."""
         if getattr(self, "_dask_fit", None) is not None:
             return self._dask_reduce(X, num_classes=self.classes_.shape[0])
+        votes, X = self._votes_on_backend(X)
+        return self._like_input(votes, X)
+
+    def _votes_on_backend(self, X: Any) -> tuple[Any, Any]:
+        """Vote shares on the model's backend, and the validated ``X``."""
         distances, indices, X = self._neighbors_on_backend(_require_queries(X), None)
         votes = class_votes(
             self._codes, indices, self._weights_for(distances), self.classes_.shape[0], xp=self._index.xp
         )
-        return self._like_input(votes, X)
+        return votes, X
 
     def predict(self, X: Any) -> Any:
         """The class with most (weighted) votes; ties to the smallest label."""
         if getattr(self, "_dask_fit", None) is not None:
             votes = self._dask_reduce(X, num_classes=self.classes_.shape[0])
             return votes.argmax(axis=1).map_blocks(_decode_block, self.classes_, dtype=self.classes_.dtype)
-        distances, indices, X_checked = self._neighbors_on_backend(_require_queries(X), None)
-        xp = self._index.xp
-        votes = class_votes(self._codes, indices, self._weights_for(distances), self.classes_.shape[0], xp=xp)
-        winners = xp.argmax(votes, axis=1)
+        votes, X_checked = self._votes_on_backend(X)
+        winners = self._index.xp.argmax(votes, axis=1)
         if isinstance(self.classes_, np.ndarray):
             labels = self.classes_[to_host(winners)]
             if self.classes_.dtype.kind not in "biuf" or X_checked is None:

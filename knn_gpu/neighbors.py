@@ -32,10 +32,15 @@ def prepare_queries(
     queries: Any, num_features: int, dtype: Any, *, xp: Any, name: str = "X", expected_by: str = "train"
 ) -> Any:
     """Check the feature count of validated queries and cast them to ``dtype``."""
+    check_feature_count(queries, num_features, name=name, expected_by=expected_by)
+    return xp.astype(queries, dtype, copy=False)
+
+
+def check_feature_count(queries: Any, num_features: int, *, name: str, expected_by: str) -> None:
+    """Raise ``ValueError`` unless ``queries`` has ``num_features`` columns."""
     if queries.shape[1] != num_features:
         msg = f"{name} has {queries.shape[1]} features, but {expected_by} is expecting {num_features} features as input"
         raise ValueError(msg)
-    return xp.astype(queries, dtype, copy=False)
 
 
 def kneighbors(
@@ -110,8 +115,6 @@ def _dask_kneighbors(queries: Any, train: Any, k: int, metric: str) -> tuple[Any
         check_dask_features(queries, "queries")
     else:
         queries = as_feature_matrix(queries, "queries")
-    if queries.shape[1] != train.shape[1]:
-        msg = f"queries has {queries.shape[1]} features, but train is expecting {train.shape[1]} features as input"
-        raise ValueError(msg)
+    check_feature_count(queries, train.shape[1], name="queries", expected_by="train")
     k = check_num_neighbors(k, train.shape[0], name="k")
     return dask_kneighbors(queries, train, k, metric=metric, dtype_name=working_dtype_name(queries, train))
