@@ -43,7 +43,8 @@ def _chunk_candidates(queries, train, payload, chunk_offset, *, k, metric, dtype
     rows = queries.shape[0]
     chunk_k = min(k, train.shape[0])
     index = build_index(train, metric, xp=xp)
-    distances, indices = search_index(index, queries, chunk_k)
+    # Dask owns the parallelism here: one thread per chunk task.
+    distances, indices = search_index(index, queries, chunk_k, n_jobs=1)
     float64 = xp.float64
     distances = xp.astype(distances, float64)
     neighbor_payload = xp.reshape(

@@ -17,7 +17,7 @@ import array_api_compat
 import numpy as np
 
 from .backends import BACKENDS, convert_like, cupy_gpu_status, namespace_of_backend, to_host
-from .neighbors import check_batch_size, prepare_queries
+from .neighbors import prepare_queries
 from .predictions import check_weights, class_votes, neighbor_weights, weighted_mean
 from .search import TrainIndex, build_index, search_index
 from .topk import columns_of_true
@@ -25,7 +25,9 @@ from .validation import (
     NotFittedError,
     as_feature_matrix,
     as_targets,
+    check_batch_size,
     check_metric,
+    check_n_jobs,
     check_num_neighbors,
     floating_dtype,
 )
@@ -65,12 +67,14 @@ class _NeighborsEstimator:
         metric: str = "euclidean",
         backend: str | None = None,
         batch_size: int | None = None,
+        n_jobs: int | None = None,
     ) -> None:
         self.num_neighbors = num_neighbors
         self.weights = weights
         self.metric = metric
         self.backend = backend
         self.batch_size = batch_size
+        self.n_jobs = n_jobs
 
     # -- the estimator protocol -------------------------------------------------
     @classmethod
@@ -107,6 +111,7 @@ class _NeighborsEstimator:
         check_metric(self.metric)
         check_weights(self.weights)
         check_batch_size(self.batch_size)
+        check_n_jobs(self.n_jobs)
 
     def _fit_features(self, X: Any) -> tuple[Any, TrainIndex]:
         """Validate parameters and ``X``, place ``X`` on the backend, build the index."""
@@ -178,9 +183,10 @@ class _NeighborsEstimator:
         if num_neighbors is None:
             num_neighbors = self.num_neighbors
         batch_rows = check_batch_size(self.batch_size)
+        n_jobs = check_n_jobs(self.n_jobs)
         if X is None:
             k = check_num_neighbors(num_neighbors, index.num_samples - 1)
-            distances, indices = search_index(index, self._fit_X, k + 1, batch_rows=batch_rows)
+            distances, indices = search_index(index, self._fit_X, k + 1, batch_rows=batch_rows, n_jobs=n_jobs)
             distances, indices = _exclude_self(distances, indices, k, xp=xp)
             return distances, indices, None
         X = as_feature_matrix(X, "X", allow_empty=True)
@@ -188,7 +194,7 @@ class _NeighborsEstimator:
         queries = prepare_queries(
             _move_to(X, xp, index.device), index.num_features, index.dtype, xp=xp, expected_by=type(self).__name__
         )
-        distances, indices = search_index(index, queries, k, batch_rows=batch_rows)
+        distances, indices = search_index(index, queries, k, batch_rows=batch_rows, n_jobs=n_jobs)
         return distances, indices, X
 
     def _like_input(self, result: Any, X: Any) -> Any:
@@ -335,6 +341,10 @@ class KNN(_NeighborsEstimator):
         NumPy.
     batch_size : int, optional
         Queries per batch (default: from a 256 MiB budget).
+    n_jobs : int, optional
+        Threads for the NumPy backend; None or -1 (default) uses every
+        available core, unlike scikit-learn's None (one). Other backends
+        ignore it.
 
     Attributes
     ----------

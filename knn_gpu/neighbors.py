@@ -9,23 +9,15 @@ import array_api_compat
 from .search import build_index, search_index
 from .validation import (
     as_feature_matrix,
+    check_batch_size,
     check_metric,
+    check_n_jobs,
     check_num_neighbors,
     check_same_namespace,
     floating_dtype,
 )
 
-__all__ = ["kneighbors", "check_batch_size", "prepare_queries"]
-
-
-def check_batch_size(batch_size: Any) -> int | None:
-    """``None`` or a positive ``int``; anything else raises."""
-    if batch_size is None:
-        return None
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        msg = f"batch_size must be None or a positive integer, got {batch_size!r}"
-        raise ValueError(msg) if isinstance(batch_size, int) else TypeError(msg)
-    return batch_size
+__all__ = ["kneighbors", "prepare_queries"]
 
 
 def prepare_queries(
@@ -50,6 +42,7 @@ def kneighbors(
     *,
     metric: str = "euclidean",
     batch_size: int | None = None,
+    n_jobs: int | None = None,
 ) -> tuple[Any, Any]:
     """Exact k nearest training rows of each query.
 
@@ -65,6 +58,12 @@ def kneighbors(
     batch_size : int, optional
         Queries per batch; by default chosen so that one batch's distance
         block stays under 256 MiB (a quarter of free memory on a GPU).
+    n_jobs : int, optional
+        Threads searching batches side by side on the NumPy backend; None
+        or -1 (the default) uses every available core, as BLAS would. Each
+        thread then runs a single-threaded BLAS, so the selection no longer
+        leaves cores idle. Other libraries manage their own parallelism and
+        ignore it; Dask arrays use Dask's workers instead.
 
     Returns
     -------
@@ -87,6 +86,7 @@ def kneighbors(
     """
     metric = check_metric(metric)
     batch_size = check_batch_size(batch_size)
+    n_jobs = check_n_jobs(n_jobs)
     if array_api_compat.is_dask_array(train) or array_api_compat.is_dask_array(queries):
         return _dask_kneighbors(queries, train, k, metric)
     train = as_feature_matrix(train, "train")
@@ -100,7 +100,7 @@ def kneighbors(
     dtype = floating_dtype(xp.result_type(queries.dtype, train.dtype), xp, device)
     queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
     index = build_index(xp.astype(train, dtype, copy=False), metric, xp=xp)
-    return search_index(index, queries, k, batch_rows=batch_size)
+    return search_index(index, queries, k, batch_rows=batch_size, n_jobs=n_jobs)
 
 
 def _dask_kneighbors(queries: Any, train: Any, k: int, metric: str) -> tuple[Any, Any]:

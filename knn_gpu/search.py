@@ -20,20 +20,33 @@ indices on every backend.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import array_api_compat
+from threadpoolctl import threadpool_limits
 
 from .distances import augment_queries, augment_train, exact_distances, ranking_keys
 from .topk import smallest_k_columns
 from .validation import exact_dtype
 
-__all__ = ["TrainIndex", "build_index", "search_index", "default_batch_rows", "DEFAULT_MEMORY_BUDGET"]
+__all__ = [
+    "TrainIndex",
+    "build_index",
+    "search_index",
+    "default_batch_rows",
+    "search_workers",
+    "DEFAULT_MEMORY_BUDGET",
+]
 
 #: Bytes of ranking keys one batch may hold, unless told otherwise.
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
+
+#: A worker thread is worth starting for at least this many ranking keys.
+MIN_KEYS_PER_WORKER = 2**22
 
 #: The number of candidates recomputed exactly is ``k + max(k, EXTRA_CANDIDATES)``.
 EXTRA_CANDIDATES = 8
@@ -107,11 +120,15 @@ def build_index(train: Any, metric: str, *, xp: ModuleType) -> TrainIndex:
     )
 
 
-def default_batch_rows(index: TrainIndex, num_queries: int, memory_budget: int | None = None) -> int:
-    """Queries per batch so that one batch's keys fit ``memory_budget`` bytes.
+def default_batch_rows(
+    index: TrainIndex, num_queries: int, memory_budget: int | None = None, *, num_workers: int = 1
+) -> int:
+    """Queries per batch so that the batches in flight fit ``memory_budget`` bytes.
 
-    On CuPy the default budget is a quarter of the free device memory (read
-    once per search, before the loop); elsewhere :data:`DEFAULT_MEMORY_BUDGET`.
+    Each of ``num_workers`` threads holds one batch, so each gets its share of
+    the budget, and no more rows than keep every worker busy. On CuPy the
+    default budget is a quarter of the free device memory (read once per
+    search, before the loop); elsewhere :data:`DEFAULT_MEMORY_BUDGET`.
     """
     if memory_budget is None:
         memory_budget = DEFAULT_MEMORY_BUDGET
@@ -124,14 +141,39 @@ def default_batch_rows(index: TrainIndex, num_queries: int, memory_budget: int |
     # The keys, their block view and the candidates' bookkeeping: about 2 keys'
     # worth of bytes per stored row.
     bytes_per_query = 2 * index.rows.shape[0] * _itemsize(index)
-    return max(1, min(max(num_queries, 1), memory_budget // bytes_per_query))
+    rows_in_budget = memory_budget // (num_workers * bytes_per_query)
+    return max(1, min(-(-max(num_queries, 1) // num_workers), rows_in_budget))
 
 
 def _itemsize(index: TrainIndex) -> int:
     return 4 if index.rows.dtype == index.xp.float32 else 8
 
 
-def search_index(index: TrainIndex, queries: Any, k: int, *, batch_rows: int | None = None) -> tuple[Any, Any]:
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def search_workers(index: TrainIndex, num_queries: int, n_jobs: int | None) -> int:
+    """Threads that search batches side by side: NumPy only, and only for enough work.
+
+    NumPy runs the selection on one core, so on the host each thread takes
+    whole batches (product and selection) with a single-threaded BLAS.
+    Device libraries (CuPy) and libraries with their own thread pools (torch)
+    get one thread. ``n_jobs`` of None or -1 means every available core.
+    """
+    if not array_api_compat.is_numpy_namespace(index.xp):
+        return 1
+    wanted = available_cores() if n_jobs in (None, -1) else n_jobs
+    worth_it = num_queries * index.rows.shape[0] // MIN_KEYS_PER_WORKER
+    return max(1, min(wanted, worth_it, num_queries))
+
+
+def search_index(
+    index: TrainIndex, queries: Any, k: int, *, batch_rows: int | None = None, n_jobs: int | None = None
+) -> tuple[Any, Any]:
     """The ``k`` nearest stored rows of each query.
 
     Parameters
@@ -143,6 +185,9 @@ def search_index(index: TrainIndex, queries: Any, k: int, *, batch_rows: int | N
         ``1 <= k <= index.num_samples``.
     batch_rows : int, optional
         Queries per batch; by default from the memory budget.
+    n_jobs : int, optional
+        Threads for the NumPy backend (see :func:`search_workers`); None or
+        -1 for every available core.
 
     Returns
     -------
@@ -156,24 +201,44 @@ def search_index(index: TrainIndex, queries: Any, k: int, *, batch_rows: int | N
             xp.zeros((0, k), dtype=index.dtype, device=index.device),
             xp.zeros((0, k), dtype=xp.int64, device=index.device),
         )
+    num_workers = search_workers(index, num_queries, n_jobs)
     if batch_rows is None:
-        batch_rows = default_batch_rows(index, num_queries)
+        batch_rows = default_batch_rows(index, num_queries, num_workers=num_workers)
+    starts = list(range(0, num_queries, batch_rows))
+    num_workers = min(num_workers, len(starts))
+    if num_workers == 1:
+        results = _search_batches(index, queries, k, starts, batch_rows)
+    else:
+        # Round-robin shares; one BLAS thread per worker so that the cores are not oversubscribed.
+        shares = [starts[worker::num_workers] for worker in range(num_workers)]
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(num_workers) as pool:
+            share_results = list(pool.map(lambda share: _search_batches(index, queries, k, share, batch_rows), shares))
+        results = [batch for share in share_results for batch in share]
+        results.sort(key=lambda batch: batch[0])
+    if len(results) == 1:
+        return results[0][1], results[0][2]
+    return (
+        xp.concat([distances for _, distances, _ in results], axis=0),
+        xp.concat([indices for _, _, indices in results], axis=0),
+    )
+
+
+def _search_batches(index: TrainIndex, queries: Any, k: int, starts: list[int], batch_rows: int) -> list[tuple]:
+    """``(start, distances, indices)`` for the batches of ``batch_rows`` queries at ``starts``, in order."""
+    xp = index.xp
+    num_queries = queries.shape[0]
     keys_buffer = None
     if array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_cupy_namespace(xp):
         # One keys block reused by every batch (matmul(out=) is native, not standard).
         keys_buffer = xp.empty(
             (min(batch_rows, num_queries), index.rows.shape[0]), dtype=index.dtype, device=index.device
         )
-    distance_batches, index_batches = [], []
-    for start in range(0, num_queries, batch_rows):
+    results = []
+    for start in starts:
         batch = queries[start : min(start + batch_rows, num_queries), ...]
         out = None if keys_buffer is None else keys_buffer[: batch.shape[0], ...]
-        distances, indices = _search_batch(index, batch, k, keys_out=out)
-        distance_batches.append(distances)
-        index_batches.append(indices)
-    if len(distance_batches) == 1:
-        return distance_batches[0], index_batches[0]
-    return xp.concat(distance_batches, axis=0), xp.concat(index_batches, axis=0)
+        results.append((start, *_search_batch(index, batch, k, keys_out=out)))
+    return results
 
 
 def _search_batch(index: TrainIndex, queries: Any, k: int, keys_out: Any = None) -> tuple[Any, Any]:

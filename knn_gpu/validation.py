@@ -19,7 +19,9 @@ __all__ = [
     "METRICS",
     "as_feature_matrix",
     "as_targets",
+    "check_batch_size",
     "check_metric",
+    "check_n_jobs",
     "check_num_neighbors",
     "check_same_namespace",
     "floating_dtype",
@@ -204,6 +206,29 @@ def check_num_neighbors(value: Any, num_samples: int, name: str = "num_neighbors
         )
         raise ValueError(msg)
     return int(value)
+
+
+def check_batch_size(batch_size: Any) -> int | None:
+    """``None`` or a positive ``int``; anything else raises."""
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        msg = f"batch_size must be None or a positive integer, got {batch_size!r}"
+        raise ValueError(msg) if isinstance(batch_size, numbers.Integral) else TypeError(msg)
+    return int(batch_size)
+
+
+def check_n_jobs(n_jobs: Any) -> int | None:
+    """``None``, ``-1`` (both: every available core) or a positive ``int``; anything else raises."""
+    if n_jobs is None:
+        return None
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral):
+        msg = f"n_jobs must be None, -1 or a positive integer, got {n_jobs!r} of type {type(n_jobs).__name__}"
+        raise TypeError(msg)
+    if n_jobs == 0 or n_jobs < -1:
+        msg = f"n_jobs must be None, -1 (every core) or a positive integer, got {n_jobs}"
+        raise ValueError(msg)
+    return int(n_jobs)
 
 
 def check_metric(metric: Any) -> str:

@@ -192,6 +192,7 @@ def test_estimator_protocol():
         "metric": "euclidean",
         "backend": "numpy",
         "batch_size": None,
+        "n_jobs": None,
     }
     copy = clone(model)
     assert copy.get_params() == model.get_params() and copy is not model

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
+import threadpoolctl
 from oracle import oracle_kneighbors, unambiguous_rows
 from sklearn.datasets import load_diabetes
 from sklearn.neighbors import NearestNeighbors
 
 import knn_gpu
-from knn_gpu.search import build_index, search_index
+from knn_gpu import search
+from knn_gpu.search import build_index, default_batch_rows, search_index
 
 METRICS = ("euclidean", "sqeuclidean", "cosine")
 
@@ -112,6 +116,42 @@ def test_edge_shapes_and_batches(backend, num_train, k, batch_size):
     expected_distances, expected_indices = oracle_kneighbors(queries, train, k)
     np.testing.assert_array_equal(indices, expected_indices)
     np.testing.assert_allclose(distances, expected_distances, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("n_jobs", "batch_size"), [(1, None), (2, None), (3, 4), (-1, 5), (None, 1)])
+def test_threaded_search_matches_oracle(backend, monkeypatch, n_jobs, batch_size):
+    """Worker threads (NumPy) share batches round-robin; the result is the oracle's, in query order."""
+    monkeypatch.setattr(search, "MIN_KEYS_PER_WORKER", 1)  # threads even for this small problem
+    monkeypatch.setattr(search, "available_cores", lambda: 2)
+    threads_used = set()
+    search_batch = search._search_batch
+
+    def recording_search_batch(*args, **kwargs):
+        threads_used.add(threading.get_ident())
+        return search_batch(*args, **kwargs)
+
+    monkeypatch.setattr(search, "_search_batch", recording_search_batch)
+    blas_before = [pool["num_threads"] for pool in threadpoolctl.threadpool_info()]
+    rng = np.random.default_rng(8)
+    base = rng.integers(-3, 4, size=(150, 4))
+    train = np.concatenate([base, base]).astype(np.float32)  # duplicates: exact ties
+    queries = rng.integers(-3, 4, size=(23, 4)).astype(np.float32)
+    distances, indices = _run(backend, queries, train, 6, batch_size=batch_size, n_jobs=n_jobs)
+    expected_distances, expected_indices = oracle_kneighbors(queries, train, 6)
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_allclose(distances, expected_distances, rtol=1e-6)
+    expected_threads = 1 if backend.name != "numpy" or n_jobs == 1 else 2 if n_jobs in (-1, None) else n_jobs
+    assert len(threads_used) == expected_threads
+    assert [pool["num_threads"] for pool in threadpoolctl.threadpool_info()] == blas_before
+
+
+def test_batch_budget_is_shared_by_the_workers():
+    index = build_index(np.ones((1000, 3), dtype=np.float32), "euclidean", xp=np)
+    bytes_per_query = 2 * index.rows.shape[0] * 4
+    budget = 100 * bytes_per_query
+    assert default_batch_rows(index, 10_000, budget) == 100
+    assert default_batch_rows(index, 10_000, budget, num_workers=2) == 50
+    assert default_batch_rows(index, 30, budget, num_workers=2) == 15  # every worker gets a batch
 
 
 def test_empty_query_batch(backend):

@@ -79,6 +79,10 @@ def test_bad_class_labels():
         ({"weights": "gaussian"}, ValueError, "weights must be 'uniform', 'distance' or a callable"),
         ({"batch_size": 0}, ValueError, "batch_size must be None or a positive integer"),
         ({"batch_size": "big"}, TypeError, "batch_size must be None or a positive integer"),
+        ({"n_jobs": 0}, ValueError, r"n_jobs must be None, -1 \(every core\) or a positive integer, got 0"),
+        ({"n_jobs": -2}, ValueError, "n_jobs must be None, -1"),
+        ({"n_jobs": 1.5}, TypeError, "n_jobs must be None, -1 or a positive integer, got 1.5 of type float"),
+        ({"n_jobs": True}, TypeError, "n_jobs must be None, -1 or a positive integer"),
     ],
 )
 def test_bad_parameters(params, error, message):
