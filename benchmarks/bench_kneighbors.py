@@ -5,7 +5,7 @@ method once), so a noisy machine slows all of them alike; medians are
 reported, with ratios to knn_gpu (NumPy backend) measured in the same run.
 
 Methods: knn_gpu on every usable backend (CuPy timed with device
-synchronisation), scikit-learn ``NearestNeighbors(algorithm="brute")``, FAISS
+synchronisation) and on NumPy with ``n_jobs=1`` (no worker threads), scikit-learn ``NearestNeighbors(algorithm="brute")``, FAISS
 ``IndexFlatL2`` (when ``faiss-cpu`` is installed), the bare matrix product of
 the same shape (the floor: ``queries @ train.T`` in 1024-row blocks, results
 discarded) and, on the smallest shape only, the tutorial's pure-Python loop.
@@ -63,13 +63,13 @@ def tutorial_loop(train: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     return np.asarray(result)
 
 
-def knn_gpu_method(backend: str, train: np.ndarray, queries: np.ndarray, k: int) -> Callable:
+def knn_gpu_method(backend: str, train: np.ndarray, queries: np.ndarray, k: int, n_jobs: int | None = None) -> Callable:
     xp = namespace_of_backend(backend)
     train_b, queries_b = xp.asarray(train), xp.asarray(queries)
     synchronize = (lambda: __import__("cupy").cuda.Device().synchronize()) if backend == "cupy" else (lambda: None)
 
     def run():
-        distances, indices = knn_gpu.kneighbors(queries_b, train_b, k)
+        distances, indices = knn_gpu.kneighbors(queries_b, train_b, k, n_jobs=n_jobs)
         synchronize()
         return indices
 
@@ -111,6 +111,8 @@ def methods_for(shape: dict, train, queries, backends: list[str]) -> dict[str, C
         if backend == "array_api_strict" and shape["n_train"] * shape["n_query"] > 2e8:
             continue  # a reference implementation, not a fast one: small shapes only
         methods[f"knn_gpu[{backend}]"] = knn_gpu_method(backend, train, queries, k)
+    # The same search on one thread (multi-threaded BLAS, single-threaded selection).
+    methods["knn_gpu[numpy] n_jobs=1"] = knn_gpu_method("numpy", train, queries, k, n_jobs=1)
     for name, factory in (("sklearn brute", sklearn_method), ("faiss IndexFlatL2", faiss_method)):
         method = factory(train, queries, k)
         if method is not None:

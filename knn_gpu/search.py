@@ -45,8 +45,11 @@ __all__ = [
 #: Bytes of ranking keys one batch may hold, unless told otherwise.
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 
-#: A worker thread is worth starting for at least this many ranking keys.
+#: A worker thread is worth starting for at least this many ranking keys and
+#: queries: smaller shares lose more to single-threaded BLAS on thin batches and
+#: to the threads' start than they gain (measured in benchmarks/bench_kneighbors.py).
 MIN_KEYS_PER_WORKER = 2**22
+MIN_QUERIES_PER_WORKER = 512
 
 #: The number of candidates recomputed exactly is ``k + max(k, EXTRA_CANDIDATES)``.
 EXTRA_CANDIDATES = 8
@@ -167,8 +170,8 @@ def search_workers(index: TrainIndex, num_queries: int, n_jobs: int | None) -> i
     if not array_api_compat.is_numpy_namespace(index.xp):
         return 1
     wanted = available_cores() if n_jobs in (None, -1) else n_jobs
-    worth_it = num_queries * index.rows.shape[0] // MIN_KEYS_PER_WORKER
-    return max(1, min(wanted, worth_it, num_queries))
+    worth_it = min(num_queries // MIN_QUERIES_PER_WORKER, num_queries * index.rows.shape[0] // MIN_KEYS_PER_WORKER)
+    return max(1, min(wanted, worth_it))
 
 
 def search_index(
@@ -267,8 +270,12 @@ def _search_batch(index: TrainIndex, queries: Any, k: int, keys_out: Any = None)
     train_indices = block_of * block_size + within
     stored_at = within * num_blocks + block_of
 
-    candidate_rows = xp.take(index.rows[:, : index.num_features], xp.reshape(stored_at, (-1,)), axis=0)
-    candidate_rows = xp.reshape(candidate_rows, (rows, num_candidates, index.num_features))
+    # Take whole stored rows, then drop the augmented column: a take from the
+    # column-sliced view would gather from non-contiguous rows (8x slower on NumPy).
+    candidate_rows = xp.take(index.rows, xp.reshape(stored_at, (-1,)), axis=0)
+    candidate_rows = xp.reshape(candidate_rows, (rows, num_candidates, index.num_features + 1))[
+        ..., : index.num_features
+    ]
     distances = exact_distances(queries, candidate_rows, index.metric, index.offset, xp=xp, exact=index.exact)
     # Candidates are in ascending training index, so a stable sort keeps ties in index order.
     order = xp.argsort(distances, axis=1, stable=True)[:, :k]

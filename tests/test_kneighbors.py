@@ -122,6 +122,7 @@ def test_edge_shapes_and_batches(backend, num_train, k, batch_size):
 def test_threaded_search_matches_oracle(backend, monkeypatch, n_jobs, batch_size):
     """Worker threads (NumPy) share batches round-robin; the result is the oracle's, in query order."""
     monkeypatch.setattr(search, "MIN_KEYS_PER_WORKER", 1)  # threads even for this small problem
+    monkeypatch.setattr(search, "MIN_QUERIES_PER_WORKER", 1)
     monkeypatch.setattr(search, "available_cores", lambda: 2)
     threads_used = set()
     search_batch = search._search_batch
