@@ -129,7 +129,8 @@ def default_batch_rows(
     """Queries per batch so that the batches in flight fit ``memory_budget`` bytes.
 
     Each of ``num_workers`` threads holds one batch, so each gets its share of
-    the budget, and no more rows than keep every worker busy. On CuPy the
+    the budget; the batches are of equal size and come in rounds of one per
+    worker, so that every worker has the same work. On CuPy the
     default budget is a quarter of the free device memory (read once per
     search, before the loop); elsewhere :data:`DEFAULT_MEMORY_BUDGET`.
     """
@@ -144,8 +145,10 @@ def default_batch_rows(
     # The keys, their block view and the candidates' bookkeeping: about 2 keys'
     # worth of bytes per stored row.
     bytes_per_query = 2 * index.rows.shape[0] * _itemsize(index)
-    rows_in_budget = memory_budget // (num_workers * bytes_per_query)
-    return max(1, min(-(-max(num_queries, 1) // num_workers), rows_in_budget))
+    rows_in_budget = max(1, memory_budget // (num_workers * bytes_per_query))
+    # Equal batches, as many per worker: a worker left with an extra batch would idle the others.
+    rounds = -(-num_queries // (num_workers * rows_in_budget))
+    return max(1, -(-num_queries // (num_workers * max(rounds, 1))))
 
 
 def _itemsize(index: TrainIndex) -> int:

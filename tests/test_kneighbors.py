@@ -153,6 +153,10 @@ def test_batch_budget_is_shared_by_the_workers():
     assert default_batch_rows(index, 10_000, budget) == 100
     assert default_batch_rows(index, 10_000, budget, num_workers=2) == 50
     assert default_batch_rows(index, 30, budget, num_workers=2) == 15  # every worker gets a batch
+    # 200 queries, 40 rows in each worker's share: not 5 batches of 40 (one worker would do 3),
+    # but 3 rounds of 2 batches of 34.
+    assert default_batch_rows(index, 200, 80 * bytes_per_query, num_workers=2) == 34
+    assert default_batch_rows(index, 101, budget) == 51
 
 
 def test_empty_query_batch(backend):
