@@ -147,7 +147,7 @@ def test_threaded_search_matches_oracle(backend, monkeypatch, n_jobs, batch_size
 
 
 def test_batch_budget_is_shared_by_the_workers():
-    index = build_index(np.ones((1000, 3), dtype=np.float32), "euclidean", xp=np)
+    index = build_index(np.ones((100_000, 3), dtype=np.float32), "euclidean", xp=np)
     bytes_per_query = 2 * index.rows.shape[0] * 4
     budget = 100 * bytes_per_query
     assert default_batch_rows(index, 10_000, budget) == 100
@@ -157,6 +157,8 @@ def test_batch_budget_is_shared_by_the_workers():
     # but 3 rounds of 2 batches of 34.
     assert default_batch_rows(index, 200, 80 * bytes_per_query, num_workers=2) == 34
     assert default_batch_rows(index, 101, budget) == 51
+    assert default_batch_rows(index, 10_240, 10_240 * bytes_per_query) == search.HOST_MAX_BATCH_ROWS  # 20 x 512
+    assert default_batch_rows(index, 10_000, 10_000 * bytes_per_query) == 500  # equal batches under the cap
 
 
 def test_empty_query_batch(backend):
