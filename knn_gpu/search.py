@@ -46,9 +46,11 @@ __all__ = [
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 
 #: A worker thread is worth starting for at least this many ranking keys and
-#: queries: smaller shares lose more to single-threaded BLAS on thin batches and
-#: to the threads' start than they gain (measured in benchmarks/bench_kneighbors.py).
-MIN_KEYS_PER_WORKER = 2**22
+#: queries. Smaller shares gain less than they lose: right after a multi-threaded
+#: BLAS call, OpenBLAS's idle threads spin for a while and compete with the
+#: workers (2,000 queries x 25,000 rows: 90 ms after a pause, 136 ms after a
+#: product, against 114 ms on one thread); thin batches also slow the product.
+MIN_KEYS_PER_WORKER = 2**26
 MIN_QUERIES_PER_WORKER = 512
 
 #: Most queries per batch on NumPy: larger batches' keys spill out of the CPU
