@@ -342,9 +342,10 @@ class KNN(_NeighborsEstimator):
     batch_size : int, optional
         Queries per batch (default: from a 256 MiB budget).
     n_jobs : int, optional
-        Threads for the NumPy backend; None or -1 (default) uses every
-        available core, unlike scikit-learn's None (one). Other backends
-        ignore it.
+        Threads for the NumPy backend, as in :func:`knn_gpu.kneighbors`:
+        None (default) uses every core for searches large enough to gain,
+        unlike scikit-learn's None (one); -1 every core; 1 one thread.
+        Other backends ignore it.
 
     Attributes
     ----------

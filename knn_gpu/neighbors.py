@@ -59,11 +59,13 @@ def kneighbors(
         Queries per batch; by default chosen so that one batch's distance
         block stays under 256 MiB (a quarter of free memory on a GPU).
     n_jobs : int, optional
-        Threads searching batches side by side on the NumPy backend; None
-        or -1 (the default) uses every available core, as BLAS would. Each
-        thread then runs a single-threaded BLAS, so the selection no longer
-        leaves cores idle. Other libraries manage their own parallelism and
-        ignore it; Dask arrays use Dask's workers instead.
+        Threads searching batches side by side on the NumPy backend, each
+        with a single-threaded BLAS, so that the selection does not leave
+        cores idle. None (the default) uses every available core when the
+        search is large enough to gain (at least 512 queries and 2**26
+        distances per thread) and one thread otherwise; -1 always uses every
+        core; a positive number that many threads. Other libraries manage
+        their own parallelism and ignore it; Dask arrays use Dask's workers.
 
     Returns
     -------

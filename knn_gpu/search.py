@@ -173,18 +173,23 @@ def available_cores() -> int:
 
 
 def search_workers(index: TrainIndex, num_queries: int, n_jobs: int | None) -> int:
-    """Threads that search batches side by side: NumPy only, and only for enough work.
+    """Threads that search batches side by side (NumPy only).
 
     NumPy runs the selection on one core, so on the host each thread takes
     whole batches (product and selection) with a single-threaded BLAS.
     Device libraries (CuPy) and libraries with their own thread pools (torch)
-    get one thread. ``n_jobs`` of None or -1 means every available core.
+    get one thread. ``n_jobs=None`` uses every available core for searches
+    large enough to gain (:data:`MIN_KEYS_PER_WORKER`,
+    :data:`MIN_QUERIES_PER_WORKER`) and one thread below that; ``-1`` always
+    uses every available core, and a positive ``n_jobs`` that many threads.
     """
     if not array_api_compat.is_numpy_namespace(index.xp):
         return 1
-    wanted = available_cores() if n_jobs in (None, -1) else n_jobs
-    worth_it = min(num_queries // MIN_QUERIES_PER_WORKER, num_queries * index.rows.shape[0] // MIN_KEYS_PER_WORKER)
-    return max(1, min(wanted, worth_it))
+    if n_jobs is None:
+        worth_it = min(num_queries // MIN_QUERIES_PER_WORKER, num_queries * index.rows.shape[0] // MIN_KEYS_PER_WORKER)
+        return max(1, min(available_cores(), worth_it))
+    wanted = available_cores() if n_jobs == -1 else n_jobs
+    return max(1, min(wanted, num_queries))
 
 
 def search_index(
@@ -202,8 +207,7 @@ def search_index(
     batch_rows : int, optional
         Queries per batch; by default from the memory budget.
     n_jobs : int, optional
-        Threads for the NumPy backend (see :func:`search_workers`); None or
-        -1 for every available core.
+        Threads for the NumPy backend (see :func:`search_workers`).
 
     Returns
     -------

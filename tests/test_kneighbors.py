@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import threadpoolctl
@@ -121,17 +119,18 @@ def test_edge_shapes_and_batches(backend, num_train, k, batch_size):
 @pytest.mark.parametrize(("n_jobs", "batch_size"), [(1, None), (2, None), (3, 4), (-1, 5), (None, 1)])
 def test_threaded_search_matches_oracle(backend, monkeypatch, n_jobs, batch_size):
     """Worker threads (NumPy) share batches round-robin; the result is the oracle's, in query order."""
+    thresholds = search.MIN_KEYS_PER_WORKER, search.MIN_QUERIES_PER_WORKER
     monkeypatch.setattr(search, "MIN_KEYS_PER_WORKER", 1)  # threads even for this small problem
     monkeypatch.setattr(search, "MIN_QUERIES_PER_WORKER", 1)
     monkeypatch.setattr(search, "available_cores", lambda: 2)
-    threads_used = set()
-    search_batch = search._search_batch
+    shares = []  # the batch starts given to each worker
+    search_batches = search._search_batches
 
-    def recording_search_batch(*args, **kwargs):
-        threads_used.add(threading.get_ident())
-        return search_batch(*args, **kwargs)
+    def recording_search_batches(index, queries, k, starts, batch_rows):
+        shares.append(list(starts))
+        return search_batches(index, queries, k, starts, batch_rows)
 
-    monkeypatch.setattr(search, "_search_batch", recording_search_batch)
+    monkeypatch.setattr(search, "_search_batches", recording_search_batches)
     blas_before = [pool["num_threads"] for pool in threadpoolctl.threadpool_info()]
     rng = np.random.default_rng(8)
     base = rng.integers(-3, 4, size=(150, 4))
@@ -141,9 +140,17 @@ def test_threaded_search_matches_oracle(backend, monkeypatch, n_jobs, batch_size
     expected_distances, expected_indices = oracle_kneighbors(queries, train, 6)
     np.testing.assert_array_equal(indices, expected_indices)
     np.testing.assert_allclose(distances, expected_distances, rtol=1e-6)
-    expected_threads = 1 if backend.name != "numpy" or n_jobs == 1 else 2 if n_jobs in (-1, None) else n_jobs
-    assert len(threads_used) == expected_threads
+    expected_workers = 1 if backend.name != "numpy" or n_jobs == 1 else 2 if n_jobs in (-1, None) else n_jobs
+    assert len(shares) == expected_workers
+    all_starts = sorted(start for share in shares for start in share)
+    assert len(set(all_starts)) == len(all_starts) and all_starts[0] == 0  # each batch searched once
     assert [pool["num_threads"] for pool in threadpoolctl.threadpool_info()] == blas_before
+    if backend.name == "numpy" and n_jobs is None:  # with the real thresholds: one thread for this size
+        monkeypatch.setattr(search, "MIN_KEYS_PER_WORKER", thresholds[0])
+        monkeypatch.setattr(search, "MIN_QUERIES_PER_WORKER", thresholds[1])
+        shares.clear()
+        _run(backend, queries, train, 6, batch_size=batch_size, n_jobs=None)
+        assert len(shares) == 1
 
 
 def test_batch_budget_is_shared_by_the_workers():
