@@ -1,9 +1,10 @@
 """Top-k selection per row, with ties going to the lower column.
 
-The standard has no top-k. ``array_api_extra.partition`` delegates to the
-native ``partition`` of NumPy and CuPy (``kthvalue``/``topk`` on torch) and
-sorts elsewhere; it gives the k-th smallest *value* of each row, which is well
-defined whatever the ties. Which of several equal values to keep is then
+The standard has no top-k, so the k-th smallest *value* of each row (well
+defined whatever the ties) comes from each library's own selection, chosen by
+namespace as array-api-extra does: NumPy and CuPy ``partition`` (a sort-free
+bisection for large k on CuPy), torch ``topk`` on the tensor's own device,
+and ``array_api_extra.partition`` for every other namespace. Which of several equal values to keep is then
 decided here, by position, with standard functions only: that is what makes
 the result identical on every backend.
 """
@@ -16,7 +17,7 @@ from typing import Any
 import array_api_compat
 import array_api_extra as xpx
 
-__all__ = ["smallest_k_columns", "columns_of_true"]
+__all__ = ["smallest_k_columns", "columns_of_true", "kth_smallest", "kth_smallest_by_bisection"]
 
 
 def columns_of_true(mask: Any, k: int, *, xp: ModuleType) -> Any:
@@ -59,6 +60,11 @@ def smallest_k_columns(values: Any, k: int, *, xp: ModuleType) -> Any:
 
     Exactly the first ``k`` entries of each row under the order
     (value, column), returned in ascending *column* order (not value order).
+    The k-th smallest value comes from the library's own selection, chosen by
+    namespace (NumPy ``partition``, torch ``topk``, CuPy ``partition`` or a
+    sort-free bisection for large k); which of several equal values to keep is
+    then decided by position with standard functions only, so the result is
+    identical on every backend.
 
     Parameters
     ----------
@@ -85,7 +91,97 @@ def smallest_k_columns(values: Any, k: int, *, xp: ModuleType) -> Any:
         return xp.broadcast_to(xp.arange(width, dtype=xp.int64, device=device), (rows, width))
     if array_api_compat.is_numpy_namespace(xp):
         return _smallest_k_columns_numpy(values, k, xp=xp)
-    return _smallest_k_columns_standard(values, k, xp=xp)
+    return _columns_up_to(values, kth_smallest(values, k, xp=xp), k, xp=xp)
+
+
+def kth_smallest(values: Any, k: int, *, xp: ModuleType) -> Any:
+    """The k-th smallest value of each row, shape (rows, 1), on the values' device.
+
+    torch: ``topk`` (radix selection on CUDA, any k); CuPy: ``partition`` while
+    its selection kernel applies (kth < :data:`CUPY_PARTITION_MAX_KTH`; beyond
+    it CuPy sorts), else :func:`kth_smallest_by_bisection`; NumPy
+    ``partition``; other namespaces ``array_api_extra.partition`` (which sorts
+    where the library has no selection). None of these reads data back to the
+    host.
+    """
+    if array_api_compat.is_torch_namespace(xp):
+        import torch
+
+        return torch.topk(values, k, dim=1, largest=False, sorted=False).values.amax(dim=1, keepdim=True)
+    if array_api_compat.is_cupy_namespace(xp):
+        if k - 1 < CUPY_PARTITION_MAX_KTH:
+            import cupy
+
+            return cupy.partition(values, k - 1, axis=1)[:, k - 1 : k]
+        return kth_smallest_by_bisection(values, k, xp=xp)
+    if array_api_compat.is_numpy_namespace(xp):
+        import numpy as np
+
+        return np.partition(values, k - 1, axis=1)[:, k - 1 : k]
+    return xpx.partition(values, k - 1, axis=-1, xp=xp)[:, k - 1 : k]
+
+
+#: CuPy's ``partition`` selects in one kernel below this kth and sorts the
+#: whole row from it on (CuPy 13-14), an order of magnitude slower than the
+#: distance product.
+CUPY_PARTITION_MAX_KTH = 512
+
+
+def kth_smallest_by_bisection(values: Any, k: int, *, xp: ModuleType) -> Any:
+    """k-th smallest value of each row by bisection on its bit pattern: no sort, no sync.
+
+    Floats map to integers of the same width in an order-preserving way
+    (negative values get their magnitude bits flipped; ``-0.0`` is first made
+    ``+0.0``), and a per-row binary search over that integer range finds the
+    smallest key with at least ``k`` keys at or below it: 32 (float32) or 64
+    (float64) passes of one comparison and one row sum each, a fixed count, so
+    the loop never asks the device anything.
+
+    Needs ``view`` (bit reinterpretation), which NumPy, CuPy and torch have.
+
+    Examples
+    --------
+    >>> import array_api_compat.numpy as xp
+    >>> values = xp.asarray([[3.0, -1.0, 2.0, -1.0, 0.5]], dtype=xp.float32)
+    >>> kth_smallest_by_bisection(values, 3, xp=xp)
+    array([[0.5]], dtype=float32)
+    """
+    bits = 32 if values.dtype == xp.float32 else 64
+    int_type = xp.int32 if bits == 32 else xp.int64
+    device = array_api_compat.device(values)
+    raw = _view(values + 0.0, int_type)  # + 0.0 turns -0.0 into +0.0
+    magnitude = xp.asarray(2 ** (bits - 1) - 1, dtype=int_type, device=device)
+    keys = xp.astype(xp.where(raw < 0, raw ^ magnitude, raw), xp.int64)
+    # Invariant: count(keys <= low) < k <= count(keys <= high). Only a NaN maps to
+    # the smallest integer, so the row minimum minus one never overflows.
+    low = xp.min(keys, axis=1, keepdims=True) - 1
+    high = xp.max(keys, axis=1, keepdims=True)
+    for _ in range(bits + 1):
+        # floor((low + high) / 2) without overflowing int64
+        middle = low // 2 + high // 2 + (low % 2 + high % 2) // 2
+        enough = xp.sum(xp.astype(keys <= middle, xp.int32), axis=1, keepdims=True) >= k
+        high = xp.where(enough, middle, high)
+        low = xp.where(enough, low, middle)
+    kth_key = xp.astype(high, int_type)
+    return _view(xp.where(kth_key < 0, kth_key ^ magnitude, kth_key), values.dtype)
+
+
+def _view(array: Any, dtype: Any) -> Any:
+    """Reinterpret the bits of ``array`` as ``dtype`` (same width): NumPy, CuPy, torch."""
+    return array.view(dtype)
+
+
+def _columns_up_to(values: Any, kth_value: Any, k: int, *, xp: ModuleType) -> Any:
+    """The k columns of each row under (value, column) order, given the k-th value.
+
+    Standard functions only and no data-dependent branch, so no device sync.
+    """
+    below = values < kth_value
+    num_below = xp.sum(xp.astype(below, xp.int32), axis=1, keepdims=True)
+    tied = values == kth_value
+    tie_rank = xp.cumulative_sum(xp.astype(tied, xp.int32), axis=1)
+    keep = below | (tied & (tie_rank <= k - num_below))
+    return columns_of_true(keep, k, xp=xp)
 
 
 def _smallest_k_columns_numpy(values: Any, k: int, *, xp: ModuleType) -> Any:
@@ -107,16 +203,5 @@ def _smallest_k_columns_numpy(values: Any, k: int, *, xp: ModuleType) -> Any:
         return np.nonzero(at_most_kth)[1].astype(np.int64, copy=False).reshape(rows, k)
     columns = np.empty((rows, k), dtype=np.int64)
     columns[~ambiguous] = np.nonzero(at_most_kth[~ambiguous])[1].reshape(-1, k)
-    columns[ambiguous] = _smallest_k_columns_standard(values[ambiguous], k, xp=xp)
+    columns[ambiguous] = _columns_up_to(values[ambiguous], kth_value[ambiguous], k, xp=xp)
     return columns
-
-
-def _smallest_k_columns_standard(values: Any, k: int, *, xp: ModuleType) -> Any:
-    """Standard-only selection: no data-dependent branch, so no device sync."""
-    kth_value = xpx.partition(values, k - 1, axis=-1, xp=xp)[:, k - 1 : k]
-    below = values < kth_value
-    num_below = xp.sum(xp.astype(below, xp.int32), axis=1, keepdims=True)
-    tied = values == kth_value
-    tie_rank = xp.cumulative_sum(xp.astype(tied, xp.int32), axis=1)
-    keep = below | (tied & (tie_rank <= k - num_below))
-    return columns_of_true(keep, k, xp=xp)
