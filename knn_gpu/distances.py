@@ -29,12 +29,23 @@ from typing import Any
 
 import array_api_compat
 
+from .devices import is_gpu
+
 __all__ = [
     "augment_train",
     "augment_queries",
     "ranking_keys",
     "exact_distances",
 ]
+
+
+#: Rows per chunk when the float64 column mean is summed at fit, so that the
+#: training set is never copied whole in float64.
+MEAN_CHUNK_ROWS = 8192
+
+#: Features per step of the exact re-scoring: its float64 temporaries are
+#: (rows, candidates, at most this many features).
+EXACT_CHUNK_FEATURES = 64
 
 
 def augment_train(train: Any, metric: str, *, xp: ModuleType, exact: Any) -> tuple[Any, Any]:
@@ -57,13 +68,33 @@ def augment_train(train: Any, metric: str, *, xp: ModuleType, exact: Any) -> tup
     dtype = train.dtype
     if metric == "cosine":
         offset = xp.zeros(train.shape[1], dtype=dtype, device=array_api_compat.device(train))
-        norms = xp.linalg.vector_norm(train, axis=1, keepdims=True)
-        unit = train / xp.where(norms == 0, xp.ones_like(norms), norms)
-        return xp.concat([unit, xp.zeros_like(norms)], axis=1), offset
-    offset = xp.astype(xp.round(xp.mean(xp.astype(train, exact), axis=0)), dtype)
+        return xp.concat(
+            [
+                unit_rows(train, xp=xp),
+                xp.zeros((train.shape[0], 1), dtype=dtype, device=array_api_compat.device(train)),
+            ],
+            axis=1,
+        ), offset
+    offset = xp.astype(xp.round(column_mean(train, xp=xp, exact=exact)), dtype)
     centred = train - offset
-    sq_norms = xp.sum(centred * centred, axis=1, keepdims=True)
+    sq_norms = xp.vecdot(centred, centred, axis=-1)[:, None]
     return xp.concat([centred, sq_norms], axis=1), offset
+
+
+def column_mean(train: Any, *, xp: ModuleType, exact: Any) -> Any:
+    """Mean of each column in ``exact`` precision, summed in chunks of :data:`MEAN_CHUNK_ROWS` rows."""
+    total = xp.zeros(train.shape[1], dtype=exact, device=array_api_compat.device(train))
+    num_samples = train.shape[0]
+    for start in range(0, num_samples, MEAN_CHUNK_ROWS):
+        stop = min(start + MEAN_CHUNK_ROWS, num_samples)  # the standard leaves out-of-range stops undefined
+        total = total + xp.sum(xp.astype(train[start:stop, ...], exact), axis=0)
+    return total / train.shape[0]
+
+
+def unit_rows(rows: Any, *, xp: ModuleType) -> Any:
+    """Rows scaled to unit length; zero rows stay zero (cosine similarity 0, as in scikit-learn)."""
+    norms = xp.linalg.vector_norm(rows, axis=-1, keepdims=True)
+    return rows / xp.where(norms == 0, xp.ones_like(norms), norms)
 
 
 def augment_queries(queries: Any, metric: str, offset: Any, *, xp: ModuleType) -> Any:
@@ -117,18 +148,71 @@ def exact_distances(
     -------
     array, shape (rows, num_candidates), dtype ``exact``
         In the metric's own units: never negative, never NaN.
+
+    Notes
+    -----
+    The arithmetic is O(rows x num_candidates x n_features), done
+    :data:`EXACT_CHUNK_FEATURES` features at a time, so that the temporaries in
+    ``exact`` precision stay (rows, num_candidates, 64)-sized whatever the
+    dimension.
     """
     queries = xp.astype(queries, exact)
-    candidates = xp.astype(candidates, exact)
     if metric == "cosine":
-        query_norms = xp.linalg.vector_norm(queries, axis=1, keepdims=True)
-        unit_queries = queries / xp.where(query_norms == 0, xp.ones_like(query_norms), query_norms)
-        candidate_norms = xp.linalg.vector_norm(candidates, axis=2)
-        dots = xp.sum(unit_queries[:, None, :] * candidates, axis=2)
-        safe_norms = xp.where(candidate_norms == 0, xp.ones_like(candidate_norms), candidate_norms)
-        return xp.clip(1 - dots / safe_norms, 0.0, 2.0)
-    differences = (queries - xp.astype(offset, exact))[:, None, :] - candidates
-    squared = xp.sum(differences * differences, axis=2)
+        dots = _rescore_in_steps(unit_rows(queries, xp=xp), candidates, _dot_and_square_norm, xp=xp, exact=exact)
+        dots, candidate_sq_norms = dots[..., 0], dots[..., 1]
+        safe_norms = xp.sqrt(xp.where(candidate_sq_norms == 0, xp.ones_like(candidate_sq_norms), candidate_sq_norms))
+        # A clamp by maximum/minimum: the generic clip of array-api-compat assigns through boolean masks (host syncs).
+        zero = xp.zeros((), dtype=exact, device=array_api_compat.device(queries))
+        return xp.minimum(xp.maximum(1 - dots / safe_norms, zero), zero + 2)
+    shifted = queries - xp.astype(offset, exact)
+    squared = _rescore_in_steps(shifted, candidates, _squared_distance, xp=xp, exact=exact)
     if metric == "euclidean":
         return xp.sqrt(squared)
     return squared
+
+
+#: On the host, the exact re-scoring steps through a batch's rows so that each
+#: step's float64 temporary stays about this size (cache-resident: 3.6x faster
+#: than one pass over the batch at 64 queries x 2,000 candidates x 64).
+HOST_STEP_BYTES = 2**20
+
+
+def _squared_distance(queries: Any, candidates: Any, *, xp: ModuleType, exact: Any) -> Any:
+    """``||q - c||^2`` per candidate; the subtraction promotes float32 rows to ``exact``."""
+    difference = queries[:, None, :] - candidates
+    if difference.dtype != exact:
+        difference = xp.astype(difference, exact)
+    return xp.vecdot(difference, difference, axis=-1)
+
+
+def _dot_and_square_norm(queries: Any, candidates: Any, *, xp: ModuleType, exact: Any) -> Any:
+    """``(q . c, ||c||^2)`` per candidate, stacked on a last axis of 2."""
+    candidates = xp.astype(candidates, exact)
+    return xp.stack(
+        [xp.vecdot(queries[:, None, :], candidates, axis=-1), xp.vecdot(candidates, candidates, axis=-1)], axis=-1
+    )
+
+
+def _rescore_in_steps(queries: Any, candidates: Any, term: Any, *, xp: ModuleType, exact: Any) -> Any:
+    """``term`` summed over features, :data:`EXACT_CHUNK_FEATURES` at a time, for row steps of the batch.
+
+    Each step's temporaries are (step rows, candidates, at most 64 features)
+    in ``exact``: a fixed bound whatever the dimension. On the host a step
+    holds about :data:`HOST_STEP_BYTES`; on a device the whole batch is one
+    step (its size already comes from the memory budget).
+    """
+    rows, num_candidates, num_features = candidates.shape
+    chunk = min(num_features, EXACT_CHUNK_FEATURES)
+    step = rows
+    if not is_gpu(xp, array_api_compat.device(candidates)):
+        step = max(1, min(rows, HOST_STEP_BYTES // (num_candidates * chunk * 8)))
+    pieces = []
+    for row in range(0, rows, step):
+        row_stop = min(row + step, rows)
+        total = None
+        for start in range(0, num_features, chunk):
+            stop = min(start + chunk, num_features)
+            part = term(queries[row:row_stop, start:stop], candidates[row:row_stop, :, start:stop], xp=xp, exact=exact)
+            total = part if total is None else total + part
+        pieces.append(total)
+    return pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=0)

@@ -1,0 +1,77 @@
+"""The data's device: working under it, how much memory it has free, what it computes fast.
+
+A search runs *under the device of its data*: CuPy creation functions ignore
+``device=`` (array-api-compat passes it to nothing) and ``memGetInfo`` reads
+the *current* device, so on a machine with two GPUs a search of data on the
+second one must make it current, as must torch's allocator queries. These
+helpers never import CuPy or torch to ask a question: they look at the
+namespace first, as array-api-compat does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+
+__all__ = ["is_gpu", "device_scope", "free_device_bytes", "synchronize"]
+
+
+def is_gpu(xp: ModuleType, device: Any) -> bool:
+    """True for CuPy arrays and torch tensors on CUDA (or another accelerator)."""
+    if array_api_compat.is_cupy_namespace(xp):
+        return True
+    if array_api_compat.is_torch_namespace(xp):
+        return getattr(device, "type", "cpu") not in ("cpu", "meta")
+    return False
+
+
+@contextlib.contextmanager
+def device_scope(xp: ModuleType, device: Any) -> Iterator[None]:
+    """Make ``device`` the current device for the duration (CuPy, torch on CUDA); else nothing."""
+    if array_api_compat.is_cupy_namespace(xp):
+        import cupy
+
+        with cupy.cuda.Device(getattr(device, "id", device)):
+            yield
+        return
+    if array_api_compat.is_torch_namespace(xp) and getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        with torch.cuda.device(device):
+            yield
+        return
+    yield
+
+
+def free_device_bytes(xp: ModuleType, device: Any) -> int | None:
+    """Bytes a search may still allocate on ``device``: free memory plus what the library's pool holds unused.
+
+    ``None`` for host memory (the caller then uses a fixed budget). Call it
+    under :func:`device_scope`: both libraries report the current device.
+    """
+    if array_api_compat.is_cupy_namespace(xp):
+        import cupy
+
+        free_bytes, _ = cupy.cuda.runtime.memGetInfo()
+        return int(free_bytes) + int(cupy.get_default_memory_pool().free_bytes())
+    if is_gpu(xp, device) and getattr(device, "type", None) == "cuda":
+        import torch
+
+        free_bytes, _ = torch.cuda.mem_get_info()
+        pooled = torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
+        return int(free_bytes) + max(0, int(pooled))
+    return None
+
+
+def synchronize(array: Any) -> None:
+    """Wait for the device holding ``array`` to finish its queued work (timings, tests)."""
+    if array_api_compat.is_cupy_array(array):
+        array.device.synchronize()
+    elif array_api_compat.is_torch_array(array) and array.device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(array.device)
