@@ -173,10 +173,17 @@ class _NeighborsEstimator:
         return index
 
     # -- neighbour queries --------------------------------------------------------
-    def _neighbors_on_backend(self, X: Any, num_neighbors: Any) -> tuple[Any, Any, Any]:
-        """Distances and indices on the model's backend, plus the validated ``X``.
+    def _neighbors_on_backend(
+        self, X: Any, num_neighbors: Any, reduce: Any = None, reduce_bytes_per_query: int = 0
+    ) -> tuple[tuple, Any]:
+        """The search on the model's backend: ``(result, validated X)``.
 
-        ``X=None`` means the training set itself, each point excluding itself.
+        ``result`` is ``(distances, indices)``, or with ``reduce`` what
+        ``reduce(distances, indices)`` returns, computed batch by batch inside
+        the search so that its temporaries (``reduce_bytes_per_query`` per
+        query, counted in the memory budget) never exist for all queries at
+        once. ``X=None`` means the training set itself, each point excluding
+        itself (no ``reduce`` then).
         """
         index = self._check_fitted()
         xp = index.xp
@@ -187,15 +194,22 @@ class _NeighborsEstimator:
         if X is None:
             k = check_num_neighbors(num_neighbors, index.num_samples - 1)
             distances, indices = search_index(index, self._fit_X, k + 1, batch_rows=batch_rows, n_jobs=n_jobs)
-            distances, indices = _exclude_self(distances, indices, k, xp=xp)
-            return distances, indices, None
+            return _exclude_self(distances, indices, k, xp=xp), None
         X = as_feature_matrix(X, "X", allow_empty=True)
         k = check_num_neighbors(num_neighbors, index.num_samples)
         queries = prepare_queries(
             _move_to(X, xp, index.device), index.num_features, index.dtype, xp=xp, expected_by=type(self).__name__
         )
-        distances, indices = search_index(index, queries, k, batch_rows=batch_rows, n_jobs=n_jobs)
-        return distances, indices, X
+        result = search_index(
+            index,
+            queries,
+            k,
+            batch_rows=batch_rows,
+            n_jobs=n_jobs,
+            reduce=reduce,
+            reduce_bytes_per_query=reduce_bytes_per_query,
+        )
+        return result, X
 
     def _like_input(self, result: Any, X: Any) -> Any:
         """``result`` in the namespace and on the device of ``X`` (the fit data if None)."""
@@ -232,7 +246,7 @@ class _NeighborsEstimator:
                 X, self._dask_fit[0], num_neighbors or self.num_neighbors, metric=self.metric
             )
             return result if return_distance else result[1]
-        distances, indices, X = self._neighbors_on_backend(X, num_neighbors)
+        (distances, indices), X = self._neighbors_on_backend(X, num_neighbors)
         indices = self._like_input(indices, X)
         if not return_distance:
             return indices
@@ -260,7 +274,7 @@ class _NeighborsEstimator:
         (this copies the small result to the host).
         """
         self._check_fitted()
-        distances, indices, _ = self._neighbors_on_backend(_host_vector(example, "example")[None, :], None)
+        (distances, indices), _ = self._neighbors_on_backend(_host_vector(example, "example")[None, :], None)
         return [(int(i), float(d)) for i, d in zip(to_host(indices)[0].tolist(), to_host(distances)[0].tolist())]
 
     def _weights_for(self, distances: Any) -> Any:
@@ -402,8 +416,14 @@ class KNN(_NeighborsEstimator):
         if getattr(self, "_dask_fit", None) is not None:
             prediction = self._dask_reduce(X)
             return prediction[:, 0] if self._targets_1d else prediction
-        distances, indices, X = self._neighbors_on_backend(_require_queries(X), None)
-        prediction = weighted_mean(self._targets, indices, self._weights_for(distances), xp=self._index.xp)
+        xp = self._check_fitted().xp
+
+        def mean_of_batch(distances: Any, indices: Any) -> tuple[Any]:
+            return (weighted_mean(self._targets, indices, self._weights_for(distances), xp=xp),)
+
+        # The gathered targets, their weighted copy and the weights: 3 (k, n_outputs) arrays per query.
+        per_query = 3 * self.num_neighbors * (self._targets.shape[1] + 1) * 8
+        (prediction,), X = self._neighbors_on_backend(_require_queries(X), None, mean_of_batch, per_query)
         if self._targets_1d:
             prediction = prediction[:, 0]
         return self._like_input(prediction, X)
@@ -488,21 +508,31 @@ class KNNClassifier(_NeighborsEstimator):
         votes, X = self._votes_on_backend(X)
         return self._like_input(votes, X)
 
-    def _votes_on_backend(self, X: Any) -> tuple[Any, Any]:
-        """Vote shares on the model's backend, and the validated ``X``."""
-        distances, indices, X = self._neighbors_on_backend(_require_queries(X), None)
-        votes = class_votes(
-            self._codes, indices, self._weights_for(distances), self.classes_.shape[0], xp=self._index.xp
-        )
-        return votes, X
+    def _votes_on_backend(self, X: Any, *, winners_only: bool = False) -> tuple[Any, Any]:
+        """Vote shares (or, with ``winners_only``, the winning class codes) on the model's backend, and ``X``.
+
+        Votes are counted per batch inside the search: the one-hot
+        ``(rows, k, n_classes)`` temporaries are counted in the memory
+        budget, and ``predict`` keeps only each batch's winners.
+        """
+        xp = self._check_fitted().xp
+        num_classes = self.classes_.shape[0]
+
+        def votes_of_batch(distances: Any, indices: Any) -> tuple[Any]:
+            votes = class_votes(self._codes, indices, self._weights_for(distances), num_classes, xp=xp)
+            return (xp.argmax(votes, axis=1),) if winners_only else (votes,)
+
+        # One-hot codes, their weighted copy (k x n_classes each) and the shares.
+        per_query = (2 * self.num_neighbors + 2) * num_classes * 8
+        (result,), X = self._neighbors_on_backend(_require_queries(X), None, votes_of_batch, per_query)
+        return result, X
 
     def predict(self, X: Any) -> Any:
         """The class with most (weighted) votes; ties to the smallest label."""
         if getattr(self, "_dask_fit", None) is not None:
             votes = self._dask_reduce(X, num_classes=self.classes_.shape[0])
             return votes.argmax(axis=1).map_blocks(_decode_block, self.classes_, dtype=self.classes_.dtype)
-        votes, X_checked = self._votes_on_backend(X)
-        winners = self._index.xp.argmax(votes, axis=1)
+        winners, X_checked = self._votes_on_backend(X, winners_only=True)
         if isinstance(self.classes_, np.ndarray):
             labels = self.classes_[to_host(winners)]
             if self.classes_.dtype.kind not in "biuf" or X_checked is None:

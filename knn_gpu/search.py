@@ -2,48 +2,76 @@
 
 Data flows one way: the training set is prepared once (:func:`build_index`),
 then each batch of queries goes ranking product -> block prefilter -> top-k
-candidates -> exact distances -> final order (:func:`search_index`).
+candidates -> exact distances -> final order (:func:`search_index`), and
+optionally straight on to a per-batch reduction (a vote, a mean), so that no
+temporary of a prediction outgrows the batch.
 
 The prefilter makes selection cheap. The training rows are split into blocks
-of ``block_size`` consecutive rows; the k nearest neighbours lie in the k
-blocks whose smallest key is smallest (ties to the lower block), so only
-those ``k * block_size`` keys are searched. The rows are *stored* block-strided
-(block ``j`` holds rows ``j * block_size + i``, stored at ``i * num_blocks +
-j``) so that the per-block minimum is a reduction over the middle axis of a
-``(rows, block_size, num_blocks)`` view, which vectorises.
+of consecutive rows; the k nearest neighbours lie in the k blocks whose
+smallest key is smallest (ties to the lower block), so only those blocks'
+keys are searched. The best block size depends on k (about
+``sqrt(n / candidates)`` rows balances the block minima against the
+candidates' keys), so it is chosen *per search*: the index stores *fine*
+blocks of ``fine_block_size`` rows, and a search merges ``group`` consecutive
+fine blocks (a power of two up to ``max_group``) into one block.
+
+Layout: fine block ``b`` (training rows ``b * S0 .. b * S0 + S0 - 1``) keeps
+row ``i`` at stored row ``i * B0 + position[b]``, where the fine blocks'
+positions are *bit-reversed* within each run of ``max_group`` blocks. With
+that order, for every power-of-two group the members of each merged block sit
+``B0 / group`` columns apart in the (rows, S0 * B0) key matrix, so the merged
+blocks' minima are one reduction over the middle axis of a
+``(rows, S0 * group, B0 / group)`` view: vectorised, and as cheap for every k
+as a layout tuned for one k.
 
 Ordering contract: ascending distance, equal distances -> lower training
 index. Every step breaks ties by index, so integer data gives identical
 indices on every backend.
+
+Memory: every temporary of a batch is counted (:func:`batch_bytes_per_query`):
+the keys, the prefilter's index arrays, the candidates' rows and the exact
+re-scoring's float64 chunks, plus what a reduction declares; the batch size
+is the budget divided by that. On a GPU the budget is half the device's free
+memory, read under the data's device before the loop.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import array_api_compat
+import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .distances import augment_queries, augment_train, exact_distances, ranking_keys
+from .devices import device_scope, free_device_bytes, is_gpu
+from .distances import EXACT_CHUNK_FEATURES, augment_queries, augment_train, exact_distances, ranking_keys
 from .topk import smallest_k_columns
 from .validation import exact_dtype
 
 __all__ = [
     "TrainIndex",
+    "BlockPlan",
     "build_index",
     "search_index",
+    "plan_blocks",
     "default_batch_rows",
+    "batch_bytes_per_query",
     "search_workers",
     "DEFAULT_MEMORY_BUDGET",
 ]
 
-#: Bytes of ranking keys one batch may hold, unless told otherwise.
+#: Bytes that the temporaries of the batches in flight may take on the host,
+#: unless told otherwise (all of them: see :func:`batch_bytes_per_query`).
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
+
+#: Share of the free device memory a GPU search budgets for its batches.
+GPU_MEMORY_SHARE = 0.5
 
 #: A worker thread is worth starting for at least this many ranking keys and
 #: queries. Smaller shares gain less than they lose: right after a multi-threaded
@@ -61,20 +89,39 @@ HOST_MAX_BATCH_ROWS = 512
 #: The number of candidates recomputed exactly is ``k + max(k, EXTRA_CANDIDATES)``.
 EXTRA_CANDIDATES = 8
 
+#: Most fine blocks merged into one block; the fine block count is a multiple of it.
+MAX_GROUP = 64
+
+#: Fine blocks hold about ``sqrt(n / FINE_BLOCK_DIVISOR)`` rows: small enough
+#: that k in the thousands still prunes most blocks at 10^5 rows, while
+#: ``MAX_GROUP`` merged fine blocks still reach the best size for k = 10 up to
+#: ~10^7 rows.
+FINE_BLOCK_DIVISOR = 4096
+
 
 @dataclass(frozen=True)
 class TrainIndex:
-    """A training set prepared for searching, on its own namespace and device."""
+    """A training set prepared for searching, on its own namespace and device.
+
+    ``rows`` are in the ranking dtype. Where that is lower than the data's
+    (float64 data ranked in float32 on a GPU), ``exact_rows`` keeps the
+    shifted data in full precision, in training order, for the exact
+    re-scoring; otherwise it is None and the candidates come from ``rows``.
+    """
 
     device: Any
     metric: str
     num_samples: int
     num_features: int
-    block_size: int
-    num_blocks: int
-    rows: Any  # (num_blocks * block_size, num_features + 1), block-strided
+    fine_block_size: int
+    num_fine_blocks: int
+    max_group: int
+    rows: Any  # (num_fine_blocks * fine_block_size, num_features + 1), see the module notes
+    block_position: Any  # (num_fine_blocks,) int64: column of fine block b in the (S0, B0) view
     offset: Any  # (num_features,)
     exact: Any  # dtype of the exact recomputation
+    data_dtype: Any  # dtype of the data (and of returned distances)
+    exact_rows: Any = None  # (num_samples, num_features) in `exact`, or None
 
     @property
     def xp(self) -> ModuleType:
@@ -83,30 +130,84 @@ class TrainIndex:
 
     @property
     def dtype(self) -> Any:
-        """Floating dtype of the stored rows (and of returned distances)."""
+        """Floating dtype of the data, and of returned distances."""
+        return self.data_dtype
+
+    @property
+    def rank_dtype(self) -> Any:
+        """Floating dtype of the ranking product."""
         return self.rows.dtype
 
+    @property
+    def num_stored(self) -> int:
+        return self.num_fine_blocks * self.fine_block_size
 
-def choose_block_size(num_samples: int, typical_candidates: int = 20) -> int:
-    """Rows per block: balances the blocks' minima against the candidates.
 
-    Per query the search touches ``num_blocks`` minima plus
-    ``candidates * block_size`` keys; ``sqrt(n / candidates)`` minimises the sum.
-    The layout is fixed at fit, so it is tuned for k = 10 (20 candidates).
+def choose_fine_blocks(num_samples: int) -> tuple[int, int, int]:
+    """``(fine_block_size, num_fine_blocks, max_group)`` for ``num_samples`` rows."""
+    fine_block_size = max(1, math.isqrt(num_samples // FINE_BLOCK_DIVISOR))
+    needed = -(-num_samples // fine_block_size)
+    max_group = 1
+    while max_group * 2 <= min(MAX_GROUP, needed):
+        max_group *= 2
+    num_fine_blocks = -(-needed // max_group) * max_group
+    return fine_block_size, num_fine_blocks, max_group
+
+
+def _bit_reversed(values: np.ndarray, bits: int) -> np.ndarray:
+    reversed_values = np.zeros_like(values)
+    for bit in range(bits):
+        reversed_values |= ((values >> bit) & 1) << (bits - 1 - bit)
+    return reversed_values
+
+
+def fine_block_positions(num_fine_blocks: int, max_group: int) -> np.ndarray:
+    """Column of each fine block: bit-reversed within runs of ``max_group`` (host int64)."""
+    blocks = np.arange(num_fine_blocks, dtype=np.int64)
+    runs = num_fine_blocks // max_group
+    return _bit_reversed(blocks % max_group, max_group.bit_length() - 1) * runs + blocks // max_group
+
+
+def ranking_dtype(xp: ModuleType, device: Any, dtype: Any) -> Any:
+    """The dtype of the ranking product for data of ``dtype``.
+
+    float64 data on a GPU is ranked in float32 and re-scored in float64:
+    consumer GPUs run FP64 at 1/32-1/64 of the FP32 rate, and the exact
+    re-scoring keeps the distances (and, for candidates separated at float32
+    precision, the neighbours) exact.
     """
-    return max(1, math.isqrt(num_samples // typical_candidates))
+    if dtype == xp.float64 and is_gpu(xp, device):
+        return xp.float32
+    return dtype
 
 
-def build_index(train: Any, metric: str, *, xp: ModuleType) -> TrainIndex:
-    """Prepare validated floating training rows for :func:`search_index`."""
+def build_index(train: Any, metric: str, *, xp: ModuleType, rank_dtype: Any = None) -> TrainIndex:
+    """Prepare validated floating training rows for :func:`search_index`.
+
+    ``rank_dtype`` overrides :func:`ranking_dtype` (tests use it to prove the
+    GPU's float32 ranking of float64 data exact on the CPU).
+    """
     device = array_api_compat.device(train)
+    with device_scope(xp, device):
+        return _build_index(train, metric, xp=xp, device=device, rank_dtype=rank_dtype)
+
+
+def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_dtype: Any) -> TrainIndex:
     exact = exact_dtype(xp, device)
+    data_dtype = train.dtype
+    if rank_dtype is None:
+        rank_dtype = ranking_dtype(xp, device, data_dtype)
     num_samples, num_features = train.shape
     rows, offset = augment_train(train, metric, xp=xp, exact=exact)
-    block_size = choose_block_size(num_samples)
-    num_blocks = -(-num_samples // block_size)
-    padding = num_blocks * block_size - num_samples
+    exact_rows = None
+    if rank_dtype != data_dtype:
+        exact_rows = xp.astype(rows[:, :num_features], exact)
+        rows = xp.astype(rows, rank_dtype)
+    fine_block_size, num_fine_blocks, max_group = choose_fine_blocks(num_samples)
+    padding = num_fine_blocks * fine_block_size - num_samples
     if padding:
+        # Padding rows rank last: the largest finite key (an infinity would make
+        # BLAS raise floating-point flags on its own zero padding).
         pad_rows = xp.concat(
             [
                 xp.zeros((padding, num_features), dtype=rows.dtype, device=device),
@@ -115,44 +216,127 @@ def build_index(train: Any, metric: str, *, xp: ModuleType) -> TrainIndex:
             axis=1,
         )
         rows = xp.concat([rows, pad_rows], axis=0)
-    strided = xp.permute_dims(xp.reshape(rows, (num_blocks, block_size, num_features + 1)), (1, 0, 2))
-    rows = xp.reshape(strided, (num_blocks * block_size, num_features + 1), copy=True)
+    positions = fine_block_positions(num_fine_blocks, max_group)
+    # Stored row i * B0 + position[b] holds training row b * S0 + i.
+    train_of_stored = np.empty(num_fine_blocks * fine_block_size, dtype=np.int64)
+    within = np.arange(fine_block_size, dtype=np.int64)
+    stored = (within[None, :] * num_fine_blocks + positions[:, None]).reshape(-1)
+    train_of_stored[stored] = np.arange(num_fine_blocks * fine_block_size, dtype=np.int64)
+    rows = xp.take(rows, xp.asarray(train_of_stored, device=device), axis=0)
     return TrainIndex(
         device=device,
         metric=metric,
         num_samples=num_samples,
         num_features=num_features,
-        block_size=block_size,
-        num_blocks=num_blocks,
+        fine_block_size=fine_block_size,
+        num_fine_blocks=num_fine_blocks,
+        max_group=max_group,
         rows=rows,
+        block_position=xp.asarray(positions, device=device),
         offset=offset,
         exact=exact,
+        data_dtype=data_dtype,
+        exact_rows=exact_rows,
     )
 
 
+@dataclass(frozen=True)
+class BlockPlan:
+    """How one search prunes: ``group`` fine blocks per block, ``kept`` blocks searched per query."""
+
+    group: int
+    num_groups: int
+    kept: int
+    num_candidates: int
+    block_size: int
+
+    @property
+    def prunes(self) -> bool:
+        return self.kept < self.num_groups
+
+    @property
+    def width(self) -> int:
+        """Keys searched per query after the prefilter."""
+        return self.kept * self.block_size
+
+
+def plan_blocks(index: TrainIndex, k: int) -> BlockPlan:
+    """The block size (a power-of-two group of fine blocks) that makes selection cheapest for ``k``.
+
+    Per query the selection reads ``num_groups`` block minima and gathers and
+    selects ``candidates * block_size`` keys; the group minimising their sum
+    is taken. Where no group prunes (k close to n), every block is kept.
+    """
+    num_candidates = min(index.num_samples, k + max(k, EXTRA_CANDIDATES))
+    best = None
+    group = 1
+    while group <= index.max_group:
+        num_groups = index.num_fine_blocks // group
+        block_size = group * index.fine_block_size
+        if num_candidates < num_groups:
+            cost = num_groups + 2 * num_candidates * block_size
+            if best is None or cost < best[0]:
+                best = (cost, BlockPlan(group, num_groups, num_candidates, num_candidates, block_size))
+        group *= 2
+    if best is None:
+        group = index.max_group
+        num_groups = index.num_fine_blocks // group
+        return BlockPlan(group, num_groups, num_groups, num_candidates, group * index.fine_block_size)
+    return best[1]
+
+
+def batch_bytes_per_query(index: TrainIndex, plan: BlockPlan, reduce_bytes_per_query: int = 0) -> int:
+    """Bytes of every temporary one query of a batch needs (an upper estimate).
+
+    The ranking keys (one per stored row); the block minima and their
+    selection; per kept key its stored position, training index and flat
+    index (int64), its key, the selection's copy, masks and running counts;
+    the candidates' gathered rows; the exact re-scoring's chunks in float64;
+    the candidates' distances and orders; and what the reduction declares.
+    """
+    rank_size = _itemsize(index.xp, index.rank_dtype)
+    exact_size = _itemsize(index.xp, index.exact)
+    num_candidates = plan.num_candidates
+    features = index.num_features
+    keys = index.num_stored * rank_size + (features + 1) * rank_size
+    minima = 3 * plan.num_groups * (rank_size + 8) if plan.prunes else 0
+    selection = plan.width * (3 * 8 + 2 * rank_size + 16) + plan.kept * 8 * (plan.group + 2)
+    gathered = num_candidates * (features + 1) * rank_size
+    if index.exact_rows is not None:
+        gathered += num_candidates * features * exact_size
+    rescoring = 6 * num_candidates * 8
+    if is_gpu(index.xp, index.device):
+        # One re-scoring step per batch on a device; on the host steps of HOST_STEP_BYTES (a fixed few MiB).
+        rescoring += 3 * num_candidates * min(features, EXACT_CHUNK_FEATURES) * exact_size
+    return keys + minima + selection + gathered + rescoring + int(reduce_bytes_per_query)
+
+
 def default_batch_rows(
-    index: TrainIndex, num_queries: int, memory_budget: int | None = None, *, num_workers: int = 1
+    index: TrainIndex,
+    num_queries: int,
+    memory_budget: int | None = None,
+    *,
+    num_workers: int = 1,
+    plan: BlockPlan | None = None,
+    k: int = 10,
+    reduce_bytes_per_query: int = 0,
 ) -> int:
     """Queries per batch so that the batches in flight fit ``memory_budget`` bytes.
 
     Each of ``num_workers`` threads holds one batch, so each gets its share of
     the budget; the batches are of equal size and come in rounds of one per
     worker, so that every worker has the same work. NumPy batches hold at
-    most :data:`HOST_MAX_BATCH_ROWS` queries. On CuPy the default budget is
-    a quarter of the free device memory (read once per search, before the
-    loop); elsewhere :data:`DEFAULT_MEMORY_BUDGET`.
+    most :data:`HOST_MAX_BATCH_ROWS` queries. The default budget is
+    :data:`GPU_MEMORY_SHARE` of the free memory of the data's GPU (read
+    under that device, once per search, before the loop) and
+    :data:`DEFAULT_MEMORY_BUDGET` elsewhere.
     """
+    if plan is None:
+        plan = plan_blocks(index, k)
     if memory_budget is None:
-        memory_budget = DEFAULT_MEMORY_BUDGET
-        if array_api_compat.is_cupy_namespace(index.xp):
-            import cupy
-
-            free_bytes, _ = cupy.cuda.runtime.memGetInfo()
-            pool_free = cupy.get_default_memory_pool().free_bytes()
-            memory_budget = max(memory_budget, (free_bytes + pool_free) // 4)
-    # The keys, their block view and the candidates' bookkeeping: about 2 keys'
-    # worth of bytes per stored row.
-    bytes_per_query = 2 * index.rows.shape[0] * _itemsize(index)
+        free_bytes = free_device_bytes(index.xp, index.device)
+        memory_budget = DEFAULT_MEMORY_BUDGET if free_bytes is None else int(free_bytes * GPU_MEMORY_SHARE)
+    bytes_per_query = batch_bytes_per_query(index, plan, reduce_bytes_per_query)
     rows_in_budget = max(1, memory_budget // (num_workers * bytes_per_query))
     if array_api_compat.is_numpy_namespace(index.xp):
         rows_in_budget = min(rows_in_budget, HOST_MAX_BATCH_ROWS)
@@ -161,8 +345,10 @@ def default_batch_rows(
     return max(1, -(-num_queries // (num_workers * max(rounds, 1))))
 
 
-def _itemsize(index: TrainIndex) -> int:
-    return 4 if index.rows.dtype == index.xp.float32 else 8
+def _itemsize(xp: ModuleType, dtype: Any) -> int:
+    if hasattr(xp, "finfo") and xp.isdtype(dtype, "real floating"):
+        return xp.finfo(dtype).bits // 8
+    return xp.iinfo(dtype).bits // 8
 
 
 def available_cores() -> int:
@@ -186,113 +372,156 @@ def search_workers(index: TrainIndex, num_queries: int, n_jobs: int | None) -> i
     if not array_api_compat.is_numpy_namespace(index.xp):
         return 1
     if n_jobs is None:
-        worth_it = min(num_queries // MIN_QUERIES_PER_WORKER, num_queries * index.rows.shape[0] // MIN_KEYS_PER_WORKER)
+        worth_it = min(num_queries // MIN_QUERIES_PER_WORKER, num_queries * index.num_stored // MIN_KEYS_PER_WORKER)
         return max(1, min(available_cores(), worth_it))
     wanted = available_cores() if n_jobs == -1 else n_jobs
     return max(1, min(wanted, num_queries))
 
 
 def search_index(
-    index: TrainIndex, queries: Any, k: int, *, batch_rows: int | None = None, n_jobs: int | None = None
-) -> tuple[Any, Any]:
-    """The ``k`` nearest stored rows of each query.
+    index: TrainIndex,
+    queries: Any,
+    k: int,
+    *,
+    batch_rows: int | None = None,
+    n_jobs: int | None = None,
+    memory_budget: int | None = None,
+    reduce: Callable[[Any, Any], tuple] | None = None,
+    reduce_bytes_per_query: int = 0,
+) -> tuple:
+    """The ``k`` nearest stored rows of each query, optionally reduced batch by batch.
 
     Parameters
     ----------
     index : TrainIndex
     queries : array, shape (n_queries, num_features)
-        Validated, in the index's namespace, device and dtype.
+        Validated, in the index's namespace, device and (data) dtype.
     k : int
         ``1 <= k <= index.num_samples``.
     batch_rows : int, optional
         Queries per batch; by default from the memory budget.
     n_jobs : int, optional
         Threads for the NumPy backend (see :func:`search_workers`).
+    memory_budget : int, optional
+        Bytes the temporaries of the batches in flight may take; by default
+        :data:`DEFAULT_MEMORY_BUDGET` on the host and
+        :data:`GPU_MEMORY_SHARE` of the free memory on a GPU.
+    reduce : callable, optional
+        ``reduce(distances, indices) -> tuple of arrays`` applied to each
+        batch's neighbours (a vote, a mean); its results are concatenated.
+        Its temporaries per query, ``reduce_bytes_per_query``, count in the
+        budget.
 
     Returns
     -------
-    distances : array, shape (n_queries, k), the index's dtype
-    indices : array of int64, shape (n_queries, k)
+    tuple
+        ``(distances, indices)`` — shape (n_queries, k), the data's dtype and
+        int64 — or what ``reduce`` returns, batch results concatenated.
     """
     xp = index.xp
-    num_queries = queries.shape[0]
-    if num_queries == 0:
-        return (
-            xp.zeros((0, k), dtype=index.dtype, device=index.device),
-            xp.zeros((0, k), dtype=xp.int64, device=index.device),
-        )
-    num_workers = search_workers(index, num_queries, n_jobs)
-    if batch_rows is None:
-        batch_rows = default_batch_rows(index, num_queries, num_workers=num_workers)
-    starts = list(range(0, num_queries, batch_rows))
-    num_workers = min(num_workers, len(starts))
-    if num_workers == 1:
-        results = _search_batches(index, queries, k, starts, batch_rows)
-    else:
-        # Round-robin shares; one BLAS thread per worker so that the cores are not oversubscribed.
-        shares = [starts[worker::num_workers] for worker in range(num_workers)]
-        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(num_workers) as pool:
-            share_results = list(pool.map(lambda share: _search_batches(index, queries, k, share, batch_rows), shares))
-        results = [batch for share in share_results for batch in share]
-        results.sort(key=lambda batch: batch[0])
-    if len(results) == 1:
-        return results[0][1], results[0][2]
-    return (
-        xp.concat([distances for _, distances, _ in results], axis=0),
-        xp.concat([indices for _, _, indices in results], axis=0),
-    )
+    if reduce is None:
+        reduce = _neighbors_themselves
+    with device_scope(xp, index.device):
+        num_queries = queries.shape[0]
+        plan = plan_blocks(index, k)
+        if num_queries == 0:
+            return reduce(
+                xp.zeros((0, k), dtype=index.dtype, device=index.device),
+                xp.zeros((0, k), dtype=xp.int64, device=index.device),
+            )
+        num_workers = search_workers(index, num_queries, n_jobs)
+        if batch_rows is None:
+            batch_rows = default_batch_rows(
+                index,
+                num_queries,
+                memory_budget,
+                num_workers=num_workers,
+                plan=plan,
+                reduce_bytes_per_query=reduce_bytes_per_query,
+            )
+        starts = list(range(0, num_queries, batch_rows))
+        num_workers = min(num_workers, len(starts))
+
+        def search_share(share: list[int]) -> list[tuple]:
+            return _search_batches(index, plan, queries, k, share, batch_rows, reduce)
+
+        if num_workers == 1:
+            results = search_share(starts)
+        else:
+            # Round-robin shares; one BLAS thread per worker so that the cores are not oversubscribed.
+            shares = [starts[worker::num_workers] for worker in range(num_workers)]
+            with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(num_workers) as pool:
+                share_results = list(pool.map(search_share, shares))
+            results = sorted((batch for share in share_results for batch in share), key=lambda batch: batch[0])
+        if len(results) == 1:
+            return results[0][1]
+        return tuple(xp.concat(parts, axis=0) for parts in zip(*(batch for _, batch in results)))
 
 
-def _search_batches(index: TrainIndex, queries: Any, k: int, starts: list[int], batch_rows: int) -> list[tuple]:
-    """``(start, distances, indices)`` for the batches of ``batch_rows`` queries at ``starts``, in order."""
+def _neighbors_themselves(distances: Any, indices: Any) -> tuple[Any, Any]:
+    return distances, indices
+
+
+def _search_batches(
+    index: TrainIndex, plan: BlockPlan, queries: Any, k: int, starts: list[int], batch_rows: int, reduce: Callable
+) -> list[tuple]:
+    """``(start, reduce(distances, indices))`` for the batches of ``batch_rows`` queries at ``starts``, in order."""
     xp = index.xp
     num_queries = queries.shape[0]
     keys_buffer = None
     if array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_cupy_namespace(xp):
         # One keys block reused by every batch (matmul(out=) is native, not standard).
         keys_buffer = xp.empty(
-            (min(batch_rows, num_queries), index.rows.shape[0]), dtype=index.dtype, device=index.device
+            (min(batch_rows, num_queries), index.num_stored), dtype=index.rank_dtype, device=index.device
         )
     results = []
     for start in starts:
         batch = queries[start : min(start + batch_rows, num_queries), ...]
         out = None if keys_buffer is None else keys_buffer[: batch.shape[0], ...]
-        results.append((start, *_search_batch(index, batch, k, keys_out=out)))
+        results.append((start, reduce(*_search_batch(index, plan, batch, k, keys_out=out))))
     return results
 
 
-def _search_batch(index: TrainIndex, queries: Any, k: int, keys_out: Any = None) -> tuple[Any, Any]:
+def _search_batch(index: TrainIndex, plan: BlockPlan, queries: Any, k: int, keys_out: Any = None) -> tuple[Any, Any]:
     xp = index.xp
+    device = index.device
     rows = queries.shape[0]
-    block_size, num_blocks = index.block_size, index.num_blocks
-    num_candidates = min(index.num_samples, k + max(k, EXTRA_CANDIDATES))
-    kept_blocks = min(num_candidates, num_blocks)
+    fine_size, num_fine, group = index.fine_block_size, index.num_fine_blocks, plan.group
 
-    keys = ranking_keys(augment_queries(queries, index.metric, index.offset, xp=xp), index.rows, xp=xp, out=keys_out)
-    if kept_blocks < num_blocks:
-        block_minima = xp.min(xp.reshape(keys, (rows, block_size, num_blocks)), axis=1)
-        blocks = smallest_k_columns(block_minima, kept_blocks, xp=xp)
+    ranked_queries = xp.astype(queries, index.rank_dtype, copy=False)
+    offset = xp.astype(index.offset, index.rank_dtype, copy=False)
+    keys = ranking_keys(augment_queries(ranked_queries, index.metric, offset, xp=xp), index.rows, xp=xp, out=keys_out)
+    if plan.prunes:
+        # Members of each merged block lie num_fine // group columns apart (see the module notes).
+        minima = xp.min(xp.reshape(keys, (rows, fine_size * group, num_fine // group)), axis=1)
+        if group < index.max_group:  # to the blocks' natural order, so that ties go to the lower block
+            minima = xp.take(minima, index.block_position[::group] % (num_fine // group), axis=1)
+        blocks = smallest_k_columns(minima, plan.kept, xp=xp)
     else:
-        blocks = xp.broadcast_to(xp.arange(num_blocks, dtype=xp.int64, device=index.device), (rows, num_blocks))
-    # Gather the kept blocks' keys as (rows, kept_blocks, block_size): ascending
-    # training index along each row. One flat take beats take_along_axis here.
-    within_block = xp.arange(block_size, dtype=xp.int64, device=index.device)
-    row_start = xp.arange(rows, dtype=xp.int64, device=index.device) * (block_size * num_blocks)
-    flat = row_start[:, None, None] + within_block[None, None, :] * num_blocks + blocks[:, :, None]
-    candidate_keys = xp.take(xp.reshape(keys, (-1,)), xp.reshape(flat, (-1,)))
-    candidate_keys = xp.reshape(candidate_keys, (rows, kept_blocks * block_size))
-    columns = smallest_k_columns(candidate_keys, num_candidates, xp=xp)
-    block_of = xp.take_along_axis(blocks, columns // block_size, axis=1)
-    within = columns % block_size
-    train_indices = block_of * block_size + within
-    stored_at = within * num_blocks + block_of
+        blocks = xp.broadcast_to(xp.arange(plan.num_groups, dtype=xp.int64, device=device), (rows, plan.num_groups))
+    # Candidate keys of the kept blocks, in ascending training index: (rows, kept, group, fine_size).
+    fine = blocks[:, :, None] * group + xp.arange(group, dtype=xp.int64, device=device)[None, None, :]
+    positions = xp.reshape(xp.take(index.block_position, xp.reshape(fine, (-1,))), fine.shape)
+    within = xp.arange(fine_size, dtype=xp.int64, device=device)
+    stored = xp.reshape(positions[..., None] + within * num_fine, (rows, plan.width))
+    training = xp.reshape(fine[..., None] * fine_size + within, (rows, plan.width))
+    row_start = xp.arange(rows, dtype=xp.int64, device=device)[:, None] * index.num_stored
+    candidate_keys = xp.reshape(
+        xp.take(xp.reshape(keys, (-1,)), xp.reshape(stored + row_start, (-1,))), (rows, plan.width)
+    )
+    columns = smallest_k_columns(candidate_keys, plan.num_candidates, xp=xp)
+    train_indices = xp.take_along_axis(training, columns, axis=1)
 
-    # Take whole stored rows, then drop the augmented column: a take from the
-    # column-sliced view would gather from non-contiguous rows (8x slower on NumPy).
-    candidate_rows = xp.take(index.rows, xp.reshape(stored_at, (-1,)), axis=0)
-    candidate_rows = xp.reshape(candidate_rows, (rows, num_candidates, index.num_features + 1))[
-        ..., : index.num_features
-    ]
+    num_features = index.num_features
+    if index.exact_rows is None:
+        # Take whole stored rows, then drop the augmented column: a take from the
+        # column-sliced view would gather from non-contiguous rows (8x slower on NumPy).
+        stored_at = xp.take_along_axis(stored, columns, axis=1)
+        candidate_rows = xp.take(index.rows, xp.reshape(stored_at, (-1,)), axis=0)
+        candidate_rows = xp.reshape(candidate_rows, (rows, plan.num_candidates, num_features + 1))[..., :num_features]
+    else:
+        candidate_rows = xp.take(index.exact_rows, xp.reshape(train_indices, (-1,)), axis=0)
+        candidate_rows = xp.reshape(candidate_rows, (rows, plan.num_candidates, num_features))
     distances = exact_distances(queries, candidate_rows, index.metric, index.offset, xp=xp, exact=index.exact)
     # Candidates are in ascending training index, so a stable sort keeps ties in index order.
     order = xp.argsort(distances, axis=1, stable=True)[:, :k]

@@ -11,7 +11,7 @@ from sklearn.neighbors import NearestNeighbors
 
 import knn_gpu
 from knn_gpu import search
-from knn_gpu.search import build_index, default_batch_rows, search_index
+from knn_gpu.search import batch_bytes_per_query, build_index, default_batch_rows, plan_blocks, search_index
 
 METRICS = ("euclidean", "sqeuclidean", "cosine")
 
@@ -126,9 +126,9 @@ def test_threaded_search_matches_oracle(backend, monkeypatch, n_jobs, batch_size
     shares = []  # the batch starts given to each worker
     search_batches = search._search_batches
 
-    def recording_search_batches(index, queries, k, starts, batch_rows):
+    def recording_search_batches(index, plan, queries, k, starts, batch_rows, reduce):
         shares.append(list(starts))
-        return search_batches(index, queries, k, starts, batch_rows)
+        return search_batches(index, plan, queries, k, starts, batch_rows, reduce)
 
     monkeypatch.setattr(search, "_search_batches", recording_search_batches)
     blas_before = [pool["num_threads"] for pool in threadpoolctl.threadpool_info()]
@@ -155,7 +155,8 @@ def test_threaded_search_matches_oracle(backend, monkeypatch, n_jobs, batch_size
 
 def test_batch_budget_is_shared_by_the_workers():
     index = build_index(np.ones((100_000, 3), dtype=np.float32), "euclidean", xp=np)
-    bytes_per_query = 2 * index.rows.shape[0] * 4
+    bytes_per_query = batch_bytes_per_query(index, plan_blocks(index, 10))
+    assert bytes_per_query >= index.num_stored * 4  # at least the keys
     budget = 100 * bytes_per_query
     assert default_batch_rows(index, 10_000, budget) == 100
     assert default_batch_rows(index, 10_000, budget, num_workers=2) == 50
