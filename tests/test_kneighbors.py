@@ -176,14 +176,15 @@ def test_empty_query_batch(backend):
     backend.check(indices, (0, 2), backend.xp.int64)
 
 
-def test_float32_far_from_origin_is_exact(backend):
-    """Random data offset by up to 1e3: >= 99.9 % of indices equal the float64 oracle."""
+@pytest.mark.parametrize("k", [10, 100, 1000])
+def test_float32_far_from_origin_is_exact(backend, k):
+    """Random data offset by up to 1e3: >= 99.9 % of indices equal the float64 oracle, at every candidate margin."""
     rng = np.random.default_rng(4)
     offset = rng.uniform(-1e3, 1e3, size=8)
     train = (rng.standard_normal((4000, 8)) + offset).astype(np.float32)
     queries = (rng.standard_normal((200, 8)) + offset).astype(np.float32)
-    distances, indices = _run(backend, queries, train, 10)
-    expected_distances, expected_indices = oracle_kneighbors(queries, train, 10)
+    distances, indices = _run(backend, queries, train, k)
+    expected_distances, expected_indices = oracle_kneighbors(queries, train, k)
     assert (indices == expected_indices).mean() >= 0.999
     assert (distances >= 0).all() and np.isfinite(distances).all()
     np.testing.assert_allclose(distances, expected_distances, rtol=1e-5)
