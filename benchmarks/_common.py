@@ -8,7 +8,9 @@ engine's internals change. The programs are run as scripts
 
 from __future__ import annotations
 
+import resource
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,3 +54,15 @@ def machine_line(machine: dict | None = None) -> str:
     versions = ", ".join(f"{name} {version}" for name, version in machine.get("versions", {}).items())
     gpu = machine.get("gpu") or "no GPU"
     return f"machine: {machine['cpu']}, {machine['cores']} cores, {gpu}; Python {machine['python']}; {versions}"
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB.
+
+    Read from ``VmHWM``, which ``exec`` resets: on Linux ``ru_maxrss`` of a
+    subprocess keeps the parent's peak from before the ``exec``.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from _common import faiss_index, make_data, matmul_floor
+from _common import faiss_index, make_data, matmul_floor, peak_rss_mib
 
 import knn_gpu
 from knn_gpu.backends import namespace_of_backend, to_host
@@ -163,18 +162,10 @@ def peak_memory_child(n_query: int) -> None:
     """Run in a subprocess: data, then the search; print peak RSS in MiB."""
     shape = {"n_train": 50_000, "n_query": n_query, "dim": 32}
     train, queries = make_data(shape)
-    before = _peak_rss_mib()
+    before = peak_rss_mib()
     knn_gpu.kneighbors(queries, train, 10)
-    after = _peak_rss_mib()
+    after = peak_rss_mib()
     print(json.dumps({"n_query": n_query, "peak_rss_mib": after, "peak_before_search_mib": before}))
-
-
-def _peak_rss_mib() -> float:
-    """This process's peak resident memory (VmHWM: reset by exec, unlike ru_maxrss)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure_memory() -> list[dict]:
