@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _common import faiss_index, make_data, matmul_floor, peak_rss_mib
 
 import knn_gpu
 from knn_gpu.backends import namespace_of_backend, to_host
@@ -42,13 +42,6 @@ TUTORIAL = {"name": "tutorial-loop", "n_train": 2_000, "n_query": 50, "dim": 16,
 SCALING = [
     {"name": f"n_train={n}", "n_train": n, "n_query": 2_000, "dim": 64, "k": 10} for n in (25_000, 50_000, 100_000)
 ] + [{"name": f"n_query={m}", "n_train": 50_000, "n_query": m, "dim": 64, "k": 10} for m in (2_500, 5_000, 10_000)]
-
-
-def make_data(shape: dict, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    train = rng.standard_normal((shape["n_train"], shape["dim"]), dtype=np.float32)
-    queries = rng.standard_normal((shape["n_query"], shape["dim"]), dtype=np.float32)
-    return train, queries
 
 
 def tutorial_loop(train: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -86,22 +79,8 @@ def sklearn_method(train: np.ndarray, queries: np.ndarray, k: int) -> Callable |
 
 
 def faiss_method(train: np.ndarray, queries: np.ndarray, k: int) -> Callable | None:
-    try:
-        import faiss
-    except ImportError:
-        return None
-    index = faiss.IndexFlatL2(train.shape[1])
-    index.add(train)
-    return lambda: index.search(queries, k)[1]
-
-
-def matmul_floor(train: np.ndarray, queries: np.ndarray, k: int) -> Callable:
-    def run():
-        for start in range(0, queries.shape[0], 1024):
-            queries[start : start + 1024] @ train.T
-        return None
-
-    return run
+    index = faiss_index(train)
+    return None if index is None else lambda: index.search(queries, k)[1]
 
 
 def methods_for(shape: dict, train, queries, backends: list[str]) -> dict[str, Callable]:
@@ -183,18 +162,10 @@ def peak_memory_child(n_query: int) -> None:
     """Run in a subprocess: data, then the search; print peak RSS in MiB."""
     shape = {"n_train": 50_000, "n_query": n_query, "dim": 32}
     train, queries = make_data(shape)
-    before = _peak_rss_mib()
+    before = peak_rss_mib()
     knn_gpu.kneighbors(queries, train, 10)
-    after = _peak_rss_mib()
+    after = peak_rss_mib()
     print(json.dumps({"n_query": n_query, "peak_rss_mib": after, "peak_before_search_mib": before}))
-
-
-def _peak_rss_mib() -> float:
-    """This process's peak resident memory (VmHWM: reset by exec, unlike ru_maxrss)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure_memory() -> list[dict]:
