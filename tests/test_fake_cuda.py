@@ -1,8 +1,11 @@
 """torch-on-CUDA semantics without a GPU: the fake device of ``fake_cuda.py``, then knn_gpu on it.
 
-This first part proves that the harness can fail: device mixing, forgotten
+The first section proves that the harness can fail: device mixing, forgotten
 ``device=`` and hidden host syncs raise as on a real GPU, and correct
-device-aware code passes.
+device-aware code passes. The second section runs knn_gpu's public API on
+fake ``cuda:0`` (and ``cuda:1``) and checks every result's namespace, device,
+dtype and shape, its values against the exact float64 oracle of ``oracle.py``
+and against the NumPy backend.
 """
 
 from __future__ import annotations
@@ -17,9 +20,44 @@ torch = pytest.importorskip("torch")
 
 import array_api_extra as xpx  # noqa: E402
 from fake_cuda import FakeCudaTensor, HiddenHostSync, HostConversionError, allow_sync, fake_cuda  # noqa: E402
+from oracle import oracle_distances  # noqa: E402
+
+import knn_gpu  # noqa: E402
+from knn_gpu import KNN, KNNClassifier  # noqa: E402
+from knn_gpu.validation import METRICS  # noqa: E402
 
 CUDA0 = torch.device("cuda", 0)
 CUDA1 = torch.device("cuda", 1)
+
+#: Host syncs the engine makes on purpose, named by the function that makes them.
+#: A sync anywhere else fails the test. Shorten this when the engine stops syncing there.
+DELIBERATE_SYNC_SITES = (
+    # One bool per input array, before any work (its docstring: "synchronises on purpose").
+    "knn_gpu.validation.check_finite",
+    # The distinct labels of device labels: the number of classes is data-dependent.
+    "knn_gpu.estimators.KNNClassifier.fit",
+)
+
+#: What the engine documents today for half-precision input: searched, and answered, in float32
+#: (knn_gpu.validation.floating_dtype: "other floating types become float32"; README.md's dtype
+#: paragraph does not mention half types). Update these two entries if the engine comes to keep them.
+HALF_RESULT_DTYPES = {"float16": torch.float32, "bfloat16": torch.float32}
+
+#: Metrics that are exact on integer data (so ties between *different* vectors are exact too).
+EXACT_ON_INTEGERS = ("euclidean", "sqeuclidean", "manhattan", "cityblock", "l1", "chebyshev")
+
+#: The oracle of tests/oracle.py knows these; others are computed with scikit-learn in float64.
+ORACLE_METRICS = ("euclidean", "sqeuclidean", "cosine")
+
+N_TRAIN, N_QUERIES, N_FEATURES = 500, 60, 8
+K_VALUES = (1, 10, 100, N_TRAIN)
+
+
+@pytest.fixture
+def gpu():
+    """Two fake CUDA devices; only the engine's deliberate syncs are permitted."""
+    with fake_cuda(num_devices=2, allowed_sync_sites=DELIBERATE_SYNC_SITES) as state:
+        yield state
 
 
 @pytest.fixture
@@ -318,3 +356,246 @@ def test_marked_tensors_are_checked_in_worker_threads(strict_gpu):
     thread.start()
     thread.join()
     assert errors == ["RuntimeError", "HiddenHostSync", "cuda:0"]
+
+
+# =====================================================================================
+# 2. knn_gpu's public API on the fake device
+# =====================================================================================
+def oracle_distance_matrix(queries: np.ndarray, train: np.ndarray, metric: str) -> np.ndarray:
+    """Exact float64 distances: tests/oracle.py where it knows the metric, scikit-learn otherwise."""
+    queries, train = np.asarray(queries, dtype=np.float64), np.asarray(train, dtype=np.float64)
+    if metric in ORACLE_METRICS:
+        return oracle_distances(queries, train, metric)
+    from sklearn.metrics import pairwise_distances
+
+    try:
+        return pairwise_distances(queries, train, metric=metric)
+    except ValueError as error:
+        pytest.fail(f"no float64 oracle for metric {metric!r}: add one to oracle_distance_matrix ({error})")
+
+
+def comparable_positions(distances: np.ndarray, train: np.ndarray, k: int, tolerance: float, exact_ties: bool):
+    """Mask of neighbour positions (n_queries, k) whose training index every correct search agrees on.
+
+    The full rows of oracle distances are sorted stably (ties to the lower
+    index). A position is comparable unless its distance lies within
+    ``tolerance`` of a *different* training vector's: exact duplicates tie
+    exactly on every backend (and the lower index must come first), while
+    different vectors at nearly equal distances may swap with rounding. With
+    ``exact_ties`` (integer data and a metric computed exactly) every position
+    is comparable.
+    """
+    rows = distances.shape[0]
+    if exact_ties:
+        return np.ones((rows, k), dtype=bool)
+    order = np.argsort(distances, axis=1, kind="stable")
+    ordered = np.take_along_axis(distances, order, axis=1)
+    vector_ids = np.unique(train, axis=0, return_inverse=True)[1].reshape(-1)[order]
+    close = np.diff(ordered, axis=1) <= tolerance * np.maximum(1.0, np.abs(ordered[:, 1:]))
+    group = np.concatenate([np.zeros((rows, 1), dtype=np.int64), np.cumsum(~close, axis=1)], axis=1)
+    mixed_pair = close & (np.diff(vector_ids, axis=1) != 0)
+    mixed_group = np.zeros(group.shape, dtype=bool)
+    row_of = np.broadcast_to(np.arange(rows)[:, None], mixed_pair.shape)
+    mixed_group[row_of[mixed_pair], group[:, 1:][mixed_pair]] = True
+    return ~np.take_along_axis(mixed_group, group[:, :k], axis=1)
+
+
+def assert_neighbours(
+    distances,
+    indices,
+    queries,
+    train,
+    k,
+    metric,
+    *,
+    tolerance,
+    value_tolerance=None,
+    exact_ties=False,
+    min_coverage=0.9,
+):
+    """Host results of a search against the oracle and against the NumPy backend.
+
+    ``queries`` and ``train`` are the host values the search saw (as NumPy
+    arrays). Distances closer than ``tolerance`` (relative) may swap; returned
+    distances must match within ``value_tolerance`` (default: ``tolerance``).
+    """
+    value_tolerance = tolerance if value_tolerance is None else value_tolerance
+    full = oracle_distance_matrix(queries, train, metric)
+    expected_indices = np.argsort(full, axis=1, kind="stable")[:, :k]
+    expected_distances = np.take_along_axis(full, expected_indices, axis=1)
+    comparable = comparable_positions(full, train, k, tolerance, exact_ties)
+    assert comparable.mean() >= min_coverage, f"only {comparable.mean():.0%} of positions are comparable"
+    wrong_rows = np.flatnonzero(((indices != expected_indices) & comparable).any(axis=1))
+    assert wrong_rows.size == 0, (
+        f"{wrong_rows.size} rows differ from the oracle, first {wrong_rows[0]}: "
+        f"{indices[wrong_rows[0], :12]} != {expected_indices[wrong_rows[0], :12]}"
+    )
+    np.testing.assert_allclose(distances, expected_distances, rtol=value_tolerance, atol=value_tolerance)
+    numpy_distances, numpy_indices = knn_gpu.kneighbors(queries, train, k, metric=metric)
+    np.testing.assert_array_equal(indices[comparable], numpy_indices[comparable])
+    np.testing.assert_allclose(distances, numpy_distances, rtol=value_tolerance, atol=value_tolerance)
+
+
+def tolerance_of(dtype) -> float:
+    return 1e-12 if dtype == torch.float64 else 1e-6
+
+
+def random_data(seed: int, dtype=np.float32, num_train: int = N_TRAIN, num_queries: int = N_QUERIES):
+    rng = np.random.default_rng(seed)
+    train = rng.standard_normal((num_train, N_FEATURES)).astype(dtype)
+    queries = rng.standard_normal((num_queries, N_FEATURES)).astype(dtype)
+    return queries, train
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("k", K_VALUES, ids=[f"k={k}" for k in K_VALUES])
+@pytest.mark.parametrize("metric", METRICS)
+def test_kneighbors_on_fake_cuda(gpu, metric, k, dtype):
+    queries, train = random_data(1, np.float32 if dtype == torch.float32 else np.float64)
+    distances, indices = knn_gpu.kneighbors(to_device(queries), to_device(train), k, metric=metric)
+    distances = on_device(distances, CUDA0, (N_QUERIES, k), dtype)
+    indices = on_device(indices, CUDA0, (N_QUERIES, k), torch.int64)
+    assert_neighbours(distances, indices, queries, train, k, metric, tolerance=tolerance_of(dtype))
+
+
+@pytest.mark.parametrize("k", K_VALUES, ids=[f"k={k}" for k in K_VALUES])
+@pytest.mark.parametrize("metric", METRICS)
+def test_integer_ties_list_the_lower_index_first(gpu, metric, k):
+    """Integer features, every training row at least twice: equal distances must list the lower index first."""
+    rng = np.random.default_rng(2)
+    base = rng.integers(-3, 4, size=(200, 4))
+    train = np.concatenate([base, base, base[:100]])
+    queries = np.concatenate([rng.integers(-3, 4, size=(40, 4)), base[:10]])
+    distances, indices = knn_gpu.kneighbors(to_device(queries), to_device(train), k, metric=metric)
+    default_float = torch.get_default_dtype()  # README: integers -> the namespace's default float
+    distances = on_device(distances, CUDA0, (50, k), default_float)
+    indices = on_device(indices, CUDA0, (50, k), torch.int64)
+    exact = metric in EXACT_ON_INTEGERS
+    assert_neighbours(distances, indices, queries, train, k, metric, tolerance=1e-6, exact_ties=exact, min_coverage=0.5)
+
+
+def test_batched_search_stays_on_the_device(gpu):
+    queries, train = random_data(3)
+    distances, indices = knn_gpu.kneighbors(to_device(queries), to_device(train), 5, batch_size=7)
+    distances = on_device(distances, CUDA0, (N_QUERIES, 5), torch.float32)
+    indices = on_device(indices, CUDA0, (N_QUERIES, 5), torch.int64)
+    assert_neighbours(distances, indices, queries, train, 5, "euclidean", tolerance=1e-6)
+
+
+def test_inputs_on_different_devices_are_refused(gpu):
+    queries, train = random_data(4)
+    with pytest.raises(ValueError, match="same device"):
+        knn_gpu.kneighbors(to_device(queries, CUDA1), to_device(train, CUDA0), 3)
+
+
+def test_the_current_device_does_not_leak_into_the_search(gpu):
+    """Data on cuda:0 searched while cuda:1 is current: nothing may be created on "the current device"."""
+    queries, train = random_data(5)
+    with torch.cuda.device(1):
+        distances, indices = knn_gpu.kneighbors(to_device(queries), to_device(train), 10)
+    indices = on_device(indices, CUDA0, (N_QUERIES, 10), torch.int64)
+    distances = on_device(distances, CUDA0, (N_QUERIES, 10), torch.float32)
+    assert_neighbours(distances, indices, queries, train, 10, "euclidean", tolerance=1e-6)
+
+
+def test_second_gpu_keeps_everything_on_cuda1(gpu):
+    queries, train = random_data(6)
+    labels = (train[:, 0] > 0).astype(np.int64) + (train[:, 1] > 0.5)
+    distances, indices = knn_gpu.kneighbors(to_device(queries, CUDA1), to_device(train, CUDA1), 10)
+    distances = on_device(distances, CUDA1, (N_QUERIES, 10), torch.float32)
+    indices = on_device(indices, CUDA1, (N_QUERIES, 10), torch.int64)
+    assert_neighbours(distances, indices, queries, train, 10, "euclidean", tolerance=1e-6)
+    model = KNNClassifier(7).fit(to_device(train, CUDA1), to_device(labels, CUDA1))
+    predicted = on_device(model.predict(to_device(queries, CUDA1)), CUDA1, (N_QUERIES,), torch.int64)
+    np.testing.assert_array_equal(predicted, KNNClassifier(7).fit(train, labels).predict(queries))
+    for query in gpu.memory_queries:  # free memory, where the engine asks, is that of the data's device
+        assert query.device == 1, query
+    assert torch.cuda.current_device() == 0  # and the current device is restored
+
+
+def oracle_weights(distances: np.ndarray, weights: str) -> np.ndarray:
+    if weights == "uniform":
+        return np.ones_like(distances)
+    return 1.0 / distances  # random continuous data: no neighbour at distance 0
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+def test_regressor_on_fake_cuda(gpu, weights):
+    queries, train = random_data(7, num_train=400, num_queries=50)
+    targets = np.random.default_rng(8).standard_normal(400).astype(np.float32)
+    model = KNN(7, weights=weights).fit(to_device(train), to_device(targets))
+    predicted = on_device(model.predict(to_device(queries)), CUDA0, (50,), torch.float32)
+    np.testing.assert_allclose(predicted, KNN(7, weights=weights).fit(train, targets).predict(queries), rtol=1e-5)
+    expected_distances, expected_indices = _oracle_kneighbors(queries, train, 7)
+    weight = oracle_weights(expected_distances, weights)
+    expected = (weight * targets[expected_indices]).sum(axis=1) / weight.sum(axis=1)
+    np.testing.assert_allclose(predicted, expected, rtol=1e-5, atol=1e-6)
+    _check_model_kneighbors(model, queries, train)
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+def test_classifier_on_fake_cuda(gpu, weights):
+    queries, train = random_data(9, num_train=400, num_queries=50)
+    labels = (train[:, 0] > 0).astype(np.int64) + (train[:, 1] > 0.5)
+    model = KNNClassifier(7, weights=weights).fit(to_device(train), to_device(labels))
+    np.testing.assert_array_equal(on_device(model.classes_, CUDA0, (3,), torch.int64), [0, 1, 2])
+    proba = on_device(model.predict_proba(to_device(queries)), CUDA0, (50, 3), torch.float32)
+    predicted = on_device(model.predict(to_device(queries)), CUDA0, (50,), torch.int64)
+    reference = KNNClassifier(7, weights=weights).fit(train, labels)
+    np.testing.assert_allclose(proba, reference.predict_proba(queries), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(predicted, reference.predict(queries))
+    expected_distances, expected_indices = _oracle_kneighbors(queries, train, 7)
+    weight = oracle_weights(expected_distances, weights)
+    votes = np.stack([(weight * (labels[expected_indices] == c)).sum(axis=1) for c in range(3)], axis=1)
+    np.testing.assert_allclose(proba, votes / votes.sum(axis=1, keepdims=True), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(predicted, np.argmax(votes, axis=1))  # ties to the smallest label
+    _check_model_kneighbors(model, queries, train)
+
+
+def _oracle_kneighbors(queries, train, k):
+    full = oracle_distance_matrix(queries, train, "euclidean")
+    indices = np.argsort(full, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(full, indices, axis=1), indices
+
+
+def _check_model_kneighbors(model, queries, train):
+    """``kneighbors(X)`` and ``kneighbors()`` of a model fitted on cuda:0."""
+    distances, indices = model.kneighbors(to_device(queries))
+    distances = on_device(distances, CUDA0, (queries.shape[0], 7), torch.float32)
+    indices = on_device(indices, CUDA0, (queries.shape[0], 7), torch.int64)
+    assert_neighbours(distances, indices, queries, train, 7, "euclidean", tolerance=1e-6)
+    self_distances, self_indices = model.kneighbors()
+    self_distances = on_device(self_distances, CUDA0, (train.shape[0], 7), torch.float32)
+    self_indices = on_device(self_indices, CUDA0, (train.shape[0], 7), torch.int64)
+    # Continuous data has no duplicates: each point is its own nearest, and is dropped.
+    expected_distances, expected_indices = _oracle_kneighbors(train, train, 8)
+    np.testing.assert_array_equal(expected_indices[:, 0], np.arange(train.shape[0]))
+    np.testing.assert_array_equal(self_indices, expected_indices[:, 1:])
+    np.testing.assert_allclose(self_distances, expected_distances[:, 1:], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("half", list(HALF_RESULT_DTYPES))
+def test_half_precision_input(gpu, half, metric):
+    half_dtype = getattr(torch, half)
+    queries, train = random_data(10)
+    # The values the engine sees: the data rounded to the half type (exact in float32 and float64).
+    queries = torch.asarray(queries).to(half_dtype).to(torch.float32).numpy()
+    train = torch.asarray(train).to(half_dtype).to(torch.float32).numpy()
+    distances, indices = knn_gpu.kneighbors(
+        to_device(queries).to(half_dtype), to_device(train).to(half_dtype), 10, metric=metric
+    )
+    result_dtype = HALF_RESULT_DTYPES[half]
+    distances = on_device(distances, CUDA0, (N_QUERIES, 10), result_dtype)
+    indices = on_device(indices, CUDA0, (N_QUERIES, 10), torch.int64)
+    value_tolerance = 1e-6 if result_dtype == torch.float32 else 1e-2  # a half-precision answer rounds
+    assert_neighbours(
+        distances.astype(np.float32),
+        indices,
+        queries,
+        train,
+        10,
+        metric,
+        tolerance=1e-6,
+        value_tolerance=value_tolerance,
+    )
