@@ -230,7 +230,8 @@ class FakeGpu:
                 "computation on the device (xp.where instead of a boolean mask, no bool()/int()/"
                 "float()/.item()), or fetch final results inside fake_cuda.allow_sync()."
             )
-        raise error(f"hidden host sync: {operation}, called from {site}. {advice}")
+        where = _innermost_location()
+        raise error(f"hidden host sync: {operation}, at {where}, called from {site}. {advice}")
 
     # -- the checks and the marking, for every torch call -----------------------------
     def _dispatch(self, func: Callable, args: tuple, kwargs: dict) -> Any:
@@ -620,6 +621,17 @@ def _calling_site() -> str:
         if not any(module == prefix or module.startswith(prefix + ".") for prefix in _PLUMBING):
             code = frame.f_code
             return f"{module}.{getattr(code, 'co_qualname', code.co_name)}"
+        frame = frame.f_back
+    return "<unknown>"
+
+
+def _innermost_location() -> str:
+    """``file:line`` of the innermost frame outside torch and this module (the line that synced)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if not any(module == prefix or module.startswith(prefix + ".") for prefix in ("torch", __name__)):
+            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
         frame = frame.f_back
     return "<unknown>"
 

@@ -232,6 +232,7 @@ def test_host_syncs_raise_and_name_the_operation(strict_gpu, sync):
     with pytest.raises(HiddenHostSync, match="hidden host sync") as error:
         operation(x)
     assert name in str(error.value)
+    assert "test_fake_cuda.py:" in str(error.value)  # the line that synced
 
 
 @pytest.mark.parametrize("convert", [lambda x: x.numpy(), np.asarray], ids=["numpy", "np.asarray"])
