@@ -30,6 +30,7 @@ the bookkeeping that a real GPU enforces and that a CPU run never checks:
   current device), ``mem_get_info``, ``synchronize``, ``get_device_name``,
   ``get_device_properties``, ... are patched for the duration, and every call
   is recorded in :attr:`FakeGpu.calls` with the device current at the time.
+  The device-generic ``torch.accelerator`` functions are patched alike.
 
 How: a :class:`torch.overrides.TorchFunctionMode` sees every torch call made
 in the context (functions, methods, operators, indexing, conversions). It
@@ -397,21 +398,23 @@ def fake_cuda(
         allowed_sync_sites=tuple(allowed_sync_sites),
     )
     patches = _cuda_patches(gpu)
-    saved = {name: getattr(torch.cuda, name) for name in patches}
+    saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
     _ACTIVE = gpu
     try:
-        for name, value in patches.items():
-            setattr(torch.cuda, name, value)
+        for module, name, value in patches:
+            setattr(module, name, value)
         with _FakeCudaMode(gpu):
             yield gpu
     finally:
-        for name, value in saved.items():
-            setattr(torch.cuda, name, value)
+        for module, name, value in saved:
+            setattr(module, name, value)
         _ACTIVE = None
 
 
 # -- torch.cuda -------------------------------------------------------------------------
-def _cuda_patches(gpu: FakeGpu) -> dict[str, Any]:
+def _cuda_patches(gpu: FakeGpu) -> list[tuple[Any, str, Any]]:
+    """(module, name, replacement) for ``torch.cuda`` and the device-generic ``torch.accelerator``."""
+
     def recorded(name: str, function: Callable) -> Callable:
         def patched(*args: Any, **kwargs: Any) -> Any:
             gpu.calls.append(CudaCall(name, args + tuple(kwargs.values()), gpu.current))
@@ -465,7 +468,7 @@ def _cuda_patches(gpu: FakeGpu) -> dict[str, Any]:
         def __init__(self, obj: torch.Tensor) -> None:
             super().__init__(obj.get_device() if obj.is_cuda else -1)
 
-    return {
+    cuda = {
         "is_available": recorded("is_available", lambda: True),
         "device_count": recorded("device_count", lambda: gpu.num_devices),
         "current_device": recorded("current_device", lambda: gpu.current),
@@ -481,7 +484,31 @@ def _cuda_patches(gpu: FakeGpu) -> dict[str, Any]:
         "empty_cache": recorded("empty_cache", lambda: None),
         "memory_allocated": recorded("memory_allocated", lambda device=None: 0),
         "memory_reserved": recorded("memory_reserved", lambda device=None: 0),
+        "max_memory_allocated": recorded("max_memory_allocated", lambda device=None: 0),
+        "max_memory_reserved": recorded("max_memory_reserved", lambda device=None: 0),
+        "memory_stats": recorded("memory_stats", lambda device=None: {}),
     }
+    accelerator = {
+        "is_available": recorded("accelerator.is_available", lambda check_available=False: True),
+        "current_accelerator": recorded(
+            "accelerator.current_accelerator", lambda check_available=False: torch.device("cuda")
+        ),
+        "device_count": recorded("accelerator.device_count", lambda: gpu.num_devices),
+        "current_device_index": recorded("accelerator.current_device_index", lambda: gpu.current),
+        "set_device_index": recorded("accelerator.set_device_index", set_device),
+        "device_index": device,
+        "synchronize": recorded("accelerator.synchronize", lambda device=None: None),
+        "get_memory_info": lambda device_index=None: mem_get_info(device_index),
+        "memory_allocated": recorded("accelerator.memory_allocated", lambda device_index=None: 0),
+        "memory_reserved": recorded("accelerator.memory_reserved", lambda device_index=None: 0),
+        "empty_cache": recorded("accelerator.empty_cache", lambda: None),
+    }
+    patches = [(torch.cuda, name, value) for name, value in cuda.items()]
+    if hasattr(torch, "accelerator"):
+        patches += [
+            (torch.accelerator, name, value) for name, value in accelerator.items() if hasattr(torch.accelerator, name)
+        ]
+    return patches
 
 
 # -- what each torch function means for devices and syncs ------------------------------------

@@ -336,6 +336,10 @@ def test_torch_cuda_is_faked_recorded_and_restored():
         assert torch.cuda.get_device_properties(0).total_memory == 1000
         assert [(query.current_device, query.device) for query in gpu.memory_queries] == [(1, 1), (0, 0), (0, 1)]
         assert "synchronize" in [call.name for call in gpu.calls]
+        assert torch.accelerator.current_accelerator() == torch.device("cuda")
+        with torch.accelerator.device_index(1):
+            assert torch.accelerator.current_device_index() == 1
+            assert torch.accelerator.get_memory_info() == (200, 1000)
     assert torch.cuda.is_available() == available_before
     assert torch.ones(1).device.type == "cpu"
 
