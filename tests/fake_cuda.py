@@ -270,11 +270,11 @@ class FakeGpu:
             self.host_sync(f"{_HOST_CONVERSIONS[func]} on a tensor on {_fake_devices(args)}", HostConversionError)
         if func in _SYNC_OPS:
             self.host_sync(f"{_SYNC_OPS[func]} on a tensor on {_fake_devices(args)}")
-        if func in _CONVERSIONS and target is not None and target.type != "cuda":
+        if func in _CONVERSIONS and target is not None and target.type == "cpu":
             source = args[0]
             if isinstance(source, FakeCudaTensor):
                 self.host_sync(f"{name} from {source.device} to {target}")
-        if func in _MASK_INDEXING and _has_bool_index(args[1:]):
+        if func in _MASK_INDEXING and len(args) > 1 and _has_bool_index(args[1]):
             self.host_sync(
                 f"boolean-mask indexing ({name}) on {_fake_devices(args)}: the output shape depends on the data"
             )
@@ -598,8 +598,9 @@ def _check_one_device(func: Callable, tensors: list[torch.Tensor]) -> None:
         raise RuntimeError(msg)
 
 
-def _has_bool_index(index_args: tuple) -> bool:
-    leaves = tree_flatten(index_args)[0]
+def _has_bool_index(index: Any) -> bool:
+    """Whether an index (a tensor, or a tuple or list of them) holds a boolean mask."""
+    leaves = tree_flatten(index)[0]
     return any(isinstance(leaf, torch.Tensor) and leaf.dtype in (torch.bool, torch.uint8) for leaf in leaves)
 
 

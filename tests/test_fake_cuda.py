@@ -287,6 +287,9 @@ def test_integer_index_tensors_on_the_same_device_are_fine(strict_gpu):
     x[rows] = 0.0
     with allow_sync():
         assert x.cpu()[:, 0].tolist() == [0.0, 2.0, 4.0, 6.0, 0.0]
+    flags = torch.zeros(5, dtype=torch.bool, device="cuda")
+    flags[rows] = x[rows, 0] == 0  # a boolean *value* at integer positions: no mask, no sync
+    assert flags.device == CUDA0
 
 
 def test_a_correct_device_aware_computation_passes(strict_gpu):
