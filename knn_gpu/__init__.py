@@ -5,8 +5,17 @@ The same code runs on NumPy (CPU), CuPy (CUDA), torch and array_api_strict.
 
 from .backends import available_backends
 from .estimators import KNN, KNNClassifier
+from .info import config_info, show_config
 from .neighbors import kneighbors
 from .validation import NotFittedError
 
-__all__ = ["KNN", "KNNClassifier", "NotFittedError", "available_backends", "kneighbors"]
+__all__ = [
+    "KNN",
+    "KNNClassifier",
+    "NotFittedError",
+    "available_backends",
+    "config_info",
+    "kneighbors",
+    "show_config",
+]
 __version__ = "0.1.0"

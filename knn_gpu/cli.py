@@ -1,4 +1,4 @@
-"""Command line: ``knn-gpu demo`` (and ``knn-gpu compare``)."""
+"""Command line: ``knn-gpu demo``, ``knn-gpu info`` and ``knn-gpu compare``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="knn-gpu", description="Exact k-nearest neighbours on CPU and GPU.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="run the tutorial scenario on the best available backend")
+    info = commands.add_parser(
+        "info", help="versions, BLAS, which backends can run here (and how to fix those that cannot), GPUs"
+    )
+    info.add_argument("--json", action="store_true", help="print the report as JSON")
     from .compare import add_compare_arguments
 
     add_compare_arguments(
@@ -47,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         return run_demo()
+    if args.command == "info":
+        from .info import run_info
+
+        return run_info(as_json=args.json)
     from .compare import run_compare
 
     return run_compare(args)
