@@ -86,8 +86,10 @@ MIN_QUERIES_PER_WORKER = 512
 #: rows ran 15-40 % slower in batches of 1,000-2,000 than of 512).
 HOST_MAX_BATCH_ROWS = 512
 
-#: The number of candidates recomputed exactly is ``k + max(k, EXTRA_CANDIDATES)``.
+#: Candidates recomputed exactly beyond k: at least this many, ``k`` itself up
+#: to :data:`FULL_MARGIN_UP_TO`, and a quarter of k above (:func:`candidate_count`).
 EXTRA_CANDIDATES = 8
+FULL_MARGIN_UP_TO = 32
 
 #: Most fine blocks merged into one block; the fine block count is a multiple of it.
 MAX_GROUP = 64
@@ -260,6 +262,21 @@ class BlockPlan:
         return self.kept * self.block_size
 
 
+def candidate_count(k: int, num_samples: int) -> int:
+    """How many candidates by ranking key get their distances recomputed exactly.
+
+    The margin beyond k absorbs the ranking product's rounding: a true
+    neighbour is missed only if more than ``margin`` rows have keys between
+    its own and the k-th, i.e. lie in a shell around the k-th distance whose
+    relative width is the rounding error (~1e-7 x the squared norms over the
+    squared distance). The rows in that shell grow like k, so the margin is
+    a share of k: all of it up to k = 32 (where it is cheap), a quarter
+    above; never fewer than :data:`EXTRA_CANDIDATES`.
+    """
+    margin = max(min(k, FULL_MARGIN_UP_TO), k // 4, EXTRA_CANDIDATES)
+    return min(num_samples, k + margin)
+
+
 def plan_blocks(index: TrainIndex, k: int) -> BlockPlan:
     """The block size (a power-of-two group of fine blocks) that makes selection cheapest for ``k``.
 
@@ -267,7 +284,7 @@ def plan_blocks(index: TrainIndex, k: int) -> BlockPlan:
     selects ``candidates * block_size`` keys; the group minimising their sum
     is taken. Where no group prunes (k close to n), every block is kept.
     """
-    num_candidates = min(index.num_samples, k + max(k, EXTRA_CANDIDATES))
+    num_candidates = candidate_count(k, index.num_samples)
     best = None
     group = 1
     while group <= index.max_group:
@@ -504,13 +521,15 @@ def _search_batch(index: TrainIndex, plan: BlockPlan, queries: Any, k: int, keys
     positions = xp.reshape(xp.take(index.block_position, xp.reshape(fine, (-1,))), fine.shape)
     within = xp.arange(fine_size, dtype=xp.int64, device=device)
     stored = xp.reshape(positions[..., None] + within * num_fine, (rows, plan.width))
-    training = xp.reshape(fine[..., None] * fine_size + within, (rows, plan.width))
     row_start = xp.arange(rows, dtype=xp.int64, device=device)[:, None] * index.num_stored
     candidate_keys = xp.reshape(
         xp.take(xp.reshape(keys, (-1,)), xp.reshape(stored + row_start, (-1,))), (rows, plan.width)
     )
     columns = smallest_k_columns(candidate_keys, plan.num_candidates, xp=xp)
-    train_indices = xp.take_along_axis(training, columns, axis=1)
+    # Column -> (kept block, fine block within it, row within that): training index b * S0 + i.
+    member = columns % plan.block_size
+    chosen_fine = xp.take_along_axis(blocks, columns // plan.block_size, axis=1) * group + member // fine_size
+    train_indices = chosen_fine * fine_size + member % fine_size
 
     num_features = index.num_features
     if index.exact_rows is None:
