@@ -24,6 +24,7 @@ import array_api_compat
 import numpy as np
 
 from .backends import convert_like
+from .merge import merge_neighbor_lists
 from .search import build_index, search_index
 
 __all__ = ["dask_kneighbors", "dask_reduce_neighbors", "encode_labels", "check_dask_features"]
@@ -65,27 +66,21 @@ def _chunk_candidates(queries, train, payload, chunk_offset, *, k, metric, dtype
 
 
 def _merge_candidates(candidates, axis=None, keepdims=None, *, k, payload_width):
-    """Keep the k best of concatenated candidate lists (tie: lower global index)."""
+    """Keep the k best of concatenated packed candidate lists (the rule of :mod:`knn_gpu.merge`)."""
     xp = array_api_compat.array_namespace(candidates)
     rows = candidates.shape[0]
     group = k * (2 + payload_width)
     groups = candidates.shape[1] // group
     blocks = xp.reshape(candidates, (rows, groups, group))
-    distances = xp.reshape(blocks[:, :, :k], (rows, groups * k))
-    indices = xp.reshape(blocks[:, :, k : 2 * k], (rows, groups * k))
-    payload = xp.reshape(blocks[:, :, 2 * k :], (rows, groups * k, payload_width))
-    # Lists are in chunk order and each is sorted by (distance, index): a
-    # stable sort on distance orders the union by (distance, global index).
-    order = xp.argsort(distances, axis=1, stable=True)[:, :k]
-    best_payload = xp.take_along_axis(payload, xp.broadcast_to(order[:, :, None], (rows, k, payload_width)), axis=1)
-    return xp.concat(
-        [
-            xp.take_along_axis(distances, order, axis=1),
-            xp.take_along_axis(indices, order, axis=1),
-            xp.reshape(best_payload, (rows, k * payload_width)),
-        ],
-        axis=1,
+    # Lists are in chunk order (ascending global indices), each sorted by (distance, index).
+    distances, indices, payload = merge_neighbor_lists(
+        xp.reshape(blocks[:, :, :k], (rows, groups * k)),
+        xp.reshape(blocks[:, :, k : 2 * k], (rows, groups * k)),
+        k,
+        xp=xp,
+        payload=xp.reshape(blocks[:, :, 2 * k :], (rows, groups * k, payload_width)),
     )
+    return xp.concat([distances, indices, xp.reshape(payload, (rows, k * payload_width))], axis=1)
 
 
 def dask_neighbor_candidates(queries, train, k, *, metric, dtype_name, payload=None):

@@ -7,12 +7,15 @@ from typing import Any
 import array_api_compat
 
 from .search import build_index, search_index
+from .streaming import StreamedTrain, is_host_array, streamed_search
 from .validation import (
     as_feature_matrix,
     check_batch_size,
+    check_memory_budget,
     check_metric,
     check_n_jobs,
     check_num_neighbors,
+    check_out_of_core,
     check_same_namespace,
     floating_dtype,
 )
@@ -43,6 +46,8 @@ def kneighbors(
     metric: str = "euclidean",
     batch_size: int | None = None,
     n_jobs: int | None = None,
+    memory_budget: int | None = None,
+    out_of_core: bool | None = None,
 ) -> tuple[Any, Any]:
     """Exact k nearest training rows of each query.
 
@@ -50,14 +55,17 @@ def kneighbors(
     ----------
     queries : array, shape (n_queries, n_features)
     train : array, shape (n_samples, n_features)
-        Both from the same array library and on the same device (NumPy,
-        CuPy, torch, array_api_strict, ...). Lists are converted with NumPy.
+        From the same array library and on the same device as ``queries``
+        (NumPy, CuPy, torch, array_api_strict, ...); or in host memory
+        (NumPy, torch on the CPU) while the queries are on a GPU: then the
+        training rows stream through the GPU in chunks (out of core).
+        Lists are converted with NumPy.
     k : int
         Number of neighbours, ``1 <= k <= n_samples``.
     metric : {"euclidean", "sqeuclidean", "cosine"}
     batch_size : int, optional
-        Queries per batch; by default chosen so that one batch's distance
-        block stays under 256 MiB (a quarter of free memory on a GPU).
+        Queries per batch; by default chosen so that all the temporaries of
+        the batches in flight stay within ``memory_budget``.
     n_jobs : int, optional
         Threads searching batches side by side on the NumPy backend, each
         with a single-threaded BLAS, so that the selection does not leave
@@ -66,6 +74,15 @@ def kneighbors(
         distances per thread) and one thread otherwise; -1 always uses every
         core; a positive number that many threads. Other libraries manage
         their own parallelism and ignore it; Dask arrays use Dask's workers.
+    memory_budget : int, optional
+        Bytes the search may allocate for its temporaries (and, out of core,
+        for the chunk of training rows on the device). Default: 256 MiB on
+        the host, half the free memory of the data's GPU.
+    out_of_core : bool, optional
+        ``None`` (default): stream when ``train`` is in host memory and the
+        queries are on another device. ``True``: stream in any case (chunks
+        sized by ``memory_budget``). ``False``: never; ``train`` and
+        ``queries`` must then share namespace and device.
 
     Returns
     -------
@@ -89,20 +106,45 @@ def kneighbors(
     metric = check_metric(metric)
     batch_size = check_batch_size(batch_size)
     n_jobs = check_n_jobs(n_jobs)
+    memory_budget = check_memory_budget(memory_budget)
+    out_of_core = check_out_of_core(out_of_core)
     if array_api_compat.is_dask_array(train) or array_api_compat.is_dask_array(queries):
         return _dask_kneighbors(queries, train, k, metric)
     train = as_feature_matrix(train, "train")
     queries = as_feature_matrix(queries, "queries", allow_empty=True)
-    xp = check_same_namespace(queries, train, ("queries", "train"))
     k = check_num_neighbors(k, train.shape[0], name="k")
+    if out_of_core or (out_of_core is None and _streams(queries, train)):
+        xp = array_api_compat.array_namespace(queries)
+        device = array_api_compat.device(queries)
+        dtype = floating_dtype(xp.result_type(queries.dtype, dtype_in(xp, train.dtype)), xp, device)
+        queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
+        streamed = StreamedTrain(train, xp, device, dtype, metric, memory_budget=memory_budget)
+        return streamed_search(streamed, queries, k, batch_rows=batch_size, n_jobs=n_jobs)
+    xp = check_same_namespace(queries, train, ("queries", "train"))
     device = array_api_compat.device(train)
     if array_api_compat.device(queries) != device:
-        msg = f"queries and train must be on the same device, got {array_api_compat.device(queries)} and {device}"
+        msg = f"queries and train must be on the same device, got {array_api_compat.device(queries)} and {device}" + (
+            "" if out_of_core is False else " (train is not in host memory, so it cannot stream)"
+        )
         raise ValueError(msg)
     dtype = floating_dtype(xp.result_type(queries.dtype, train.dtype), xp, device)
     queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
     index = build_index(xp.astype(train, dtype, copy=False), metric, xp=xp)
-    return search_index(index, queries, k, batch_rows=batch_size, n_jobs=n_jobs)
+    return search_index(index, queries, k, batch_rows=batch_size, n_jobs=n_jobs, memory_budget=memory_budget)
+
+
+def _streams(queries: Any, train: Any) -> bool:
+    """Stream by default when train is in host memory and the queries are elsewhere."""
+    if not is_host_array(train):
+        return False
+    same_namespace = array_api_compat.array_namespace(queries) is array_api_compat.array_namespace(train)
+    return not (same_namespace and array_api_compat.device(queries) == array_api_compat.device(train))
+
+
+def dtype_in(xp: Any, dtype: Any) -> Any:
+    """The dtype of namespace ``xp`` with the name of ``dtype`` (of any library), e.g. NumPy's float32 in torch."""
+    name = str(dtype).rsplit(".", 1)[-1]
+    return getattr(xp, name)
 
 
 def _dask_kneighbors(queries: Any, train: Any, k: int, metric: str) -> tuple[Any, Any]:

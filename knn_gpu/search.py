@@ -311,8 +311,8 @@ def batch_bytes_per_query(index: TrainIndex, plan: BlockPlan, reduce_bytes_per_q
     the candidates' gathered rows; the exact re-scoring's chunks in float64;
     the candidates' distances and orders; and what the reduction declares.
     """
-    rank_size = _itemsize(index.xp, index.rank_dtype)
-    exact_size = _itemsize(index.xp, index.exact)
+    rank_size = dtype_itemsize(index.xp, index.rank_dtype)
+    exact_size = dtype_itemsize(index.xp, index.exact)
     num_candidates = plan.num_candidates
     features = index.num_features
     keys = index.num_stored * rank_size + (features + 1) * rank_size
@@ -362,7 +362,7 @@ def default_batch_rows(
     return max(1, -(-num_queries // (num_workers * max(rounds, 1))))
 
 
-def _itemsize(xp: ModuleType, dtype: Any) -> int:
+def dtype_itemsize(xp: ModuleType, dtype: Any) -> int:
     if hasattr(xp, "finfo") and xp.isdtype(dtype, "real floating"):
         return xp.finfo(dtype).bits // 8
     return xp.iinfo(dtype).bits // 8
@@ -405,6 +405,7 @@ def search_index(
     memory_budget: int | None = None,
     reduce: Callable[[Any, Any], tuple] | None = None,
     reduce_bytes_per_query: int = 0,
+    distance_dtype: Any = None,
 ) -> tuple:
     """The ``k`` nearest stored rows of each query, optionally reduced batch by batch.
 
@@ -428,6 +429,9 @@ def search_index(
         batch's neighbours (a vote, a mean); its results are concatenated.
         Its temporaries per query, ``reduce_bytes_per_query``, count in the
         budget.
+    distance_dtype : dtype, optional
+        dtype of the returned distances (default: the data's). Merges of
+        partial searches ask for the exact re-scoring's own precision.
 
     Returns
     -------
@@ -441,9 +445,11 @@ def search_index(
     with device_scope(xp, index.device):
         num_queries = queries.shape[0]
         plan = plan_blocks(index, k)
+        if distance_dtype is None:
+            distance_dtype = index.dtype
         if num_queries == 0:
             return reduce(
-                xp.zeros((0, k), dtype=index.dtype, device=index.device),
+                xp.zeros((0, k), dtype=distance_dtype, device=index.device),
                 xp.zeros((0, k), dtype=xp.int64, device=index.device),
             )
         num_workers = search_workers(index, num_queries, n_jobs)
@@ -460,7 +466,7 @@ def search_index(
         num_workers = min(num_workers, len(starts))
 
         def search_share(share: list[int]) -> list[tuple]:
-            return _search_batches(index, plan, queries, k, share, batch_rows, reduce)
+            return _search_batches(index, plan, queries, k, share, batch_rows, reduce, distance_dtype)
 
         if num_workers == 1:
             results = search_share(starts)
@@ -480,7 +486,14 @@ def _neighbors_themselves(distances: Any, indices: Any) -> tuple[Any, Any]:
 
 
 def _search_batches(
-    index: TrainIndex, plan: BlockPlan, queries: Any, k: int, starts: list[int], batch_rows: int, reduce: Callable
+    index: TrainIndex,
+    plan: BlockPlan,
+    queries: Any,
+    k: int,
+    starts: list[int],
+    batch_rows: int,
+    reduce: Callable,
+    distance_dtype: Any,
 ) -> list[tuple]:
     """``(start, reduce(distances, indices))`` for the batches of ``batch_rows`` queries at ``starts``, in order."""
     xp = index.xp
@@ -495,7 +508,8 @@ def _search_batches(
     for start in starts:
         batch = queries[start : min(start + batch_rows, num_queries), ...]
         out = None if keys_buffer is None else keys_buffer[: batch.shape[0], ...]
-        results.append((start, reduce(*_search_batch(index, plan, batch, k, keys_out=out))))
+        distances, indices = _search_batch(index, plan, batch, k, keys_out=out)
+        results.append((start, reduce(xp.astype(distances, distance_dtype, copy=False), indices)))
     return results
 
 
@@ -546,4 +560,4 @@ def _search_batch(index: TrainIndex, plan: BlockPlan, queries: Any, k: int, keys
     order = xp.argsort(distances, axis=1, stable=True)[:, :k]
     distances = xp.take_along_axis(distances, order, axis=1)
     indices = xp.take_along_axis(train_indices, order, axis=1)
-    return xp.astype(distances, index.dtype), indices
+    return distances, indices

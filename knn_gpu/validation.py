@@ -20,7 +20,9 @@ __all__ = [
     "as_feature_matrix",
     "as_targets",
     "check_batch_size",
+    "check_memory_budget",
     "check_metric",
+    "check_out_of_core",
     "check_n_jobs",
     "check_num_neighbors",
     "check_same_namespace",
@@ -229,6 +231,27 @@ def check_n_jobs(n_jobs: Any) -> int | None:
         msg = f"n_jobs must be None, -1 (every core) or a positive integer, got {n_jobs}"
         raise ValueError(msg)
     return int(n_jobs)
+
+
+def check_memory_budget(memory_budget: Any) -> int | None:
+    """``None`` or a positive number of bytes (an ``int``); anything else raises."""
+    if memory_budget is None:
+        return None
+    if isinstance(memory_budget, bool) or not isinstance(memory_budget, numbers.Integral):
+        msg = f"memory_budget must be None or a positive integer (bytes), got {memory_budget!r}"
+        raise TypeError(msg)
+    if memory_budget < 1:
+        msg = f"memory_budget must be a positive number of bytes, got {memory_budget}"
+        raise ValueError(msg)
+    return int(memory_budget)
+
+
+def check_out_of_core(out_of_core: Any) -> bool | None:
+    """``None`` (automatic), ``True`` or ``False``; anything else raises ``TypeError``."""
+    if out_of_core is None or isinstance(out_of_core, bool):
+        return out_of_core
+    msg = f"out_of_core must be None (automatic), True or False, got {out_of_core!r}"
+    raise TypeError(msg)
 
 
 def check_metric(metric: Any) -> str:

@@ -126,9 +126,9 @@ def test_threaded_search_matches_oracle(backend, monkeypatch, n_jobs, batch_size
     shares = []  # the batch starts given to each worker
     search_batches = search._search_batches
 
-    def recording_search_batches(index, plan, queries, k, starts, batch_rows, reduce):
+    def recording_search_batches(index, plan, queries, k, starts, *rest):
         shares.append(list(starts))
-        return search_batches(index, plan, queries, k, starts, batch_rows, reduce)
+        return search_batches(index, plan, queries, k, starts, *rest)
 
     monkeypatch.setattr(search, "_search_batches", recording_search_batches)
     blas_before = [pool["num_threads"] for pool in threadpoolctl.threadpool_info()]

@@ -1,0 +1,173 @@
+"""Out-of-core search: training rows stay in host memory and stream through the device in chunks.
+
+For a training set larger than the GPU (50M x 768 embeddings on a 24 GB card),
+FAISS's ``knn_gpu`` with a memory limit copies tiles of the database to the
+device; cuVS copies all of it. Here each chunk of training rows is copied to
+the queries' device *once*, searched for every query by the in-memory engine
+(:func:`knn_gpu.search.search_index`), and its k best are merged into the
+running k best by the one merge rule that the Dask path uses too
+(:mod:`knn_gpu.merge`). Per-chunk distances are kept in float64 (where the
+device has it) until the end, so the merge orders exactly as one search
+would: the indices equal the in-memory search's.
+
+Device memory: the budget is split between the chunk (its stored rows and
+the temporaries of building them, about three copies) and the search's batch
+temporaries. On torch-CUDA each chunk is copied from pinned memory without
+blocking, so the copy of chunk j + 1 is queued behind the search of chunk j;
+CuPy copies synchronously.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+
+from .backends import convert_like
+from .devices import device_scope, free_device_bytes
+from .merge import merge_neighbor_lists
+from .search import DEFAULT_MEMORY_BUDGET, GPU_MEMORY_SHARE, build_index, dtype_itemsize, search_index
+from .validation import exact_dtype
+
+__all__ = ["StreamedTrain", "streamed_search", "chunk_rows_for", "is_host_array"]
+
+
+def is_host_array(array: Any) -> bool:
+    """True for arrays in host memory: NumPy, torch on the CPU, array_api_strict's CPU device."""
+    xp = array_api_compat.array_namespace(array)
+    device = array_api_compat.device(array)
+    if array_api_compat.is_numpy_namespace(xp):
+        return True
+    if array_api_compat.is_torch_namespace(xp):
+        return device.type == "cpu"
+    if array_api_compat.is_array_api_strict_namespace(xp):
+        return device == xp.__array_namespace_info__().default_device()
+    return str(device) == "cpu"
+
+
+@dataclass(frozen=True)
+class StreamedTrain:
+    """Training rows kept in host memory, searched on ``device`` of namespace ``xp``.
+
+    Stands where a :class:`~knn_gpu.search.TrainIndex` stands for an
+    in-memory model: same ``xp``, ``device``, ``dtype``, ``num_samples``,
+    ``num_features``; :func:`streamed_search` is its ``search_index``.
+    """
+
+    rows: Any  # host array, (num_samples, num_features), validated
+    xp: ModuleType  # the compute namespace
+    device: Any  # the compute device
+    dtype: Any  # working dtype, in ``xp``
+    metric: str
+    memory_budget: int | None = None
+    chunk_rows: int | None = None
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.rows.shape[0])
+
+    @property
+    def num_features(self) -> int:
+        return int(self.rows.shape[1])
+
+
+def chunk_rows_for(num_features: int, itemsize: int, memory_budget: int) -> int:
+    """Training rows per chunk: the chunk's index and the copies made building it take half the budget."""
+    return max(1, (memory_budget // 2) // (3 * (num_features + 1) * itemsize))
+
+
+def streamed_search(
+    train: StreamedTrain,
+    queries: Any,
+    k: int,
+    *,
+    batch_rows: int | None = None,
+    n_jobs: int | None = None,
+    reduce: Callable[[Any, Any], tuple] | None = None,
+    reduce_bytes_per_query: int = 0,
+) -> tuple:
+    """The ``k`` nearest training rows of each query, streaming the rows chunk by chunk.
+
+    Parameters and result as :func:`knn_gpu.search.search_index`; ``queries``
+    are validated and on ``train.device`` in ``train.dtype``. A ``reduce``
+    runs after the merge, on batches of queries.
+    """
+    xp, device = train.xp, train.device
+    with device_scope(xp, device):
+        budget = train.memory_budget
+        if budget is None:
+            free_bytes = free_device_bytes(xp, device)
+            budget = DEFAULT_MEMORY_BUDGET if free_bytes is None else int(free_bytes * GPU_MEMORY_SHARE)
+        chunk_rows = train.chunk_rows or chunk_rows_for(train.num_features, dtype_itemsize(xp, train.dtype), budget)
+        exact = exact_dtype(xp, device)
+        best_distances = best_indices = None
+        for start in range(0, train.num_samples, chunk_rows):
+            stop = min(start + chunk_rows, train.num_samples)
+            chunk = upload(train.rows[start:stop, ...], queries, train.dtype)
+            index = build_index(chunk, train.metric, xp=xp)
+            distances, indices = search_index(
+                index,
+                queries,
+                min(k, stop - start),
+                batch_rows=batch_rows,
+                n_jobs=n_jobs,
+                memory_budget=budget // 2,
+                distance_dtype=exact,
+            )
+            del chunk, index
+            indices = indices + start
+            if best_distances is None:
+                best_distances, best_indices = distances, indices
+            else:
+                best_distances, best_indices, _ = merge_neighbor_lists(
+                    xp.concat([best_distances, distances], axis=1),
+                    xp.concat([best_indices, indices], axis=1),
+                    min(k, stop),
+                    xp=xp,
+                )
+        distances = xp.astype(best_distances, train.dtype)
+        if reduce is None:
+            return distances, best_indices
+        return _reduce_in_batches(reduce, distances, best_indices, budget // 2, reduce_bytes_per_query, xp=xp)
+
+
+def _reduce_in_batches(
+    reduce: Callable, distances: Any, indices: Any, budget: int, bytes_per_query: int, *, xp: ModuleType
+) -> tuple:
+    rows = distances.shape[0]
+    step = max(1, budget // max(1, bytes_per_query))
+    results = [
+        reduce(distances[start : min(start + step, rows), ...], indices[start : min(start + step, rows), ...])
+        for start in range(0, max(rows, 1), step)
+    ]
+    if len(results) == 1:
+        return results[0]
+    return tuple(xp.concat(parts, axis=0) for parts in zip(*results))
+
+
+def upload(chunk: Any, like: Any, dtype: Any) -> Any:
+    """``chunk`` (host) on the device of ``like``, in ``dtype``: one explicit copy.
+
+    torch-CUDA: from pinned memory without blocking (the caching host
+    allocator keeps the pinned buffer alive until the copy is done).
+    """
+    xp = array_api_compat.array_namespace(like)
+    if array_api_compat.is_torch_array(like) and like.device.type == "cuda":
+        import torch
+
+        host = chunk if array_api_compat.is_torch_array(chunk) else torch.as_tensor(_host_numpy(chunk))
+        try:
+            host = host.pin_memory()
+        except RuntimeError:  # no CUDA context for pinning (e.g. a fake device in tests): an ordinary copy
+            pass
+        return xp.astype(host.to(like.device, non_blocking=True), dtype, copy=False)
+    return xp.astype(convert_like(chunk, like), dtype, copy=False)
+
+
+def _host_numpy(chunk: Any) -> Any:
+    from .backends import to_host
+
+    return to_host(chunk)

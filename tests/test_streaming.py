@@ -1,0 +1,137 @@
+"""Out-of-core search: host training rows streamed through the device in chunks."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import array_api_compat
+import numpy as np
+import pytest
+from oracle import oracle_kneighbors
+
+import knn_gpu
+from knn_gpu.backends import to_host
+from knn_gpu.streaming import chunk_rows_for, is_host_array
+
+METRICS = ("euclidean", "sqeuclidean", "cosine")
+
+
+def _tied(num_train: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(-3, 4, size=(num_train // 2, 5))
+    train = np.concatenate([base, base[::-1]]).astype(np.float32)
+    queries = rng.integers(-3, 4, size=(23, 5)).astype(np.float32)
+    return queries, train
+
+
+def _budget_for_chunks(num_train: int, num_features: int, chunks: int) -> int:
+    """A memory budget that makes about ``chunks`` chunks of float32 rows."""
+    return max(2 * 3 * (num_features + 1) * 4, 2 * 3 * (num_features + 1) * 4 * (-(-num_train // chunks)))
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("k", [1, 7, 150])
+def test_strict_host_train_streams_to_device1(metric, k):
+    """array_api_strict's CPU device is the host and device1 the GPU: results on device1, as the oracle."""
+    xp = pytest.importorskip("array_api_strict")
+    host, device1 = xp.Device("CPU_DEVICE"), xp.Device("device1")
+    queries, train = _tied(600)
+    budget = _budget_for_chunks(600, 5, chunks=7)  # chunks of ~86 rows: some smaller than k
+    assert chunk_rows_for(5, 4, budget) < 150
+    distances, indices = knn_gpu.kneighbors(
+        xp.asarray(queries, device=device1), xp.asarray(train, device=host), k, metric=metric, memory_budget=budget
+    )
+    for result, dtype in ((distances, xp.float32), (indices, xp.int64)):
+        assert array_api_compat.device(result) == device1 and result.dtype == dtype and result.shape == (23, k)
+    expected_distances, expected_indices = oracle_kneighbors(queries, train, k, metric)
+    in_memory_distances, in_memory_indices = knn_gpu.kneighbors(queries, train, k, metric=metric)
+    np.testing.assert_array_equal(to_host(indices), in_memory_indices)
+    if metric != "cosine":  # integer data: exact distances, so the oracle's ties are the only right answer
+        np.testing.assert_array_equal(to_host(indices), expected_indices)
+    np.testing.assert_allclose(to_host(distances), expected_distances, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("chunks", [1, 3, 10])
+def test_numpy_out_of_core_equals_in_memory(chunks):
+    """Host and device the same memory: forced streaming gives the in-memory indices, float32 data far from 0."""
+    rng = np.random.default_rng(1)
+    train = (rng.standard_normal((3000, 12)) + 100).astype(np.float32)
+    queries = (rng.standard_normal((150, 12)) + 100).astype(np.float32)
+    budget = _budget_for_chunks(3000, 12, chunks)
+    streamed = knn_gpu.kneighbors(queries, train, 9, out_of_core=True, memory_budget=budget)
+    in_memory = knn_gpu.kneighbors(queries, train, 9)
+    np.testing.assert_array_equal(streamed[1], in_memory[1])
+    np.testing.assert_allclose(streamed[0], in_memory[0], rtol=1e-6)
+    assert streamed[0].dtype == np.float32 and streamed[1].dtype == np.int64
+    np.testing.assert_array_equal(streamed[1], oracle_kneighbors(queries, train, 9)[1])
+
+
+def test_out_of_core_peak_is_within_the_budget_plus_the_output():
+    rng = np.random.default_rng(2)
+    train = rng.standard_normal((60_000, 32), dtype=np.float32)
+    queries = rng.standard_normal((2_000, 32), dtype=np.float32)
+    budget = 16 * 2**20
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        distances, indices = knn_gpu.kneighbors(queries, train, 10, out_of_core=True, memory_budget=budget)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    # The running k best, a chunk's k best and their merge are (queries, 2k)-sized: output-sized.
+    output = distances.nbytes + indices.nbytes
+    assert peak <= budget + 4 * output, (peak / 2**20, budget / 2**20, output / 2**20)
+    np.testing.assert_array_equal(indices[:30], oracle_kneighbors(queries[:30], train, 10)[1])
+
+
+def test_host_numpy_train_streams_to_fake_cuda():
+    """numpy training rows and torch queries on a (fake) GPU: chunks go to the queries' device, no hidden sync."""
+    torch = pytest.importorskip("torch")
+    from fake_cuda import allow_sync, fake_cuda
+
+    queries, train = _tied(400, seed=3)
+    budget = _budget_for_chunks(400, 5, chunks=4)
+    expected = knn_gpu.kneighbors(queries, train, 6)
+    with fake_cuda(num_devices=2, allowed_sync_sites=("knn_gpu.validation.check_finite",)) as gpu:
+        device = torch.device("cuda", 1)
+        distances, indices = knn_gpu.kneighbors(torch.asarray(queries, device=device), train, 6, memory_budget=budget)
+        for result, dtype in ((distances, torch.float32), (indices, torch.int64)):
+            assert result.device == device and result.dtype == dtype and tuple(result.shape) == (23, 6)
+        with allow_sync():  # fetching the final results is the one wanted copy
+            host_indices, host_distances = indices.cpu().numpy(), distances.cpu().numpy()
+    assert all(query.device == 1 for query in gpu.memory_queries)
+    np.testing.assert_array_equal(host_indices, expected[1])
+    np.testing.assert_allclose(host_distances, expected[0], rtol=1e-6)
+
+
+def test_is_host_array():
+    assert is_host_array(np.zeros(2))
+    xp = pytest.importorskip("array_api_strict")
+    assert is_host_array(xp.asarray([1.0]))
+    assert not is_host_array(xp.asarray([1.0], device=xp.Device("device1")))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"memory_budget": 0}, ValueError, "memory_budget"),
+        ({"memory_budget": -5}, ValueError, "memory_budget"),
+        ({"memory_budget": 1.5}, TypeError, "memory_budget"),
+        ({"memory_budget": True}, TypeError, "memory_budget"),
+        ({"out_of_core": "yes"}, TypeError, "out_of_core"),
+        ({"out_of_core": 1}, TypeError, "out_of_core"),
+    ],
+)
+def test_bad_streaming_parameters_are_rejected(kwargs, error, match):
+    train = np.ones((5, 2))
+    with pytest.raises(error, match=match):
+        knn_gpu.kneighbors(train, train, 2, **kwargs)
+
+
+def test_never_streaming_refuses_mixed_devices():
+    xp = pytest.importorskip("array_api_strict")
+    train = xp.asarray(np.ones((5, 2)))
+    queries = xp.asarray(np.ones((2, 2)), device=xp.Device("device1"))
+    with pytest.raises(ValueError, match="same device"):
+        knn_gpu.kneighbors(queries, train, 2, out_of_core=False)
