@@ -19,15 +19,20 @@ import numpy as np
 __all__ = [
     "BACKENDS",
     "available_backends",
+    "auto_backend",
     "cupy_gpu_status",
+    "parse_backend",
+    "torch_cuda_status",
     "namespace_of_backend",
     "to_backend",
     "to_host",
     "convert_like",
 ]
 
-#: Backend names accepted by ``backend=`` (besides ``None`` and ``"auto"``).
-BACKENDS = ("numpy", "cupy", "torch", "array_api_strict")
+#: Backend names accepted by ``backend=`` (besides ``None``, ``"auto"`` and
+#: ``"torch:cuda:N"`` for the N-th CUDA device). ``"torch"`` is torch on the
+#: CPU; ``"torch:cuda"`` torch on the current CUDA device.
+BACKENDS = ("numpy", "cupy", "torch", "torch:cuda", "array_api_strict")
 
 
 @functools.lru_cache(maxsize=1)
@@ -59,12 +64,30 @@ def cupy_gpu_status() -> tuple[bool, str]:
     return True, ""
 
 
+@functools.lru_cache(maxsize=1)
+def torch_cuda_status() -> tuple[bool, str]:
+    """Say whether torch can run on a CUDA device now, and if not, why (imports torch if installed)."""
+    if importlib.util.find_spec("torch") is None:
+        return False, "torch is not installed"
+    try:
+        import torch
+
+        if torch.version.cuda is None:
+            return False, f"torch {torch.__version__} is a CPU-only build"
+        if not torch.cuda.is_available():
+            return False, "torch.cuda.is_available() is False (no device, or the driver is too old)"
+    except Exception as exc:  # a broken install
+        return False, f"torch cannot use CUDA ({type(exc).__name__}: {exc})"
+    return True, ""
+
+
 def available_backends() -> list[str]:
     """Names of the backends usable on this machine right now.
 
     ``"numpy"`` is always first. ``"cupy"`` is listed only when a GPU is
     usable; ``"torch"`` and ``"array_api_strict"`` when they are installed
-    (they are found without being imported).
+    (found without being imported); ``"torch:cuda"`` when torch also sees a
+    CUDA device (which imports torch).
 
     Returns
     -------
@@ -82,7 +105,50 @@ def available_backends() -> list[str]:
     for optional in ("torch", "array_api_strict"):
         if importlib.util.find_spec(optional) is not None:
             names.append(optional)
+            if optional == "torch" and torch_cuda_status()[0]:
+                names.append("torch:cuda")
     return names
+
+
+def auto_backend() -> str:
+    """What ``backend="auto"`` picks: CuPy with a usable GPU, else torch on CUDA, else NumPy."""
+    if cupy_gpu_status()[0]:
+        return "cupy"
+    if torch_cuda_status()[0]:
+        return "torch:cuda"
+    return "numpy"
+
+
+def parse_backend(name: str) -> tuple[str, Any]:
+    """``(library, device)`` of a backend name: ``"torch:cuda:1"`` -> ``("torch", torch.device("cuda", 1))``.
+
+    The device is None where the library's default device is meant.
+
+    Raises
+    ------
+    ValueError
+        For a name that is not a backend.
+    """
+    if name in ("numpy", "cupy", "torch", "array_api_strict"):
+        return name, None
+    library, _, device = name.partition(":")
+    if library == "torch" and (device == "cuda" or device.startswith("cuda:")):
+        index = device.partition(":")[2]
+        if index and not index.isdigit():
+            msg = f"backend {name!r}: the device index must be a whole number, as in 'torch:cuda:1'"
+            raise ValueError(msg)
+        usable, reason = torch_cuda_status()
+        if not usable:
+            msg = (
+                f"backend={name!r} needs torch with a usable CUDA device, but {reason}. Use backend='auto' to "
+                "fall back silently, or install a CUDA build of torch (knn-gpu info says which)."
+            )
+            raise RuntimeError(msg)
+        import torch
+
+        return "torch", torch.device("cuda", int(index) if index else torch.cuda.current_device())
+    msg = f"backend must be None, 'auto' or one of {', '.join(map(repr, BACKENDS))} (or 'torch:cuda:N'); got {name!r}"
+    raise ValueError(msg)
 
 
 def _import_backend(name: str) -> ModuleType:
@@ -143,10 +209,13 @@ def to_host(x: Any) -> np.ndarray:
 
 def to_backend(x: Any, name: str) -> Any:
     """Move array ``x`` to backend ``name`` (a no-op when it is already there)."""
-    xp = namespace_of_backend(name)
-    if array_api_compat.array_namespace(x) is xp:
-        return x
-    return xp.asarray(to_host(x))
+    library, device = parse_backend(name)
+    xp = namespace_of_backend(library)
+    if array_api_compat.array_namespace(x) is not xp:
+        x = xp.asarray(to_host(x), device=device)
+    if device is not None and array_api_compat.device(x) != device:
+        x = array_api_compat.to_device(x, device)
+    return x
 
 
 def convert_like(x: Any, like: Any) -> Any:

@@ -16,35 +16,44 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .backends import BACKENDS, convert_like, cupy_gpu_status, namespace_of_backend, to_host
-from .neighbors import prepare_queries
+from .backends import auto_backend, convert_like, namespace_of_backend, parse_backend, to_host
+from .devices import device_scope, is_gpu
+from .neighbors import dtype_in, prepare_queries
 from .predictions import check_weights, class_votes, neighbor_weights, weighted_mean
-from .search import TrainIndex, build_index, search_index
+from .search import TrainIndex, build_index, dtype_itemsize, search_index
+from .streaming import StreamedTrain, chunk_rows_for, is_host_array, stream_budget, streamed_search, upload
 from .topk import columns_of_true
 from .validation import (
     NotFittedError,
     as_feature_matrix,
     as_targets,
     check_batch_size,
+    check_memory_budget,
     check_metric,
     check_n_jobs,
     check_num_neighbors,
+    check_out_of_core,
     floating_dtype,
 )
 
 __all__ = ["KNN", "KNNClassifier"]
 
 
-def resolve_backend(backend: Any, data: Any) -> Any:
-    """The namespace the model computes in: ``backend`` or, if None, the data's."""
+def resolve_backend(backend: Any, data: Any) -> tuple[Any, Any]:
+    """``(namespace, device)`` the model computes in: ``backend``'s, or if None the data's own.
+
+    The device is None where the namespace's default device (or the data's,
+    for ``backend=None``) is meant.
+    """
     if backend is None:
-        return array_api_compat.array_namespace(data)
+        return array_api_compat.array_namespace(data), None
     if backend == "auto":
-        return namespace_of_backend("cupy" if cupy_gpu_status()[0] else "numpy")
-    if backend in BACKENDS:
-        return namespace_of_backend(backend)
-    msg = f"backend must be None, 'auto' or one of {', '.join(map(repr, BACKENDS))}; got {backend!r}"
-    raise ValueError(msg)
+        backend = auto_backend()
+    if not isinstance(backend, str):
+        msg = f"backend must be None, 'auto' or a backend name such as 'cupy' or 'torch:cuda'; got {backend!r}"
+        raise ValueError(msg)
+    library, device = parse_backend(backend)
+    return namespace_of_backend(library), device
 
 
 def _move_to(data: Any, xp: Any, device: Any = None) -> Any:
@@ -68,6 +77,8 @@ class _NeighborsEstimator:
         backend: str | None = None,
         batch_size: int | None = None,
         n_jobs: int | None = None,
+        memory_budget: int | None = None,
+        out_of_core: bool | None = None,
     ) -> None:
         self.num_neighbors = num_neighbors
         self.weights = weights
@@ -75,6 +86,8 @@ class _NeighborsEstimator:
         self.backend = backend
         self.batch_size = batch_size
         self.n_jobs = n_jobs
+        self.memory_budget = memory_budget
+        self.out_of_core = out_of_core
 
     # -- the estimator protocol -------------------------------------------------
     @classmethod
@@ -112,17 +125,39 @@ class _NeighborsEstimator:
         check_weights(self.weights)
         check_batch_size(self.batch_size)
         check_n_jobs(self.n_jobs)
+        check_memory_budget(self.memory_budget)
+        check_out_of_core(self.out_of_core)
 
-    def _fit_features(self, X: Any) -> tuple[Any, TrainIndex]:
-        """Validate parameters and ``X``, place ``X`` on the backend, build the index."""
+    def _fit_features(self, X: Any) -> tuple[Any, TrainIndex | StreamedTrain]:
+        """Validate parameters and ``X``, place ``X`` on the backend, build the index.
+
+        Out of core (see ``out_of_core``), ``X`` stays where it is, in host
+        memory, and the index is a :class:`~knn_gpu.streaming.StreamedTrain`.
+        """
         self._check_params()
         X = as_feature_matrix(X, "X")
         check_num_neighbors(self.num_neighbors, X.shape[0])
-        xp = resolve_backend(self.backend, X)
-        X = _move_to(X, xp)
-        dtype = floating_dtype(X.dtype, xp, array_api_compat.device(X))
-        X = xp.astype(X, dtype, copy=False)
+        xp, device = resolve_backend(self.backend, X)
+        if device is None:
+            device = array_api_compat.device(X) if array_api_compat.array_namespace(X) is xp else None
+        anchor = xp.zeros((0,), device=device)  # the compute namespace and device, as an array
+        dtype = floating_dtype(dtype_in(xp, X.dtype), xp, array_api_compat.device(anchor))
+        if self._streams(X, anchor, dtype):
+            return None, StreamedTrain(X, xp.astype(anchor, dtype), dtype, self.metric, self.memory_budget)
+        X = xp.astype(_move_to(X, xp, array_api_compat.device(anchor)), dtype, copy=False)
         return X, build_index(X, self.metric, xp=xp)
+
+    def _streams(self, X: Any, anchor: Any, dtype: Any) -> bool:
+        """Keep ``X`` in host memory? Always if ``out_of_core``; if None, when it would not fit on the GPU."""
+        if self.out_of_core is not None:
+            return self.out_of_core
+        xp, device = array_api_compat.array_namespace(anchor), array_api_compat.device(anchor)
+        if not is_host_array(X) or not is_gpu(xp, device):
+            return False
+        with device_scope(xp, device):
+            budget = stream_budget(StreamedTrain(X, anchor, dtype, self.metric, self.memory_budget))
+        # The stored rows and the copies made while building them.
+        return 2 * X.shape[0] * (X.shape[1] + 1) * dtype_itemsize(xp, dtype) > budget
 
     def _store_fit(self, X: Any, index: TrainIndex) -> None:
         self._fit_X = X
@@ -191,16 +226,16 @@ class _NeighborsEstimator:
             num_neighbors = self.num_neighbors
         batch_rows = check_batch_size(self.batch_size)
         n_jobs = check_n_jobs(self.n_jobs)
+        search = streamed_search if isinstance(index, StreamedTrain) else self._search_in_memory
         if X is None:
             k = check_num_neighbors(num_neighbors, index.num_samples - 1)
-            distances, indices = search_index(index, self._fit_X, k + 1, batch_rows=batch_rows, n_jobs=n_jobs)
-            return _exclude_self(distances, indices, k, xp=xp), None
+            return self._leave_one_out(index, k, search, batch_rows=batch_rows, n_jobs=n_jobs), None
         X = as_feature_matrix(X, "X", allow_empty=True)
         k = check_num_neighbors(num_neighbors, index.num_samples)
         queries = prepare_queries(
             _move_to(X, xp, index.device), index.num_features, index.dtype, xp=xp, expected_by=type(self).__name__
         )
-        result = search_index(
+        result = search(
             index,
             queries,
             k,
@@ -210,6 +245,25 @@ class _NeighborsEstimator:
             reduce_bytes_per_query=reduce_bytes_per_query,
         )
         return result, X
+
+    def _search_in_memory(self, index: TrainIndex, queries: Any, k: int, **options: Any) -> tuple:
+        return search_index(index, queries, k, memory_budget=check_memory_budget(self.memory_budget), **options)
+
+    def _leave_one_out(self, index: Any, k: int, search: Any, **options: Any) -> tuple[Any, Any]:
+        """Each training point's k nearest others; out of core, the training rows are the queries chunk by chunk."""
+        xp = index.xp
+        if not isinstance(index, StreamedTrain):
+            distances, indices = search(index, self._fit_X, k + 1, **options)
+            return _exclude_self(distances, indices, k, xp=xp)
+        step = chunk_rows_for(index.num_features, dtype_itemsize(xp, index.dtype), stream_budget(index))
+        pieces = []
+        for start in range(0, index.num_samples, step):
+            queries = upload(index.rows[start : start + step, ...], index.anchor, index.dtype)
+            distances, indices = search(index, queries, k + 1, **options)
+            pieces.append(_exclude_self(distances, indices, k, xp=xp, first_row=start))
+        if len(pieces) == 1:
+            return pieces[0]
+        return tuple(xp.concat(parts, axis=0) for parts in zip(*pieces))
 
     def _like_input(self, result: Any, X: Any) -> Any:
         """``result`` in the namespace and on the device of ``X`` (the fit data if None)."""
@@ -320,8 +374,8 @@ def _require_queries(X: Any) -> Any:
     return X
 
 
-def _exclude_self(distances: Any, indices: Any, k: int, *, xp: Any) -> tuple[Any, Any]:
-    """Drop each training point from its own ``k + 1`` neighbours.
+def _exclude_self(distances: Any, indices: Any, k: int, *, xp: Any, first_row: int = 0) -> tuple[Any, Any]:
+    """Drop each training point (row ``first_row + i`` of the results) from its own ``k + 1`` neighbours.
 
     When a point has more exact duplicates than ``k``, it may not be among its
     own ``k + 1`` nearest (ties go to lower indices); the last one is dropped
@@ -329,7 +383,7 @@ def _exclude_self(distances: Any, indices: Any, k: int, *, xp: Any) -> tuple[Any
     """
     rows = indices.shape[0]
     device = array_api_compat.device(indices)
-    own = xp.arange(rows, dtype=indices.dtype, device=device)[:, None]
+    own = xp.arange(first_row, first_row + rows, dtype=indices.dtype, device=device)[:, None]
     is_self = indices == own
     has_self = xp.any(is_self, axis=1, keepdims=True)
     within_k = xp.arange(k + 1, dtype=indices.dtype, device=device)[None, :] < k
@@ -534,7 +588,9 @@ class KNNClassifier(_NeighborsEstimator):
             return votes.argmax(axis=1).map_blocks(_decode_block, self.classes_, dtype=self.classes_.dtype)
         winners, X_checked = self._votes_on_backend(X, winners_only=True)
         if isinstance(self.classes_, np.ndarray):
-            labels = self.classes_[to_host(winners)]
+            # Numeric labels are decoded where the winners are (no round trip through the host);
+            # strings and other host labels can only be decoded on the host.
+            labels = _decode_block(winners, self.classes_)
             if self.classes_.dtype.kind not in "biuf" or X_checked is None:
                 return labels
             return convert_like(labels, X_checked)

@@ -118,7 +118,7 @@ def kneighbors(
         device = array_api_compat.device(queries)
         dtype = floating_dtype(xp.result_type(queries.dtype, dtype_in(xp, train.dtype)), xp, device)
         queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
-        streamed = StreamedTrain(train, xp, device, dtype, metric, memory_budget=memory_budget)
+        streamed = StreamedTrain(train, queries[:0, ...], dtype, metric, memory_budget=memory_budget)
         return streamed_search(streamed, queries, k, batch_rows=batch_size, n_jobs=n_jobs)
     xp = check_same_namespace(queries, train, ("queries", "train"))
     device = array_api_compat.device(train)
@@ -134,11 +134,12 @@ def kneighbors(
 
 
 def _streams(queries: Any, train: Any) -> bool:
-    """Stream by default when train is in host memory and the queries are elsewhere."""
-    if not is_host_array(train):
-        return False
-    same_namespace = array_api_compat.array_namespace(queries) is array_api_compat.array_namespace(train)
-    return not (same_namespace and array_api_compat.device(queries) == array_api_compat.device(train))
+    """Stream by default when train is in host memory and the queries are on a device (a GPU).
+
+    Two host arrays of different libraries are a mistake to report, not a
+    reason to stream.
+    """
+    return is_host_array(train) and not is_host_array(queries)
 
 
 def dtype_in(xp: Any, dtype: Any) -> Any:

@@ -32,7 +32,7 @@ from .merge import merge_neighbor_lists
 from .search import DEFAULT_MEMORY_BUDGET, GPU_MEMORY_SHARE, build_index, dtype_itemsize, search_index
 from .validation import exact_dtype
 
-__all__ = ["StreamedTrain", "streamed_search", "chunk_rows_for", "is_host_array"]
+__all__ = ["StreamedTrain", "streamed_search", "stream_budget", "chunk_rows_for", "is_host_array", "upload"]
 
 
 def is_host_array(array: Any) -> bool:
@@ -58,12 +58,19 @@ class StreamedTrain:
     """
 
     rows: Any  # host array, (num_samples, num_features), validated
-    xp: ModuleType  # the compute namespace
-    device: Any  # the compute device
-    dtype: Any  # working dtype, in ``xp``
+    anchor: Any  # an empty array on the compute device: its namespace and device (so that the model pickles)
+    dtype: Any  # working dtype, in the compute namespace
     metric: str
     memory_budget: int | None = None
     chunk_rows: int | None = None
+
+    @property
+    def xp(self) -> ModuleType:
+        return array_api_compat.array_namespace(self.anchor)
+
+    @property
+    def device(self) -> Any:
+        return array_api_compat.device(self.anchor)
 
     @property
     def num_samples(self) -> int:
@@ -72,6 +79,14 @@ class StreamedTrain:
     @property
     def num_features(self) -> int:
         return int(self.rows.shape[1])
+
+
+def stream_budget(train: StreamedTrain) -> int:
+    """The device bytes a streamed search may use: the model's budget, or half the device's free memory."""
+    if train.memory_budget is not None:
+        return train.memory_budget
+    free_bytes = free_device_bytes(train.xp, train.device)
+    return DEFAULT_MEMORY_BUDGET if free_bytes is None else int(free_bytes * GPU_MEMORY_SHARE)
 
 
 def chunk_rows_for(num_features: int, itemsize: int, memory_budget: int) -> int:
@@ -97,16 +112,13 @@ def streamed_search(
     """
     xp, device = train.xp, train.device
     with device_scope(xp, device):
-        budget = train.memory_budget
-        if budget is None:
-            free_bytes = free_device_bytes(xp, device)
-            budget = DEFAULT_MEMORY_BUDGET if free_bytes is None else int(free_bytes * GPU_MEMORY_SHARE)
+        budget = stream_budget(train)
         chunk_rows = train.chunk_rows or chunk_rows_for(train.num_features, dtype_itemsize(xp, train.dtype), budget)
         exact = exact_dtype(xp, device)
         best_distances = best_indices = None
         for start in range(0, train.num_samples, chunk_rows):
             stop = min(start + chunk_rows, train.num_samples)
-            chunk = upload(train.rows[start:stop, ...], queries, train.dtype)
+            chunk = upload(train.rows[start:stop, ...], train.anchor, train.dtype)
             index = build_index(chunk, train.metric, xp=xp)
             distances, indices = search_index(
                 index,

@@ -193,6 +193,8 @@ def test_estimator_protocol():
         "backend": "numpy",
         "batch_size": None,
         "n_jobs": None,
+        "memory_budget": None,
+        "out_of_core": None,
     }
     copy = clone(model)
     assert copy.get_params() == model.get_params() and copy is not model

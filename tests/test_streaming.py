@@ -135,3 +135,65 @@ def test_never_streaming_refuses_mixed_devices():
     queries = xp.asarray(np.ones((2, 2)), device=xp.Device("device1"))
     with pytest.raises(ValueError, match="same device"):
         knn_gpu.kneighbors(queries, train, 2, out_of_core=False)
+
+
+@pytest.mark.parametrize("model_class", [knn_gpu.KNN, knn_gpu.KNNClassifier])
+def test_out_of_core_estimators_equal_in_memory(model_class):
+    """out_of_core=True keeps X in host memory; every query method gives the in-memory model's answers."""
+    queries, train = _tied(500, seed=5)
+    labels = np.arange(500) % 4
+    budget = _budget_for_chunks(500, 5, chunks=6)
+    streamed = model_class(7, out_of_core=True, memory_budget=budget).fit(train, labels)
+    in_memory = model_class(7).fit(train, labels)
+    assert type(streamed._index).__name__ == "StreamedTrain" and streamed._index.rows is train
+    for method in ("predict", "kneighbors"):
+        got, expected = getattr(streamed, method)(queries), getattr(in_memory, method)(queries)
+        for got_part, expected_part in zip(np.atleast_1d(got), np.atleast_1d(expected)):
+            np.testing.assert_allclose(got_part, expected_part, rtol=1e-6)
+    leave_one_out, expected = streamed.kneighbors(), in_memory.kneighbors()  # X=None: the rows are the queries
+    np.testing.assert_array_equal(leave_one_out[1], expected[1])
+    np.testing.assert_allclose(leave_one_out[0], expected[0], rtol=1e-6)
+
+
+def test_torch_cuda_backend_and_automatic_out_of_core(monkeypatch):
+    """backend='torch:cuda:1' and 'auto' on a fake GPU; too little free memory keeps X on the host."""
+    torch = pytest.importorskip("torch")
+    from fake_cuda import allow_sync, fake_cuda
+
+    from knn_gpu import backends
+
+    monkeypatch.setattr(backends, "torch_cuda_status", lambda: (True, ""))  # the CPU build, faked into CUDA
+    monkeypatch.setattr(backends, "cupy_gpu_status", lambda: (False, "no GPU for CuPy"))
+    queries, train = _tied(600, seed=6)
+    labels = np.arange(600) % 3
+    expected = knn_gpu.KNNClassifier(5).fit(train, labels)
+    sites = ("knn_gpu.validation.check_finite",)
+    with fake_cuda(num_devices=2, allowed_sync_sites=sites, free_bytes=1 << 40) as gpu:
+        model = knn_gpu.KNNClassifier(5, backend="torch:cuda:1").fit(train, labels)
+        assert type(model._index).__name__ == "TrainIndex" and model._index.device == torch.device("cuda", 1)
+        with allow_sync():  # NumPy queries: NumPy results, like X, the one wanted copy to the host
+            host_result = model.predict(queries)
+        device_result = model.predict(torch.asarray(queries, device="cuda:1"))
+        assert device_result.device == torch.device("cuda", 1) and device_result.dtype == torch.int64
+        assert knn_gpu.estimators.resolve_backend("auto", train)[1] == torch.device("cuda", 0)
+        with allow_sync():
+            device_result = device_result.cpu().numpy()
+    assert isinstance(host_result, np.ndarray)
+    np.testing.assert_array_equal(host_result, expected.predict(queries))
+    np.testing.assert_array_equal(device_result, expected.predict(queries))
+    assert all(query.device == 1 for query in gpu.memory_queries)
+    # 32 KiB free: the training rows (600 x 6 x 4 bytes, twice: 28.8 KB) do not fit in half of it, so they stream.
+    with fake_cuda(num_devices=1, allowed_sync_sites=sites, free_bytes=32 * 1024):
+        model = knn_gpu.KNNClassifier(5, backend="torch:cuda").fit(train, labels)
+        assert type(model._index).__name__ == "StreamedTrain" and model._index.rows is train
+        predicted = model.predict(torch.asarray(queries, device="cuda"))
+        with allow_sync():
+            predicted = predicted.cpu().numpy()
+    np.testing.assert_array_equal(predicted, expected.predict(queries))
+
+
+def test_unknown_torch_device_names_are_rejected():
+    with pytest.raises(ValueError, match="backend must be None, 'auto' or one of"):
+        knn_gpu.KNN(1, backend="torch:tpu").fit(np.ones((3, 2)), np.ones(3))
+    with pytest.raises(ValueError, match="whole number"):
+        knn_gpu.KNN(1, backend="torch:cuda:x").fit(np.ones((3, 2)), np.ones(3))
