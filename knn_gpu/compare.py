@@ -34,6 +34,7 @@ import array_api_compat
 import numpy as np
 
 from .backends import BACKENDS, available_backends, to_backend, to_host
+from .devices import synchronize
 from .neighbors import kneighbors
 
 __all__ = [
@@ -276,23 +277,6 @@ def sweep_workloads(
     if along_train:
         return [(size, pool[:size], queries) for size in sizes]
     return [(size, train, pool[:size]) for size in sizes]
-
-
-def synchronize(array: Any) -> None:
-    """Wait until the device holding ``array`` has finished its queued work.
-
-    CuPy and torch on CUDA return before the GPU is done; a clock read
-    without this measures the launch, not the work. A no-op for host arrays
-    and ``None``. The array is inspected, never converted.
-    """
-    if array is None:
-        return
-    if array_api_compat.is_cupy_array(array):
-        array.device.synchronize()
-    elif array_api_compat.is_torch_array(array) and array.device.type == "cuda":
-        import torch
-
-        torch.cuda.synchronize(array.device)
 
 
 def time_runs(runner: Callable[[], Any], anchor: Any, repeats: int) -> tuple[Any, list[float]]:

@@ -68,7 +68,14 @@ def free_device_bytes(xp: ModuleType, device: Any) -> int | None:
 
 
 def synchronize(array: Any) -> None:
-    """Wait for the device holding ``array`` to finish its queued work (timings, tests)."""
+    """Wait until the device holding ``array`` has finished its queued work.
+
+    CuPy and torch on CUDA return before the GPU is done; a clock read
+    without this measures the launch, not the work. A no-op for host arrays
+    and ``None``. The array is inspected, never converted.
+    """
+    if array is None:
+        return
     if array_api_compat.is_cupy_array(array):
         array.device.synchronize()
     elif array_api_compat.is_torch_array(array) and array.device.type == "cuda":

@@ -351,8 +351,7 @@ def default_batch_rows(
     if plan is None:
         plan = plan_blocks(index, k)
     if memory_budget is None:
-        free_bytes = free_device_bytes(index.xp, index.device)
-        memory_budget = DEFAULT_MEMORY_BUDGET if free_bytes is None else int(free_bytes * GPU_MEMORY_SHARE)
+        memory_budget = default_memory_budget(index.xp, index.device)
     bytes_per_query = batch_bytes_per_query(index, plan, reduce_bytes_per_query)
     rows_in_budget = max(1, memory_budget // (num_workers * bytes_per_query))
     if array_api_compat.is_numpy_namespace(index.xp):
@@ -360,6 +359,12 @@ def default_batch_rows(
     # Equal batches, as many per worker: a worker left with an extra batch would idle the others.
     rounds = -(-num_queries // (num_workers * rows_in_budget))
     return max(1, -(-num_queries // (num_workers * max(rounds, 1))))
+
+
+def default_memory_budget(xp: ModuleType, device: Any) -> int:
+    """:data:`GPU_MEMORY_SHARE` of the free memory of a GPU ``device`` (read now), else :data:`DEFAULT_MEMORY_BUDGET`."""
+    free_bytes = free_device_bytes(xp, device)
+    return DEFAULT_MEMORY_BUDGET if free_bytes is None else int(free_bytes * GPU_MEMORY_SHARE)
 
 
 def dtype_itemsize(xp: ModuleType, dtype: Any) -> int:

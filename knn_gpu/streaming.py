@@ -27,9 +27,9 @@ from typing import Any
 import array_api_compat
 
 from .backends import convert_like
-from .devices import device_scope, free_device_bytes
+from .devices import device_scope
 from .merge import merge_neighbor_lists
-from .search import DEFAULT_MEMORY_BUDGET, GPU_MEMORY_SHARE, build_index, dtype_itemsize, search_index
+from .search import build_index, default_memory_budget, dtype_itemsize, search_index
 from .validation import exact_dtype
 
 __all__ = ["StreamedTrain", "streamed_search", "stream_budget", "chunk_rows_for", "is_host_array", "upload"]
@@ -85,8 +85,7 @@ def stream_budget(train: StreamedTrain) -> int:
     """The device bytes a streamed search may use: the model's budget, or half the device's free memory."""
     if train.memory_budget is not None:
         return train.memory_budget
-    free_bytes = free_device_bytes(train.xp, train.device)
-    return DEFAULT_MEMORY_BUDGET if free_bytes is None else int(free_bytes * GPU_MEMORY_SHARE)
+    return default_memory_budget(train.xp, train.device)
 
 
 def chunk_rows_for(num_features: int, itemsize: int, memory_budget: int) -> int:

@@ -212,12 +212,17 @@ def check_num_neighbors(value: Any, num_samples: int, name: str = "num_neighbors
 
 def check_batch_size(batch_size: Any) -> int | None:
     """``None`` or a positive ``int``; anything else raises."""
-    if batch_size is None:
+    return _none_or_positive_int(batch_size, "batch_size")
+
+
+def _none_or_positive_int(value: Any, name: str, unit: str = "") -> int | None:
+    """``value`` as an ``int`` if positive, ``None`` kept; a ``ValueError`` for other integers, else ``TypeError``."""
+    if value is None:
         return None
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        msg = f"batch_size must be None or a positive integer, got {batch_size!r}"
-        raise ValueError(msg) if isinstance(batch_size, numbers.Integral) else TypeError(msg)
-    return int(batch_size)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        msg = f"{name} must be None or a positive integer{unit}, got {value!r}"
+        raise ValueError(msg) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else TypeError(msg)
+    return int(value)
 
 
 def check_n_jobs(n_jobs: Any) -> int | None:
@@ -235,15 +240,7 @@ def check_n_jobs(n_jobs: Any) -> int | None:
 
 def check_memory_budget(memory_budget: Any) -> int | None:
     """``None`` or a positive number of bytes (an ``int``); anything else raises."""
-    if memory_budget is None:
-        return None
-    if isinstance(memory_budget, bool) or not isinstance(memory_budget, numbers.Integral):
-        msg = f"memory_budget must be None or a positive integer (bytes), got {memory_budget!r}"
-        raise TypeError(msg)
-    if memory_budget < 1:
-        msg = f"memory_budget must be a positive number of bytes, got {memory_budget}"
-        raise ValueError(msg)
-    return int(memory_budget)
+    return _none_or_positive_int(memory_budget, "memory_budget", " (bytes)")
 
 
 def check_out_of_core(out_of_core: Any) -> bool | None:
