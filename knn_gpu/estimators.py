@@ -403,17 +403,26 @@ class KNN(_NeighborsEstimator):
         count where there are any); a callable maps the distance array to
         weights of the same shape.
     metric : {"euclidean", "sqeuclidean", "cosine"}, default "euclidean"
-    backend : {None, "auto", "numpy", "cupy", "torch", "array_api_strict"}
+    backend : {None, "auto", "numpy", "cupy", "torch", "torch:cuda", "torch:cuda:N", "array_api_strict"}
         ``None`` computes where the training data lives; a name moves it
-        there at ``fit``; ``"auto"`` picks CuPy when a GPU is usable, else
-        NumPy.
+        there at ``fit`` (``"torch"`` is torch on the CPU, ``"torch:cuda"``
+        on the current CUDA device); ``"auto"`` picks CuPy when a GPU is
+        usable, else torch on CUDA, else NumPy.
     batch_size : int, optional
-        Queries per batch (default: from a 256 MiB budget).
+        Queries per batch (default: from ``memory_budget``).
     n_jobs : int, optional
         Threads for the NumPy backend, as in :func:`knn_gpu.kneighbors`:
         None (default) uses every core for searches large enough to gain,
         unlike scikit-learn's None (one); -1 every core; 1 one thread.
         Other backends ignore it.
+    memory_budget : int, optional
+        Bytes that a search's temporaries may take (and, out of core, the
+        chunk of training rows on the device): default 256 MiB on the host,
+        half the free memory of the GPU.
+    out_of_core : bool, optional
+        Keep the training data in host memory and stream it through the GPU
+        at every search: ``True`` always, ``False`` never, ``None`` (default)
+        when host data would not fit in half the GPU's free memory.
 
     Attributes
     ----------
