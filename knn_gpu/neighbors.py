@@ -145,6 +145,9 @@ def _streams(queries: Any, train: Any) -> bool:
 def dtype_in(xp: Any, dtype: Any) -> Any:
     """The dtype of namespace ``xp`` with the name of ``dtype`` (of any library), e.g. NumPy's float32 in torch."""
     name = str(dtype).rsplit(".", 1)[-1]
+    if not hasattr(xp, name):
+        msg = f"data of dtype {name} cannot move to {xp.__name__}, which has no {name}; convert it first"
+        raise TypeError(msg)
     return getattr(xp, name)
 
 
