@@ -160,7 +160,12 @@ class _merge_function:
 
 
 def dask_kneighbors(queries, train, k, *, metric, dtype_name):
-    """``kneighbors`` for Dask arrays: lazy ``(distances, indices)``."""
+    """``kneighbors`` for Dask arrays: lazy ``(distances, indices)``, the search's own distances.
+
+    For ``"inner_product"`` they are the negated inner products, ascending;
+    :func:`knn_gpu.kneighbors` flips them with
+    :func:`knn_gpu.distances.public_distances`.
+    """
     candidates = dask_neighbor_candidates(queries, train, k, metric=metric, dtype_name=dtype_name)
     return candidates[:, :k].astype(dtype_name), candidates[:, k : 2 * k].astype("int64")
 
@@ -189,14 +194,14 @@ def working_dtype_name(*arrays: Any) -> str:
     return "float32" if all(str(array.dtype) == "float32" for array in arrays) else "float64"
 
 
-def _predict_block(candidates, *, k, payload_width, weights, num_classes):
+def _predict_block(candidates, *, k, payload_width, weights, num_classes, metric):
     from .predictions import mean_of_neighbors, neighbor_weights, votes_of_neighbors
 
     xp = array_api_compat.array_namespace(candidates)
     rows = candidates.shape[0]
     distances = candidates[:, :k]
     payload = xp.reshape(candidates[:, 2 * k :], (rows, k, payload_width))
-    neighbor_weight = neighbor_weights(distances, weights, xp=xp)
+    neighbor_weight = neighbor_weights(distances, weights, xp=xp, metric=metric)
     if num_classes is None:
         return mean_of_neighbors(payload, neighbor_weight, xp=xp)
     return votes_of_neighbors(xp.astype(payload[:, :, 0], xp.int64), neighbor_weight, num_classes, xp=xp)
@@ -213,6 +218,7 @@ def dask_reduce_neighbors(queries, train, payload, k, *, metric, weights, num_cl
         payload_width=payload.shape[1],
         weights=weights,
         num_classes=num_classes,
+        metric=metric,
         chunks=(candidates.chunks[0], (width,)),
         dtype="float64",
     )

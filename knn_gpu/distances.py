@@ -8,7 +8,12 @@ that the product alone yields the ranking key:
   which is ``||q - t||^2`` less ``||q||^2`` (the same for every training row,
   so it does not change the order and is never computed);
 * cosine: ``[t / ||t||, 0] . [-q, 1] = -q.t / ||t||``, which orders rows as
-  ``1 - cos(q, t)`` does (zero vectors get similarity 0, as in scikit-learn).
+  ``1 - cos(q, t)`` does (zero vectors get similarity 0, as in scikit-learn);
+* inner_product (maximum inner product search): ``[t, 0] . [-q, 1] = -q.t``.
+  The search ranks, re-scores and orders by this *negated* inner product,
+  ascending like a distance, so that ties, merges and the Dask path need no
+  special case; only the public functions flip the sign back
+  (:func:`public_distances`), which lists the largest inner product first.
 
 Padding rows carry the largest finite value in the extra column, so they rank
 last (an infinity would make BLAS raise floating-point flags on its own
@@ -34,8 +39,10 @@ from .devices import is_gpu
 __all__ = [
     "augment_train",
     "augment_queries",
+    "query_factor",
     "ranking_keys",
     "exact_distances",
+    "public_distances",
 ]
 
 
@@ -54,7 +61,7 @@ def augment_train(train: Any, metric: str, *, xp: ModuleType, exact: Any) -> tup
     Parameters
     ----------
     train : array, shape (n_samples, n_features), floating
-    metric : {"euclidean", "sqeuclidean", "cosine"}
+    metric : {"euclidean", "sqeuclidean", "cosine", "inner_product"}
     xp : namespace
     exact : dtype
         The dtype used for the shift (float64 where available).
@@ -63,18 +70,14 @@ def augment_train(train: Any, metric: str, *, xp: ModuleType, exact: Any) -> tup
     -------
     rows : array, shape (n_samples, n_features + 1), dtype of ``train``
     offset : array, shape (n_features,)
-        The shift subtracted from every row (zeros for cosine).
+        The shift subtracted from every row (zeros for cosine and inner_product).
     """
     dtype = train.dtype
-    if metric == "cosine":
-        offset = xp.zeros(train.shape[1], dtype=dtype, device=array_api_compat.device(train))
-        return xp.concat(
-            [
-                unit_rows(train, xp=xp),
-                xp.zeros((train.shape[0], 1), dtype=dtype, device=array_api_compat.device(train)),
-            ],
-            axis=1,
-        ), offset
+    if metric in ("cosine", "inner_product"):
+        device = array_api_compat.device(train)
+        offset = xp.zeros(train.shape[1], dtype=dtype, device=device)
+        factor = unit_rows(train, xp=xp) if metric == "cosine" else train
+        return xp.concat([factor, xp.zeros((train.shape[0], 1), dtype=dtype, device=device)], axis=1), offset
     offset = xp.astype(xp.round(column_mean(train, xp=xp, exact=exact)), dtype)
     centred = train - offset
     sq_norms = xp.vecdot(centred, centred, axis=-1)[:, None]
@@ -100,9 +103,14 @@ def unit_rows(rows: Any, *, xp: ModuleType) -> Any:
 def augment_queries(queries: Any, metric: str, offset: Any, *, xp: ModuleType) -> Any:
     """Query rows prepared for the ranking product (see the module notes)."""
     ones = xp.ones((queries.shape[0], 1), dtype=queries.dtype, device=array_api_compat.device(queries))
-    if metric == "cosine":
-        return xp.concat([-queries, ones], axis=1)
-    return xp.concat([-2 * (queries - offset), ones], axis=1)
+    return xp.concat([query_factor(queries, metric, offset, xp=xp), ones], axis=1)
+
+
+def query_factor(queries: Any, metric: str, offset: Any, *, xp: ModuleType) -> Any:
+    """The query side of the ranking product, less its augmented column of ones."""
+    if metric in ("cosine", "inner_product"):
+        return -queries
+    return -2 * (queries - offset)
 
 
 def ranking_keys(query_rows: Any, train_rows: Any, *, xp: ModuleType, out: Any = None) -> Any:
@@ -137,7 +145,8 @@ def exact_distances(
         Raw (unshifted) queries.
     candidates : array, shape (rows, num_candidates, n_features)
         Stored training rows (shifted for the Euclidean metrics, unit length
-        for cosine), without the augmented column.
+        or as given for cosine, as given for inner_product), without the
+        augmented column.
     metric : str
     offset : array, shape (n_features,)
     xp : namespace
@@ -147,7 +156,9 @@ def exact_distances(
     Returns
     -------
     array, shape (rows, num_candidates), dtype ``exact``
-        In the metric's own units: never negative, never NaN.
+        In the metric's own units, never NaN: never negative, except for
+        inner_product, whose value is the *negated* inner product ``-q.c``
+        (see :func:`public_distances`).
 
     Notes
     -----
@@ -157,6 +168,8 @@ def exact_distances(
     dimension.
     """
     queries = xp.astype(queries, exact)
+    if metric == "inner_product":
+        return -_rescore_in_steps(queries, candidates, _dot, xp=xp, exact=exact)
     if metric == "cosine":
         dots = _rescore_in_steps(unit_rows(queries, xp=xp), candidates, _dot_and_square_norm, xp=xp, exact=exact)
         dots, candidate_sq_norms = dots[..., 0], dots[..., 1]
@@ -183,6 +196,11 @@ def _squared_distance(queries: Any, candidates: Any, *, xp: ModuleType, exact: A
     if difference.dtype != exact:
         difference = xp.astype(difference, exact)
     return xp.vecdot(difference, difference, axis=-1)
+
+
+def _dot(queries: Any, candidates: Any, *, xp: ModuleType, exact: Any) -> Any:
+    """``q . c`` per candidate, in ``exact``."""
+    return xp.vecdot(queries[:, None, :], xp.astype(candidates, exact), axis=-1)
 
 
 def _dot_and_square_norm(queries: Any, candidates: Any, *, xp: ModuleType, exact: Any) -> Any:
@@ -216,3 +234,21 @@ def _rescore_in_steps(queries: Any, candidates: Any, term: Any, *, xp: ModuleTyp
             total = part if total is None else total + part
         pieces.append(total)
     return pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=0)
+
+
+def public_distances(distances: Any, metric: str) -> Any:
+    """What the public functions return for the search's internal distances.
+
+    The search orders by ascending distance; for ``"inner_product"`` that is
+    the negated inner product, so the inner products themselves, largest
+    first (as FAISS's ``IndexFlatIP`` returns them), are its negation in the
+    same order. Other metrics are returned as they are. Works on any array
+    type, Dask's lazy arrays included.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> public_distances(np.array([[-3.0, -1.0]]), "inner_product")
+    array([[3., 1.]])
+    """
+    return -distances if metric == "inner_product" else distances

@@ -18,6 +18,7 @@ import numpy as np
 
 from .backends import auto_backend, convert_like, namespace_of_backend, parse_backend, to_host
 from .devices import device_scope, is_gpu
+from .distances import public_distances
 from .neighbors import dtype_in, prepare_queries
 from .predictions import check_weights, class_votes, neighbor_weights, weighted_mean
 from .search import TrainIndex, build_index, dtype_itemsize, search_index
@@ -122,7 +123,7 @@ class _NeighborsEstimator:
     def _check_params(self) -> None:
         """The constructor parameters that ``fit`` checks before any work (num_neighbors needs X)."""
         check_metric(self.metric)
-        check_weights(self.weights)
+        check_weights(self.weights, self.metric)
         check_batch_size(self.batch_size)
         check_n_jobs(self.n_jobs)
         check_memory_budget(self.memory_budget)
@@ -193,7 +194,7 @@ class _NeighborsEstimator:
             payload,
             check_num_neighbors(self.num_neighbors, train.shape[0]),
             metric=self.metric,
-            weights=check_weights(self.weights),
+            weights=check_weights(self.weights, self.metric),
             num_classes=num_classes,
         )
 
@@ -285,7 +286,8 @@ class _NeighborsEstimator:
         Returns
         -------
         distances : array, shape (n_queries, num_neighbors)
-            In the metric's units, ascending; equal distances list the lower
+            In the metric's units, ascending (for ``metric="inner_product"``,
+            the inner products, descending); equal values list the lower
             training index first.
         indices : array of int64, shape (n_queries, num_neighbors)
             In the namespace and on the device of ``X``.
@@ -304,7 +306,7 @@ class _NeighborsEstimator:
         indices = self._like_input(indices, X)
         if not return_distance:
             return indices
-        return self._like_input(distances, X), indices
+        return self._like_input(public_distances(distances, self.metric), X), indices
 
     def get_distance(self, first: Any, second: Any) -> float:
         """Euclidean distance between two 1-D examples (the tutorial's helper).
@@ -329,10 +331,13 @@ class _NeighborsEstimator:
         """
         self._check_fitted()
         (distances, indices), _ = self._neighbors_on_backend(_host_vector(example, "example")[None, :], None)
+        distances = public_distances(distances, self.metric)
         return [(int(i), float(d)) for i, d in zip(to_host(indices)[0].tolist(), to_host(distances)[0].tolist())]
 
     def _weights_for(self, distances: Any) -> Any:
-        return neighbor_weights(distances, check_weights(self.weights), xp=self._index.xp)
+        return neighbor_weights(
+            distances, check_weights(self.weights, self.metric), xp=self._index.xp, metric=self.metric
+        )
 
 
 def _host_vector(example: Any, name: str) -> np.ndarray:
@@ -400,9 +405,13 @@ class KNN(_NeighborsEstimator):
     num_neighbors : int, default 5
     weights : {"uniform", "distance"} or callable, default "uniform"
         ``"distance"`` weighs by ``1 / d`` (only the neighbours at distance 0
-        count where there are any); a callable maps the distance array to
-        weights of the same shape.
-    metric : {"euclidean", "sqeuclidean", "cosine"}, default "euclidean"
+        count where there are any); a callable maps the distance array (for
+        ``metric="inner_product"``, the inner products) to weights of the
+        same shape. ``"distance"`` with ``"inner_product"`` raises
+        ``ValueError`` at ``fit``.
+    metric : {"euclidean", "sqeuclidean", "cosine", "inner_product"}, default "euclidean"
+        ``"inner_product"``: the neighbours are the training rows with the
+        largest inner product (maximum inner product search).
     backend : {None, "auto", "numpy", "cupy", "torch", "torch:cuda", "torch:cuda:N", "array_api_strict"}
         ``None`` computes where the training data lives; a name moves it
         there at ``fit`` (``"torch"`` is torch on the CPU, ``"torch:cuda"``

@@ -6,6 +6,7 @@ from typing import Any
 
 import array_api_compat
 
+from .distances import public_distances
 from .search import build_index, search_index
 from .streaming import StreamedTrain, is_host_array, streamed_search
 from .validation import (
@@ -62,7 +63,10 @@ def kneighbors(
         Lists are converted with NumPy.
     k : int
         Number of neighbours, ``1 <= k <= n_samples``.
-    metric : {"euclidean", "sqeuclidean", "cosine"}
+    metric : {"euclidean", "sqeuclidean", "cosine", "inner_product"}
+        ``"inner_product"`` is maximum inner product search (as FAISS's
+        ``IndexFlatIP``): the neighbours are the training rows with the
+        largest ``q . t``, and the values returned are those inner products.
     batch_size : int, optional
         Queries per batch; by default chosen so that all the temporaries of
         the batches in flight stay within ``memory_budget``.
@@ -89,8 +93,11 @@ def kneighbors(
     distances : array, shape (n_queries, k)
         Ascending along each row, in the metric's units, in the inputs'
         floating dtype (integer input: the namespace's default float).
+        For ``"inner_product"``: the inner products, *descending* (the
+        nearest, i.e. largest, first).
     indices : array of int64, shape (n_queries, k)
-        Training row indices; equal distances list the lower index first.
+        Training row indices; equal distances (inner products) list the
+        lower index first.
 
     Examples
     --------
@@ -102,6 +109,8 @@ def kneighbors(
     array([[1, 0]])
     >>> np.round(distances, 3)
     array([[0.141, 0.906]])
+    >>> knn_gpu.kneighbors(np.array([[1.0, 1.0]]), train, 2, metric="inner_product")
+    (array([[2., 1.]]), array([[2, 1]]))
     """
     metric = check_metric(metric)
     batch_size = check_batch_size(batch_size)
@@ -109,7 +118,8 @@ def kneighbors(
     memory_budget = check_memory_budget(memory_budget)
     out_of_core = check_out_of_core(out_of_core)
     if array_api_compat.is_dask_array(train) or array_api_compat.is_dask_array(queries):
-        return _dask_kneighbors(queries, train, k, metric)
+        distances, indices = _dask_kneighbors(queries, train, k, metric)
+        return public_distances(distances, metric), indices
     train = as_feature_matrix(train, "train")
     queries = as_feature_matrix(queries, "queries", allow_empty=True)
     k = check_num_neighbors(k, train.shape[0], name="k")
@@ -119,7 +129,8 @@ def kneighbors(
         dtype = floating_dtype(xp.result_type(queries.dtype, dtype_in(xp, train.dtype)), xp, device)
         queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
         streamed = StreamedTrain(train, queries[:0, ...], dtype, metric, memory_budget=memory_budget)
-        return streamed_search(streamed, queries, k, batch_rows=batch_size, n_jobs=n_jobs)
+        distances, indices = streamed_search(streamed, queries, k, batch_rows=batch_size, n_jobs=n_jobs)
+        return public_distances(distances, metric), indices
     xp = check_same_namespace(queries, train, ("queries", "train"))
     device = array_api_compat.device(train)
     if array_api_compat.device(queries) != device:
@@ -130,7 +141,10 @@ def kneighbors(
     dtype = floating_dtype(xp.result_type(queries.dtype, train.dtype), xp, device)
     queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
     index = build_index(xp.astype(train, dtype, copy=False), metric, xp=xp)
-    return search_index(index, queries, k, batch_rows=batch_size, n_jobs=n_jobs, memory_budget=memory_budget)
+    distances, indices = search_index(
+        index, queries, k, batch_rows=batch_size, n_jobs=n_jobs, memory_budget=memory_budget
+    )
+    return public_distances(distances, metric), indices
 
 
 def _streams(queries: Any, train: Any) -> bool:

@@ -8,6 +8,8 @@ from typing import Any
 
 import array_api_compat
 
+from .distances import public_distances
+
 __all__ = [
     "WEIGHTS",
     "check_weights",
@@ -21,21 +23,35 @@ __all__ = [
 WEIGHTS = ("uniform", "distance")
 
 
-def check_weights(weights: Any) -> str | Callable:
-    """``"uniform"``, ``"distance"`` or a callable; anything else raises."""
-    if callable(weights) or weights in WEIGHTS:
+def check_weights(weights: Any, metric: str = "euclidean") -> str | Callable:
+    """``"uniform"``, ``"distance"`` or a callable; anything else raises.
+
+    ``"distance"`` (``1 / d``) has no meaning for a similarity, so it is
+    refused with ``metric="inner_product"``.
+    """
+    if callable(weights):
         return weights
-    msg = f"weights must be 'uniform', 'distance' or a callable, got {weights!r}"
-    raise ValueError(msg)
+    if weights not in WEIGHTS:
+        msg = f"weights must be 'uniform', 'distance' or a callable, got {weights!r}"
+        raise ValueError(msg)
+    if weights == "distance" and metric == "inner_product":
+        msg = (
+            "weights='distance' (1 / distance) is not defined for metric='inner_product', whose values are "
+            "similarities; use weights='uniform' or a callable, which receives the inner products"
+        )
+        raise ValueError(msg)
+    return weights
 
 
-def neighbor_weights(distances: Any, weights: str | Callable, *, xp: ModuleType) -> Any:
+def neighbor_weights(distances: Any, weights: str | Callable, *, xp: ModuleType, metric: str = "euclidean") -> Any:
     """Weight of each neighbour, shape ``distances.shape``.
 
-    ``"distance"`` gives ``1 / d``; in a row where some neighbours are at
-    distance 0, those get weight 1 and the others 0 (scikit-learn's rule).
-    A callable receives the distances and must return an array of the same
-    shape.
+    ``distances`` are the search's own (for ``metric="inner_product"``, the
+    negated inner products). ``"distance"`` gives ``1 / d``; in a row where
+    some neighbours are at distance 0, those get weight 1 and the others 0
+    (scikit-learn's rule). A callable receives what the public ``kneighbors``
+    returns (the distances; the inner products for ``"inner_product"``) and
+    must return an array of the same shape.
     """
     if weights == "uniform":
         return xp.ones_like(distances)
@@ -44,7 +60,7 @@ def neighbor_weights(distances: Any, weights: str | Callable, *, xp: ModuleType)
         any_zero = xp.any(at_zero, axis=1, keepdims=True)
         inverse = 1 / xp.where(at_zero, xp.ones_like(distances), distances)
         return xp.where(any_zero, xp.astype(at_zero, distances.dtype), inverse)
-    result = weights(distances)
+    result = weights(public_distances(distances, metric))
     shape = getattr(result, "shape", None)
     if shape is None or tuple(shape) != tuple(distances.shape):
         msg = (

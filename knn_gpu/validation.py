@@ -30,8 +30,9 @@ __all__ = [
     "check_finite",
 ]
 
-#: Metrics that the search computes through one matrix product.
-METRICS = ("euclidean", "sqeuclidean", "cosine")
+#: Metrics that the search computes through one matrix product. "inner_product"
+#: is a similarity (maximum inner product search): larger is nearer.
+METRICS = ("euclidean", "sqeuclidean", "cosine", "inner_product")
 
 
 class NotFittedError(ValueError, AttributeError):

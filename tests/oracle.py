@@ -1,7 +1,10 @@
 """An exact float64 oracle written plainly: direct differences, full sort.
 
 Nothing here calls knn_gpu. Ties are ordered by training index (a stable
-sort of distances computed in float64 from the raw data).
+sort of distances computed in float64 from the raw data). For
+``"inner_product"`` the "distance" is the negated inner product ``-q.t``, so
+that the same ascending sort puts the largest inner product first; the public
+functions return ``q.t`` itself (see :func:`oracle_inner_products`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import numpy as np
 def oracle_distances(queries: np.ndarray, train: np.ndarray, metric: str = "euclidean") -> np.ndarray:
     queries = np.asarray(queries, dtype=np.float64)
     train = np.asarray(train, dtype=np.float64)
+    if metric == "inner_product":
+        return -(queries @ train.T)
     if metric == "cosine":
         dots = np.einsum("qf,tf->qt", queries, train)
         norms = np.linalg.norm(queries, axis=1)[:, None] * np.linalg.norm(train, axis=1)[None, :]
@@ -30,6 +35,13 @@ def oracle_kneighbors(queries, train, k, metric="euclidean"):
     distances = oracle_distances(queries, train, metric)
     order = np.argsort(distances, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(distances, order, axis=1), order
+
+
+def oracle_inner_products(queries, train, k):
+    """(inner products, indices), shape (n_queries, k): largest first, ties by lower index."""
+    scores = np.asarray(queries, dtype=np.float64) @ np.asarray(train, dtype=np.float64).T
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, axis=1), order
 
 
 def unambiguous_rows(queries, train, k, metric="euclidean", gap=1e-9):

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from oracle import oracle_kneighbors
+from oracle import oracle_inner_products, oracle_kneighbors
 
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
@@ -44,6 +44,43 @@ def test_functional_matches_oracle_and_numpy(client, chunks, k):
     np.testing.assert_allclose(distances, expected_distances, rtol=1e-6)
     numpy_distances, numpy_indices = knn_gpu.kneighbors(queries, train, k)
     np.testing.assert_array_equal(indices, numpy_indices)
+
+
+@pytest.mark.parametrize("k", [1, 20])
+def test_inner_product_returns_the_largest_first(client, k):
+    """Uneven chunks, integer ties: the merge works on negated products; the output is the products, descending."""
+    rng = np.random.default_rng(4)
+    train = rng.integers(-2, 3, size=(103, 3)).astype(np.float32)
+    queries = rng.integers(-2, 3, size=(17, 3)).astype(np.float32)
+    scores, indices = knn_gpu.kneighbors(
+        da.from_array(queries, chunks=(9, 3)),
+        da.from_array(train, chunks=((3, 40, 7, 53), 3)),
+        k,
+        metric="inner_product",
+    )
+    scores, indices = client.compute([scores, indices], sync=True)
+    assert scores.dtype == np.float32 and indices.dtype == np.int64
+    expected_scores, expected_indices = oracle_inner_products(queries, train, k)
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_array_equal(scores, expected_scores)
+
+
+def test_inner_product_estimators_match_single_machine(client):
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((150, 4))
+    y = rng.integers(0, 3, size=150)
+    X_dask, y_dask = da.from_array(X, chunks=(37, 4)), da.from_array(y, chunks=37)
+    classifier = KNNClassifier(5, metric="inner_product").fit(X_dask, y_dask)
+    reference = KNNClassifier(5, metric="inner_product").fit(X, y)
+    np.testing.assert_array_equal(client.compute(classifier.predict(X_dask), sync=True), reference.predict(X))
+    scores, indices = classifier.kneighbors(X_dask)
+    reference_scores, reference_indices = reference.kneighbors(X)
+    np.testing.assert_array_equal(client.compute(indices, sync=True), reference_indices)
+    np.testing.assert_allclose(client.compute(scores, sync=True), reference_scores, rtol=1e-12)
+    weights = lambda similarities: np.exp(similarities)  # noqa: E731 (a callable receives the inner products)
+    regressor = KNN(5, metric="inner_product", weights=weights).fit(X_dask, y_dask.astype(float))
+    expected = KNN(5, metric="inner_product", weights=weights).fit(X, y.astype(float)).predict(X)
+    np.testing.assert_allclose(client.compute(regressor.predict(X_dask), sync=True), expected, rtol=1e-12)
 
 
 def test_task_graph_never_holds_query_by_train_blocks():

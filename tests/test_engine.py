@@ -240,9 +240,9 @@ def test_no_host_synchronisation_in_any_search_or_prediction(monkeypatch, metric
             to_host(indices),
             knn_gpu.kneighbors(queries_host, train_host, k, metric=metric)[1],
         )
-    regressor = knn_gpu.KNN(5, metric=metric, weights="distance").fit(
-        train, xp.asarray(labels_host * 1.0, device=device)
-    )
+    # 1 / d of a similarity is refused; a callable of the inner products runs inside the batches.
+    weights = "distance" if metric != "inner_product" else (lambda similarities: xp.exp(similarities))
+    regressor = knn_gpu.KNN(5, metric=metric, weights=weights).fit(train, xp.asarray(labels_host * 1.0, device=device))
     classifier = knn_gpu.KNNClassifier(5, metric=metric).fit(train, xp.asarray(labels_host, device=device))
     for result in (regressor.predict(queries), classifier.predict(queries), classifier.predict_proba(queries)):
         assert array_api_compat.device(result) == device

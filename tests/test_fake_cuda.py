@@ -44,10 +44,14 @@ DELIBERATE_SYNC_SITES = (
 HALF_RESULT_DTYPES = {"float16": torch.float32, "bfloat16": torch.float32}
 
 #: Metrics that are exact on integer data (so ties between *different* vectors are exact too).
-EXACT_ON_INTEGERS = ("euclidean", "sqeuclidean", "manhattan", "cityblock", "l1", "chebyshev")
+EXACT_ON_INTEGERS = ("euclidean", "sqeuclidean", "inner_product", "manhattan", "cityblock", "l1", "chebyshev")
 
 #: The oracle of tests/oracle.py knows these; others are computed with scikit-learn in float64.
-ORACLE_METRICS = ("euclidean", "sqeuclidean", "cosine")
+ORACLE_METRICS = ("euclidean", "sqeuclidean", "cosine", "inner_product")
+
+#: Similarities: the oracle's "distance" is the negated similarity (ascending = most similar first),
+#: while knn_gpu returns the similarity itself, largest first.
+SIMILARITIES = ("inner_product",)
 
 N_TRAIN, N_QUERIES, N_FEATURES = 500, 60, 8
 K_VALUES = (1, 10, 100, N_TRAIN)
@@ -428,6 +432,9 @@ def assert_neighbours(
     distances must match within ``value_tolerance`` (default: ``tolerance``).
     """
     value_tolerance = tolerance if value_tolerance is None else value_tolerance
+    numpy_distances, numpy_indices = knn_gpu.kneighbors(queries, train, k, metric=metric)
+    if metric in SIMILARITIES:  # compare in the oracle's convention: negated, ascending
+        distances, numpy_distances = -distances, -numpy_distances
     full = oracle_distance_matrix(queries, train, metric)
     expected_indices = np.argsort(full, axis=1, kind="stable")[:, :k]
     expected_distances = np.take_along_axis(full, expected_indices, axis=1)
@@ -439,7 +446,6 @@ def assert_neighbours(
         f"{indices[wrong_rows[0], :12]} != {expected_indices[wrong_rows[0], :12]}"
     )
     np.testing.assert_allclose(distances, expected_distances, rtol=value_tolerance, atol=value_tolerance)
-    numpy_distances, numpy_indices = knn_gpu.kneighbors(queries, train, k, metric=metric)
     np.testing.assert_array_equal(indices[comparable], numpy_indices[comparable])
     np.testing.assert_allclose(distances, numpy_distances, rtol=value_tolerance, atol=value_tolerance)
 
