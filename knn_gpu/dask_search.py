@@ -190,8 +190,12 @@ def check_dask_features(X: Any, name: str) -> Any:
 
 
 def working_dtype_name(*arrays: Any) -> str:
-    """float32 if every input is float32, else float64."""
-    return "float32" if all(str(array.dtype) == "float32" for array in arrays) else "float64"
+    """float32 if every input is float32 or float16, else float64.
+
+    Half-precision chunks are converted to float32 in each task (a chunk-sized
+    copy), so the results are float32, as for in-memory half-precision data.
+    """
+    return "float32" if all(str(array.dtype) in ("float32", "float16") for array in arrays) else "float64"
 
 
 def _predict_block(candidates, *, k, payload_width, weights, num_classes, metric):

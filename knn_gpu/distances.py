@@ -19,6 +19,15 @@ Padding rows carry the largest finite value in the extra column, so they rank
 last (an infinity would make BLAS raise floating-point flags on its own
 zero padding).
 
+Half-precision rows (float16, torch's bfloat16) are stored as given: their
+keys would carry ~1e-3 relative error, far too coarse for the re-scoring's
+candidates to contain the true neighbours. So they are ranked in float32:
+the augmented column (and cosine's inverse norms) is kept apart in float32
+(:func:`half_ranking_terms`), and each batch's keys are the same product
+over chunks of training rows converted to float32 and augmented on the fly
+(:func:`half_ranking_keys`): temporaries of a fixed size, never a float32
+copy of the training set.
+
 The expansion loses precision in float32 far from the origin, so the training
 data is first shifted by its mean rounded to whole numbers (exact for integer
 data, and exact by Sterbenz's lemma for points clustered far from the
@@ -41,6 +50,9 @@ __all__ = [
     "augment_queries",
     "query_factor",
     "ranking_keys",
+    "half_ranking_terms",
+    "half_ranking_keys",
+    "rank_chunk_rows",
     "exact_distances",
     "public_distances",
 ]
@@ -49,6 +61,17 @@ __all__ = [
 #: Rows per chunk when the float64 column mean is summed at fit, so that the
 #: training set is never copied whole in float64.
 MEAN_CHUNK_ROWS = 8192
+
+#: float32 bytes of one chunk of half-precision training rows converted and
+#: augmented for the ranking product: on the host small enough to stay in
+#: the caches, on a GPU large enough to keep the kernels busy.
+HOST_RANK_CHUNK_BYTES = 2**21
+DEVICE_RANK_CHUNK_BYTES = 2**26
+
+#: Key column of half-precision padding rows (copies of a real row): far above
+#: any real key of half-precision data, and far enough below the largest
+#: float32 that adding the row's own product cannot overflow.
+HALF_PADDING_KEY = 2.0**120
 
 #: Features per step of the exact re-scoring: its float64 temporaries are
 #: (rows, candidates, at most this many features).
@@ -111,6 +134,110 @@ def query_factor(queries: Any, metric: str, offset: Any, *, xp: ModuleType) -> A
     if metric in ("cosine", "inner_product"):
         return -queries
     return -2 * (queries - offset)
+
+
+def rank_chunk_rows(num_features: int, on_gpu: bool) -> int:
+    """Training rows per chunk of :func:`half_ranking_keys`."""
+    chunk_bytes = DEVICE_RANK_CHUNK_BYTES if on_gpu else HOST_RANK_CHUNK_BYTES
+    return max(1, chunk_bytes // (4 * (num_features + 1)))
+
+
+def half_ranking_terms(train: Any, metric: str, *, xp: ModuleType, exact: Any) -> tuple[Any, Any, Any]:
+    """What ranks half-precision training rows in float32, in training order.
+
+    Computed :data:`MEAN_CHUNK_ROWS` rows at a time, so that no float32 copy
+    of the training set ever exists.
+
+    Returns
+    -------
+    offset : array, shape (n_features,), float32
+        The shift of the Euclidean metrics (the mean rounded to whole
+        numbers); zeros for cosine and inner_product.
+    column : array, shape (n_samples,), float32
+        The augmented column: ``||t - offset||^2`` (zeros for cosine and
+        inner_product).
+    scale : array, shape (n_samples,), float32, or None
+        Cosine: ``1 / ||t||`` (1 for zero rows); None for the other metrics.
+    """
+    device = array_api_compat.device(train)
+    num_samples, num_features = train.shape
+    float32 = xp.float32
+    if metric in ("cosine", "inner_product"):
+        offset = xp.zeros(num_features, dtype=float32, device=device)
+    else:
+        offset = xp.astype(xp.round(column_mean(train, xp=xp, exact=exact)), float32)
+    if metric == "inner_product":
+        return offset, xp.zeros(num_samples, dtype=float32, device=device), None
+    pieces = []
+    for start in range(0, num_samples, MEAN_CHUNK_ROWS):
+        chunk = xp.astype(train[start : min(start + MEAN_CHUNK_ROWS, num_samples), ...], float32)
+        if metric == "cosine":
+            norms = xp.linalg.vector_norm(chunk, axis=-1)
+            pieces.append(1 / xp.where(norms == 0, xp.ones_like(norms), norms))
+        else:
+            centred = chunk - offset
+            pieces.append(xp.vecdot(centred, centred, axis=-1))
+    values = pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=0)
+    if metric == "cosine":
+        return offset, xp.zeros(num_samples, dtype=float32, device=device), values
+    return offset, values, None
+
+
+def half_ranking_keys(
+    queries: Any,
+    rows: Any,
+    column: Any,
+    scale: Any,
+    offset: Any,
+    metric: str,
+    *,
+    xp: ModuleType,
+    out: Any = None,
+) -> Any:
+    """Float32 ranking keys of half-precision stored rows, chunk by chunk.
+
+    Each chunk of :func:`rank_chunk_rows` stored rows is converted to
+    float32, shifted (Euclidean) or scaled to unit length (cosine), given
+    its float32 augmented column, and multiplied with the augmented float32
+    queries: the keys of the float32 path, without a float32 copy of
+    ``rows``.
+
+    Parameters
+    ----------
+    queries : array, shape (n_queries, n_features)
+    rows : array, shape (num_stored, n_features), half precision
+    column, scale : arrays, shape (num_stored,), float32 (``scale`` None but for cosine)
+    offset : array, shape (n_features,), float32
+    metric : str
+    xp : namespace
+    out : array, shape (n_queries, num_stored), float32, optional
+        A buffer to fill (NumPy and CuPy, as for :func:`ranking_keys`).
+
+    Returns
+    -------
+    array, shape (n_queries, num_stored), float32
+    """
+    device = array_api_compat.device(rows)
+    float32 = xp.float32
+    query_rows = augment_queries(xp.astype(queries, float32), metric, offset, xp=xp)
+    num_stored, num_features = rows.shape
+    keys = out
+    if keys is None:
+        keys = xp.empty((queries.shape[0], num_stored), dtype=float32, device=device)
+    chunk_rows = rank_chunk_rows(num_features, is_gpu(xp, device))
+    for start in range(0, num_stored, chunk_rows):
+        stop = min(start + chunk_rows, num_stored)
+        chunk = xp.astype(rows[start:stop, ...], float32)
+        if metric == "cosine":
+            chunk = chunk * scale[start:stop, None]
+        elif metric != "inner_product":
+            chunk = chunk - offset
+        chunk = xp.concat([chunk, column[start:stop, None]], axis=1)
+        if out is not None:
+            ranking_keys(query_rows, chunk, xp=xp, out=keys[:, start:stop])
+        else:  # a slice of an array made here: the one in-place write the standard has
+            keys[:, start:stop] = ranking_keys(query_rows, chunk, xp=xp)
+    return keys
 
 
 def ranking_keys(query_rows: Any, train_rows: Any, *, xp: ModuleType, out: Any = None) -> Any:

@@ -34,6 +34,7 @@ from .validation import (
     check_n_jobs,
     check_num_neighbors,
     check_out_of_core,
+    distance_dtype_for,
     floating_dtype,
 )
 
@@ -144,6 +145,7 @@ class _NeighborsEstimator:
         anchor = xp.zeros((0,), device=device)  # the compute namespace and device, as an array
         dtype = floating_dtype(dtype_in(xp, X.dtype), xp, array_api_compat.device(anchor))
         if self._streams(X, anchor, dtype):
+            dtype = distance_dtype_for(dtype, xp)  # half-precision rows stay as given; chunks are searched in float32
             return None, StreamedTrain(X, xp.astype(anchor, dtype), dtype, self.metric, self.memory_budget)
         X = xp.astype(_move_to(X, xp, array_api_compat.device(anchor)), dtype, copy=False)
         return X, build_index(X, self.metric, xp=xp)
@@ -454,6 +456,8 @@ class KNN(_NeighborsEstimator):
         Parameters
         ----------
         X : array, shape (n_samples, n_features)
+            Half-precision rows (float16, torch's bfloat16) are kept as
+            given; distances and predictions are then float32.
         y : array, shape (n_samples,) or (n_samples, n_outputs)
 
         Returns
@@ -469,7 +473,7 @@ class KNN(_NeighborsEstimator):
             return self
         X_fit, index = self._fit_features(X)
         y = as_targets(y, "y", index.num_samples)
-        xp_targets = index.xp.astype(_move_to(y, index.xp, index.device), index.dtype)
+        xp_targets = index.xp.astype(_move_to(y, index.xp, index.device), distance_dtype_for(index.dtype, index.xp))
         if xp_targets.ndim == 1:
             xp_targets = xp_targets[:, None]
         self._store_fit(X_fit, index)

@@ -28,10 +28,17 @@ Ordering contract: ascending distance, equal distances -> lower training
 index. Every step breaks ties by index, so integer data gives identical
 indices on every backend.
 
+Half precision: float16 and bfloat16 rows are stored as given (no float32
+copy) and ranked in float32 chunk by chunk, the augmented column kept apart
+in float32 (:func:`knn_gpu.distances.half_ranking_keys`); the candidates
+are re-scored in float64 from the half-precision rows, and the distances
+returned are float32.
+
 Memory: every temporary of a batch is counted (:func:`batch_bytes_per_query`):
 the keys, the prefilter's index arrays, the candidates' rows and the exact
 re-scoring's float64 chunks, plus what a reduction declares; the batch size
-is the budget divided by that. On a GPU the budget is half the device's free
+is the budget, less the few fixed-size temporaries of a batch
+(:func:`batch_fixed_bytes`), divided by that. On a GPU the budget is half the device's free
 memory, read under the data's device before the loop.
 """
 
@@ -50,9 +57,19 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .devices import device_scope, free_device_bytes, is_gpu
-from .distances import EXACT_CHUNK_FEATURES, augment_queries, augment_train, exact_distances, ranking_keys
+from .distances import (
+    EXACT_CHUNK_FEATURES,
+    HALF_PADDING_KEY,
+    augment_queries,
+    augment_train,
+    exact_distances,
+    half_ranking_keys,
+    half_ranking_terms,
+    rank_chunk_rows,
+    ranking_keys,
+)
 from .topk import smallest_k_columns
-from .validation import exact_dtype
+from .validation import distance_dtype_for, exact_dtype, is_half_precision
 
 __all__ = [
     "TrainIndex",
@@ -62,6 +79,7 @@ __all__ = [
     "plan_blocks",
     "default_batch_rows",
     "batch_bytes_per_query",
+    "batch_fixed_bytes",
     "search_workers",
     "DEFAULT_MEMORY_BUDGET",
 ]
@@ -109,6 +127,11 @@ class TrainIndex:
     (float64 data ranked in float32 on a GPU), ``exact_rows`` keeps the
     shifted data in full precision, in training order, for the exact
     re-scoring; otherwise it is None and the candidates come from ``rows``.
+
+    Half-precision data (float16, bfloat16) is stored as given: ``rows`` are
+    the training rows themselves, unshifted and without the augmented column
+    (``offset`` is zeros), and ``key_column``, ``row_scale`` and
+    ``rank_offset`` hold in float32 what ranks them in float32.
     """
 
     device: Any
@@ -124,6 +147,9 @@ class TrainIndex:
     exact: Any  # dtype of the exact recomputation
     data_dtype: Any  # dtype of the data (and of returned distances)
     exact_rows: Any = None  # (num_samples, num_features) in `exact`, or None
+    key_column: Any = None  # half precision: (num_stored,) float32 augmented column, else None
+    row_scale: Any = None  # half precision and cosine: (num_stored,) float32 1 / ||t||, else None
+    rank_offset: Any = None  # half precision: (num_features,) float32 shift of the ranking, else None
 
     @property
     def xp(self) -> ModuleType:
@@ -132,13 +158,18 @@ class TrainIndex:
 
     @property
     def dtype(self) -> Any:
-        """Floating dtype of the data, and of returned distances."""
+        """Floating dtype of the data (and of the queries searched)."""
         return self.data_dtype
 
     @property
+    def distance_dtype(self) -> Any:
+        """Floating dtype of returned distances: the data's, float32 for half precision."""
+        return distance_dtype_for(self.data_dtype, self.xp)
+
+    @property
     def rank_dtype(self) -> Any:
-        """Floating dtype of the ranking product."""
-        return self.rows.dtype
+        """Floating dtype of the ranking product (float32 for half-precision rows)."""
+        return self.rows.dtype if self.key_column is None else self.key_column.dtype
 
     @property
     def num_stored(self) -> int:
@@ -194,9 +225,26 @@ def build_index(train: Any, metric: str, *, xp: ModuleType, rank_dtype: Any = No
         return _build_index(train, metric, xp=xp, device=device, rank_dtype=rank_dtype)
 
 
+def _stored_order(num_samples: int) -> tuple[int, int, int, np.ndarray, np.ndarray]:
+    """The block layout: fine block size and count, ``max_group``, positions, and each stored row's training row.
+
+    Stored row ``i * B0 + position[b]`` holds training row ``b * S0 + i``;
+    training rows from ``num_samples`` on are padding.
+    """
+    fine_block_size, num_fine_blocks, max_group = choose_fine_blocks(num_samples)
+    positions = fine_block_positions(num_fine_blocks, max_group)
+    train_of_stored = np.empty(num_fine_blocks * fine_block_size, dtype=np.int64)
+    within = np.arange(fine_block_size, dtype=np.int64)
+    stored = (within[None, :] * num_fine_blocks + positions[:, None]).reshape(-1)
+    train_of_stored[stored] = np.arange(num_fine_blocks * fine_block_size, dtype=np.int64)
+    return fine_block_size, num_fine_blocks, max_group, positions, train_of_stored
+
+
 def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_dtype: Any) -> TrainIndex:
     exact = exact_dtype(xp, device)
     data_dtype = train.dtype
+    if is_half_precision(data_dtype, xp):
+        return _build_half_index(train, metric, xp=xp, device=device, exact=exact)
     if rank_dtype is None:
         rank_dtype = ranking_dtype(xp, device, data_dtype)
     num_samples, num_features = train.shape
@@ -205,7 +253,7 @@ def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_d
     if rank_dtype != data_dtype:
         exact_rows = xp.astype(rows[:, :num_features], exact)
         rows = xp.astype(rows, rank_dtype)
-    fine_block_size, num_fine_blocks, max_group = choose_fine_blocks(num_samples)
+    fine_block_size, num_fine_blocks, max_group, positions, train_of_stored = _stored_order(num_samples)
     padding = num_fine_blocks * fine_block_size - num_samples
     if padding:
         # Padding rows rank last: the largest finite key (an infinity would make
@@ -218,12 +266,6 @@ def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_d
             axis=1,
         )
         rows = xp.concat([rows, pad_rows], axis=0)
-    positions = fine_block_positions(num_fine_blocks, max_group)
-    # Stored row i * B0 + position[b] holds training row b * S0 + i.
-    train_of_stored = np.empty(num_fine_blocks * fine_block_size, dtype=np.int64)
-    within = np.arange(fine_block_size, dtype=np.int64)
-    stored = (within[None, :] * num_fine_blocks + positions[:, None]).reshape(-1)
-    train_of_stored[stored] = np.arange(num_fine_blocks * fine_block_size, dtype=np.int64)
     rows = xp.take(rows, xp.asarray(train_of_stored, device=device), axis=0)
     return TrainIndex(
         device=device,
@@ -239,6 +281,39 @@ def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_d
         exact=exact,
         data_dtype=data_dtype,
         exact_rows=exact_rows,
+    )
+
+
+def _build_half_index(train: Any, metric: str, *, xp: ModuleType, device: Any, exact: Any) -> TrainIndex:
+    """Half-precision rows stored as given (one copy, in the block layout), ranked in float32."""
+    num_samples, num_features = train.shape
+    rank_offset, column, scale = half_ranking_terms(train, metric, xp=xp, exact=exact)
+    fine_block_size, num_fine_blocks, max_group, positions, train_of_stored = _stored_order(num_samples)
+    padding = num_fine_blocks * fine_block_size - num_samples
+    # Padding rows are copies of the last row (no padded copy of the training set), ranked
+    # last by their key column.
+    source = xp.asarray(np.minimum(train_of_stored, num_samples - 1), device=device)
+    order = xp.asarray(train_of_stored, device=device)
+    if padding:
+        column = xp.concat([column, xp.full(padding, HALF_PADDING_KEY, dtype=column.dtype, device=device)])
+        if scale is not None:
+            scale = xp.concat([scale, xp.ones(padding, dtype=scale.dtype, device=device)])
+    return TrainIndex(
+        device=device,
+        metric=metric,
+        num_samples=num_samples,
+        num_features=num_features,
+        fine_block_size=fine_block_size,
+        num_fine_blocks=num_fine_blocks,
+        max_group=max_group,
+        rows=xp.take(train, source, axis=0),
+        block_position=xp.asarray(positions, device=device),
+        offset=xp.zeros(num_features, dtype=train.dtype, device=device),
+        exact=exact,
+        data_dtype=train.dtype,
+        key_column=xp.take(column, order),
+        row_scale=None if scale is None else xp.take(scale, order),
+        rank_offset=rank_offset,
     )
 
 
@@ -316,9 +391,13 @@ def batch_bytes_per_query(index: TrainIndex, plan: BlockPlan, reduce_bytes_per_q
     num_candidates = plan.num_candidates
     features = index.num_features
     keys = index.num_stored * rank_size + (features + 1) * rank_size
+    if index.key_column is not None:
+        # Half precision: the queries in float32 too, and each chunk's product before it is
+        # written into the keys (NumPy and CuPy write it in place; counted for every library).
+        keys += features * rank_size + rank_chunk_rows(features, is_gpu(index.xp, index.device)) * rank_size
     minima = 3 * plan.num_groups * (rank_size + 8) if plan.prunes else 0
     selection = plan.width * (3 * 8 + 2 * rank_size + 16) + plan.kept * 8 * (plan.group + 2)
-    gathered = num_candidates * (features + 1) * rank_size
+    gathered = num_candidates * index.rows.shape[1] * dtype_itemsize(index.xp, index.rows.dtype)
     if index.exact_rows is not None:
         gathered += num_candidates * features * exact_size
     rescoring = 6 * num_candidates * 8
@@ -326,6 +405,19 @@ def batch_bytes_per_query(index: TrainIndex, plan: BlockPlan, reduce_bytes_per_q
         # One re-scoring step per batch on a device; on the host steps of HOST_STEP_BYTES (a fixed few MiB).
         rescoring += 3 * num_candidates * min(features, EXACT_CHUNK_FEATURES) * exact_size
     return keys + minima + selection + gathered + rescoring + int(reduce_bytes_per_query)
+
+
+def batch_fixed_bytes(index: TrainIndex) -> int:
+    """Bytes a batch needs whatever its number of queries (an upper estimate).
+
+    Half-precision rows: the chunk of training rows being ranked, converted
+    to float32, shifted or scaled and augmented (three chunk-sized arrays at
+    most). Nothing for float32 and float64 data.
+    """
+    if index.key_column is None:
+        return 0
+    chunk_rows = rank_chunk_rows(index.num_features, is_gpu(index.xp, index.device))
+    return 3 * min(chunk_rows, index.num_stored) * (index.num_features + 1) * dtype_itemsize(index.xp, index.rank_dtype)
 
 
 def default_batch_rows(
@@ -341,8 +433,9 @@ def default_batch_rows(
     """Queries per batch so that the batches in flight fit ``memory_budget`` bytes.
 
     Each of ``num_workers`` threads holds one batch, so each gets its share of
-    the budget; the batches are of equal size and come in rounds of one per
-    worker, so that every worker has the same work. NumPy batches hold at
+    the budget, less the batch's fixed temporaries (:func:`batch_fixed_bytes`);
+    the batches are of equal size and come in rounds of one per worker, so
+    that every worker has the same work. NumPy batches hold at
     most :data:`HOST_MAX_BATCH_ROWS` queries. The default budget is
     :data:`GPU_MEMORY_SHARE` of the free memory of the data's GPU (read
     under that device, once per search, before the loop) and
@@ -353,7 +446,8 @@ def default_batch_rows(
     if memory_budget is None:
         memory_budget = default_memory_budget(index.xp, index.device)
     bytes_per_query = batch_bytes_per_query(index, plan, reduce_bytes_per_query)
-    rows_in_budget = max(1, memory_budget // (num_workers * bytes_per_query))
+    share = memory_budget // num_workers - batch_fixed_bytes(index)
+    rows_in_budget = max(1, share // bytes_per_query)
     if array_api_compat.is_numpy_namespace(index.xp):
         rows_in_budget = min(rows_in_budget, HOST_MAX_BATCH_ROWS)
     # Equal batches, as many per worker: a worker left with an extra batch would idle the others.
@@ -435,14 +529,16 @@ def search_index(
         Its temporaries per query, ``reduce_bytes_per_query``, count in the
         budget.
     distance_dtype : dtype, optional
-        dtype of the returned distances (default: the data's). Merges of
+        dtype of the returned distances (default: ``index.distance_dtype``,
+        the data's, float32 for half precision). Merges of
         partial searches ask for the exact re-scoring's own precision.
 
     Returns
     -------
     tuple
-        ``(distances, indices)`` — shape (n_queries, k), the data's dtype and
-        int64 — or what ``reduce`` returns, batch results concatenated.
+        ``(distances, indices)`` — shape (n_queries, k), the data's dtype
+        (float32 for half-precision data) and int64 — or what ``reduce``
+        returns, batch results concatenated.
     """
     xp = index.xp
     if reduce is None:
@@ -451,7 +547,7 @@ def search_index(
         num_queries = queries.shape[0]
         plan = plan_blocks(index, k)
         if distance_dtype is None:
-            distance_dtype = index.dtype
+            distance_dtype = index.distance_dtype
         if num_queries == 0:
             return reduce(
                 xp.zeros((0, k), dtype=distance_dtype, device=index.device),
@@ -524,9 +620,22 @@ def _search_batch(index: TrainIndex, plan: BlockPlan, queries: Any, k: int, keys
     rows = queries.shape[0]
     fine_size, num_fine, group = index.fine_block_size, index.num_fine_blocks, plan.group
 
-    ranked_queries = xp.astype(queries, index.rank_dtype, copy=False)
-    offset = xp.astype(index.offset, index.rank_dtype, copy=False)
-    keys = ranking_keys(augment_queries(ranked_queries, index.metric, offset, xp=xp), index.rows, xp=xp, out=keys_out)
+    if index.key_column is None:
+        ranked_queries = xp.astype(queries, index.rank_dtype, copy=False)
+        offset = xp.astype(index.offset, index.rank_dtype, copy=False)
+        query_rows = augment_queries(ranked_queries, index.metric, offset, xp=xp)
+        keys = ranking_keys(query_rows, index.rows, xp=xp, out=keys_out)
+    else:
+        keys = half_ranking_keys(
+            queries,
+            index.rows,
+            index.key_column,
+            index.row_scale,
+            index.rank_offset,
+            index.metric,
+            xp=xp,
+            out=keys_out,
+        )
     if plan.prunes:
         # Members of each merged block lie num_fine // group columns apart (see the module notes).
         minima = xp.min(xp.reshape(keys, (rows, fine_size * group, num_fine // group)), axis=1)
@@ -556,7 +665,8 @@ def _search_batch(index: TrainIndex, plan: BlockPlan, queries: Any, k: int, keys
         # column-sliced view would gather from non-contiguous rows (8x slower on NumPy).
         stored_at = xp.take_along_axis(stored, columns, axis=1)
         candidate_rows = xp.take(index.rows, xp.reshape(stored_at, (-1,)), axis=0)
-        candidate_rows = xp.reshape(candidate_rows, (rows, plan.num_candidates, num_features + 1))[..., :num_features]
+        stored_width = index.rows.shape[1]  # num_features + 1, or num_features for half-precision rows
+        candidate_rows = xp.reshape(candidate_rows, (rows, plan.num_candidates, stored_width))[..., :num_features]
     else:
         candidate_rows = xp.take(index.exact_rows, xp.reshape(train_indices, (-1,)), axis=0)
         candidate_rows = xp.reshape(candidate_rows, (rows, plan.num_candidates, num_features))

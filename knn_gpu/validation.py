@@ -27,6 +27,8 @@ __all__ = [
     "check_num_neighbors",
     "check_same_namespace",
     "floating_dtype",
+    "distance_dtype_for",
+    "is_half_precision",
     "check_finite",
 ]
 
@@ -73,17 +75,22 @@ def _check_numeric_dtype(x: Any, name: str, xp: ModuleType) -> None:
 
 
 def floating_dtype(dtype: Any, xp: ModuleType, device: Any) -> Any:
-    """The floating dtype the search computes in for input of ``dtype``.
+    """The floating dtype the data is stored and searched in for input of ``dtype``.
 
     float32 stays float32; float64 stays float64 where the device has it
-    (float32 otherwise); other floating types become float32; integers and
-    booleans become the namespace's default floating dtype on that device.
+    (float32 otherwise); the half-precision types (float16, torch's
+    bfloat16) stay as they are (stored as given, ranked in float32, see
+    :func:`distance_dtype_for`); other floating types become float32;
+    integers and booleans become the namespace's default floating dtype on
+    that device.
     """
     supported = _supported_dtypes(xp, device)
     if dtype == xp.float32:
         return xp.float32
     if dtype == xp.float64:
         return xp.float64 if "float64" in supported else xp.float32
+    if is_half_precision(dtype, xp):
+        return dtype
     if xp.isdtype(dtype, "real floating"):
         return xp.float32
     try:
@@ -94,6 +101,21 @@ def floating_dtype(dtype: Any, xp: ModuleType, device: Any) -> Any:
     if default == xp.float64 and "float64" not in supported:
         return xp.float32
     return default
+
+
+def is_half_precision(dtype: Any, xp: ModuleType) -> bool:
+    """True for 16-bit floating dtypes: float16, and bfloat16 where the library has it (torch)."""
+    return bool(xp.isdtype(dtype, "real floating")) and xp.finfo(dtype).bits == 16
+
+
+def distance_dtype_for(dtype: Any, xp: ModuleType) -> Any:
+    """dtype of the distances returned for data of floating ``dtype``.
+
+    The data's own dtype, except for half precision: float32, as FAISS
+    returns (half-precision distances would overflow above 65504 and keep
+    only about three significant digits).
+    """
+    return xp.float32 if is_half_precision(dtype, xp) else dtype
 
 
 def _supported_dtypes(xp: ModuleType, device: Any) -> set[str]:

@@ -83,6 +83,22 @@ def test_inner_product_estimators_match_single_machine(client):
     np.testing.assert_allclose(client.compute(regressor.predict(X_dask), sync=True), expected, rtol=1e-12)
 
 
+def test_half_precision_chunks_are_searched_in_float32(client):
+    """float16 Dask arrays: each task converts its chunk to float32, and the results are float32."""
+    rng = np.random.default_rng(6)
+    train = rng.integers(-3, 4, size=(103, 3)).astype(np.float16)
+    queries = rng.integers(-3, 4, size=(17, 3)).astype(np.float16)
+    distances, indices = knn_gpu.kneighbors(
+        da.from_array(queries, chunks=(9, 3)), da.from_array(train, chunks=((50, 53), 3)), 6
+    )
+    distances, indices = client.compute([distances, indices], sync=True)
+    assert distances.dtype == np.float32 and indices.dtype == np.int64
+    expected_distances, expected_indices = oracle_kneighbors(queries, train, 6)
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_allclose(distances, expected_distances, rtol=1e-6)
+    np.testing.assert_array_equal(indices, knn_gpu.kneighbors(queries, train, 6)[1])
+
+
 def test_task_graph_never_holds_query_by_train_blocks():
     """Run the graph locally and record the shape of every task's result."""
     from dask.callbacks import Callback

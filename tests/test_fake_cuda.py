@@ -38,9 +38,9 @@ DELIBERATE_SYNC_SITES = (
     "knn_gpu.estimators.KNNClassifier.fit",
 )
 
-#: What the engine documents today for half-precision input: searched, and answered, in float32
-#: (knn_gpu.validation.floating_dtype: "other floating types become float32"; README.md's dtype
-#: paragraph does not mention half types). Update these two entries if the engine comes to keep them.
+#: The engine's contract for half-precision input (knn_gpu.validation.floating_dtype and
+#: distance_dtype_for): stored as given, ranked in float32, re-scored in float64 and answered in
+#: float32, as FAISS answers (half-precision distances would overflow above 65504).
 HALF_RESULT_DTYPES = {"float16": torch.float32, "bfloat16": torch.float32}
 
 #: Metrics that are exact on integer data (so ties between *different* vectors are exact too).
@@ -613,3 +613,9 @@ def test_half_precision_input(gpu, half, metric):
         tolerance=1e-6,
         value_tolerance=value_tolerance,
     )
+    # A model keeps the training rows in the half type on the device (no float32 copy), and answers in float32.
+    targets = np.arange(N_TRAIN, dtype=np.float32) % 5
+    model = KNN(10, metric=metric).fit(to_device(train).to(half_dtype), to_device(targets))
+    assert model._index.rows.dtype == half_dtype and model._index.rows.device == CUDA0
+    predicted = on_device(model.predict(to_device(queries).to(half_dtype)), CUDA0, (N_QUERIES,), result_dtype)
+    np.testing.assert_allclose(predicted, targets[indices].mean(axis=1), rtol=1e-6)
