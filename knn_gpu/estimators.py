@@ -145,7 +145,6 @@ class _NeighborsEstimator:
         anchor = xp.zeros((0,), device=device)  # the compute namespace and device, as an array
         dtype = floating_dtype(dtype_in(xp, X.dtype), xp, array_api_compat.device(anchor))
         if self._streams(X, anchor, dtype):
-            dtype = distance_dtype_for(dtype, xp)  # half-precision rows stay as given; chunks are searched in float32
             return None, StreamedTrain(X, xp.astype(anchor, dtype), dtype, self.metric, self.memory_budget)
         X = xp.astype(_move_to(X, xp, array_api_compat.device(anchor)), dtype, copy=False)
         return X, build_index(X, self.metric, xp=xp)

@@ -18,7 +18,6 @@ from .validation import (
     check_num_neighbors,
     check_out_of_core,
     check_same_namespace,
-    distance_dtype_for,
     floating_dtype,
 )
 
@@ -98,8 +97,8 @@ def kneighbors(
         bfloat16) is stored and searched as given, ranked in float32 and
         re-scored in float64; its distances are float32, as FAISS returns
         them (half-precision distances would overflow above 65504). Out of
-        core, each streamed chunk of half-precision rows is converted to
-        float32 on the device; Dask searches half-precision chunks in float32.
+        core, the chunks stream in half precision too (half the bytes to
+        copy); Dask searches half-precision chunks in float32.
         For ``"inner_product"``: the inner products, *descending* (the
         nearest, i.e. largest, first).
     indices : array of int64, shape (n_queries, k)
@@ -134,8 +133,6 @@ def kneighbors(
         xp = array_api_compat.array_namespace(queries)
         device = array_api_compat.device(queries)
         dtype = floating_dtype(xp.result_type(queries.dtype, dtype_in(xp, train.dtype)), xp, device)
-        # Half-precision rows stay as given in host memory; each chunk is searched in float32 on the device.
-        dtype = distance_dtype_for(dtype, xp)
         queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
         streamed = StreamedTrain(train, queries[:0, ...], dtype, metric, memory_budget=memory_budget)
         distances, indices = streamed_search(streamed, queries, k, batch_rows=batch_size, n_jobs=n_jobs)

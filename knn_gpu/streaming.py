@@ -30,7 +30,7 @@ from .backends import convert_like
 from .devices import device_scope
 from .merge import merge_neighbor_lists
 from .search import build_index, default_memory_budget, dtype_itemsize, search_index
-from .validation import exact_dtype
+from .validation import distance_dtype_for, exact_dtype
 
 __all__ = ["StreamedTrain", "streamed_search", "stream_budget", "chunk_rows_for", "is_host_array", "upload"]
 
@@ -139,7 +139,7 @@ def streamed_search(
                     min(k, stop),
                     xp=xp,
                 )
-        distances = xp.astype(best_distances, train.dtype)
+        distances = xp.astype(best_distances, distance_dtype_for(train.dtype, xp))
         if reduce is None:
             return distances, best_indices
         return _reduce_in_batches(reduce, distances, best_indices, budget // 2, reduce_bytes_per_query, xp=xp)

@@ -197,3 +197,17 @@ def test_unknown_torch_device_names_are_rejected():
         knn_gpu.KNN(1, backend="torch:tpu").fit(np.ones((3, 2)), np.ones(3))
     with pytest.raises(ValueError, match="whole number"):
         knn_gpu.KNN(1, backend="torch:cuda:x").fit(np.ones((3, 2)), np.ones(3))
+
+
+def test_half_precision_streams_in_half_and_answers_in_float32():
+    """float16 host rows stream as float16 chunks; distances float32, indices those of the in-memory search."""
+    rng = np.random.default_rng(9)
+    train = rng.integers(-4, 5, size=(900, 6)).astype(np.float16)
+    queries = rng.integers(-4, 5, size=(40, 6)).astype(np.float16)
+    streamed = knn_gpu.kneighbors(queries, train, 8, out_of_core=True, memory_budget=_budget_for_chunks(900, 6, 5))
+    in_memory = knn_gpu.kneighbors(queries, train, 8)
+    assert streamed[0].dtype == np.float32 and streamed[1].dtype == np.int64
+    np.testing.assert_array_equal(streamed[1], in_memory[1])
+    np.testing.assert_array_equal(streamed[1], oracle_kneighbors(queries, train, 8)[1])
+    model = knn_gpu.KNN(8, out_of_core=True, memory_budget=_budget_for_chunks(900, 6, 5)).fit(train, np.ones(900))
+    assert model._index.rows.dtype == np.float16 and model._index.dtype == np.float16
