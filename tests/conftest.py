@@ -81,6 +81,10 @@ def _skip_reason(name: str) -> str | None:
 
 BACKEND_NAMES = ("numpy", "array_api_strict", "array_api_strict-device1", "torch", "cupy")
 
+#: The fake CUDA device is a torch module: without torch, pytest's doctest
+#: collection must not import it (its tests skip on their own).
+collect_ignore = [] if importlib.util.find_spec("torch") is not None else ["fake_cuda.py"]
+
 
 @pytest.fixture(params=BACKEND_NAMES)
 def backend(request: pytest.FixtureRequest) -> Backend:
