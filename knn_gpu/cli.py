@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from .backends import cupy_gpu_status, to_host
+from .backends import auto_backend, to_host
 from .estimators import KNN
 from .tutorial import TUTORIAL_QUERY_VALUES, tutorial_data
 
@@ -17,7 +17,7 @@ __all__ = ["main"]
 def run_demo() -> int:
     """Fit the tutorial's regressor on the best backend and print its predictions."""
     X, y, queries = tutorial_data()
-    backend = "cupy" if cupy_gpu_status()[0] else "numpy"
+    backend = auto_backend()  # what backend="auto" picks: CuPy, else torch on CUDA, else NumPy
     start = time.perf_counter()
     model = KNN(num_neighbors=5, backend=backend).fit(X, y)
     predictions = to_host(model.predict(queries))
