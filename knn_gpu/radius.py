@@ -125,9 +125,14 @@ def read_count(count: Any, *, xp: ModuleType) -> int:
     return int(host)
 
 
+def _unit_roundoff(dtype: Any, xp: ModuleType) -> float:
+    """``u``: half the machine epsilon of floating ``dtype``."""
+    return float(xp.finfo(dtype).eps) / 2
+
+
 def _gamma(terms: int, dtype: Any, xp: ModuleType) -> float:
     """Higham's ``gamma_n = n u / (1 - n u)`` for ``dtype``'s unit roundoff ``u``."""
-    unit = float(xp.finfo(dtype).eps) / 2
+    unit = _unit_roundoff(dtype, xp)
     return terms * unit / (1 - terms * unit)
 
 
@@ -192,8 +197,7 @@ def key_thresholds(index: TrainIndex, queries: Any, radius: float, sq_norm_bound
         threshold = in_key_units - sq_norms
         margin = 2 * gamma * (3 * sq_norm_bound + norm_terms * bound) + 2 * gamma_exact * (sq_norms + in_key_units)
     # The cast to the rank dtype rounds to nearest: room for it, then a clamp to its range.
-    unit = float(xp.finfo(rank).eps) / 2
-    upper = threshold + margin + 2 * unit * xp.abs(threshold)
+    upper = threshold + margin + 2 * _unit_roundoff(rank, xp) * xp.abs(threshold)
     largest = xp.asarray(float(xp.finfo(rank).max), dtype=exact, device=index.device)
     return xp.astype(xp.minimum(upper, largest), rank)
 

@@ -369,3 +369,64 @@ def test_torch_on_fake_cuda_syncs_only_to_read_counts(metric, dtype_name):
         assert {site for _, site in syncs} <= set(sites)
         for got, want in zip(host, expected):
             np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean"])
+def test_rows_closer_than_float32_resolution_are_decided_in_float64(backend, metric):
+    """Five rows at 1 + j * 1e-10 from the query, ranked in float32 (equal keys there): the radius splits them exactly."""
+    if not backend.has_float64():
+        pytest.skip("device has no float64")
+    rng = np.random.default_rng(13)
+    direction = np.eye(6)[0]
+    near = np.stack([direction * (1 + j * 1e-10) for j in (3, 1, 4, 0, 2)])
+    train = np.concatenate([rng.uniform(3, 9, size=(400, 6)), near, rng.uniform(3, 9, size=(300, 6))]) + 50.0
+    queries = np.zeros((1, 6)) + 50.0
+    radius = 1 + 2.5e-10 if metric == "euclidean" else (1 + 2.5e-10) ** 2
+    xp = backend.xp
+    index = build_index(backend.asarray(train), metric, xp=xp, rank_dtype=xp.float32)
+    result = radius_search_index(index, backend.asarray(queries), radius, train=backend.asarray(train))
+    distances, indices, offsets = check_result(backend, result, 1, xp.float64)
+    np.testing.assert_array_equal(indices, [401, 403, 404])
+    np.testing.assert_array_equal(offsets, [0, 3])
+
+
+@pytest.mark.parametrize("metric", RADIUS_METRICS)
+def test_rows_just_inside_and_outside_the_radius(backend, metric):
+    """400 rows at 1e-9 (relative) inside or outside the radius, in random directions, ranked in float32.
+
+    The float32 keys err by ~1e-7 of their scale, so without the safety margin
+    many rows just inside are lost (checked below by removing it): the margin
+    keeps them all as candidates, and the float64 re-scoring splits them exactly.
+    """
+    if not backend.has_float64():
+        pytest.skip("device has no float64")
+    rng = np.random.default_rng(14)
+    query = 50.0 + rng.uniform(-1, 1, size=(1, 8))
+    directions = rng.standard_normal((400, 8))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    if metric == "cosine":
+        # Angles instead of lengths: rows at cosine distance 0.2 * (1 -+ 1e-9) from the query.
+        radius = 0.2
+        unit_query = query[0] / np.linalg.norm(query[0])
+        orthogonal = directions - (directions @ unit_query)[:, None] * unit_query
+        orthogonal /= np.linalg.norm(orthogonal, axis=1, keepdims=True)
+        wanted = radius * (1 + np.where(np.arange(400) % 2 == 0, -1e-9, 1e-9))
+        cosines = 1 - wanted
+        train = cosines[:, None] * unit_query + np.sqrt(1 - cosines**2)[:, None] * orthogonal
+        train *= rng.uniform(1, 5, size=(400, 1))
+    else:
+        length = 3.0 * (1 + np.where(np.arange(400) % 2 == 0, -1e-9, 1e-9))
+        train = query + length[:, None] * directions
+        radius = 3.0 if metric == "euclidean" else 9.0
+    expected = np.flatnonzero(oracle_distances(query, train, metric)[0] <= radius)
+    assert 150 < expected.size < 250 and np.array_equal(expected % 2, np.zeros_like(expected))
+    xp = backend.xp
+    index = build_index(backend.asarray(train), metric, xp=xp, rank_dtype=xp.float32)
+    result = radius_search_index(index, backend.asarray(query), radius, train=backend.asarray(train))
+    _, indices, offsets = check_result(backend, result, 1, xp.float64)
+    np.testing.assert_array_equal(indices, expected)
+    if backend.name == "numpy":  # the margin is what makes this pass
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(radius_module, "_unit_roundoff", lambda dtype, xp: 0.0)  # no margin, no room
+            _, lost, _ = radius_search_index(index, query, radius, train=train)
+        assert lost.size < expected.size, "the test cannot tell a margin from none"
