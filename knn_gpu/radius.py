@@ -8,7 +8,7 @@ queries:
 2. the candidate mask ``key <= threshold``: the radius turned into key units
    per query, plus a safety margin that covers the rounding of the keys
    (:func:`key_thresholds`);
-3. the mask's total count, read to the host (:func:`read_count`): the one
+3. the mask's total count, read to the host (:func:`read_counts`): the one
    synchronisation of a batch, since the number of candidates sizes what
    follows;
 4. the candidates' flat positions (:func:`knn_gpu.topk.positions_of_true`,
@@ -19,9 +19,8 @@ queries:
    a candidate is kept where its exact distance is ``<= radius``
    (scikit-learn's rule).
 
-After the last batch the kept candidates of all batches are compacted at
-once, which reads one more count (the size of the result) for the whole
-search, and the offsets come from one ``searchsorted`` of the queries'
+After the last batch the kept candidates are compacted batch by batch,
+which reads the batches' kept counts, all in one read, for the whole search, and the offsets come from one ``searchsorted`` of the queries'
 numbers: no scatter, no data-dependent shape but those two counts.
 
 Safety margin. A key is the float32 (float16/bfloat16 data: float32; float64
@@ -53,10 +52,11 @@ its own (:func:`batch_bytes_per_query`), within ``KEYS_SHARE`` of the
 budget; the re-scoring runs over chunks of candidates sized to the rest
 (:func:`rescore_chunk`). What the budget cannot bound is the result: its
 size depends on the data (a radius that includes everything returns
-``n_queries * n_samples`` neighbours), and so do the few arrays per
-candidate (positions, training index, exact distance: a few 8-byte values
-per candidate, and the candidates are the neighbours plus those within the
-margin) that are kept until the final compaction.
+``n_queries * n_samples`` neighbours), and so do the arrays per candidate
+(query, training index, exact distance, kept flag: 25 bytes) that each batch
+keeps until the final compaction, and the compacted parts and their
+concatenation: about 50 bytes per neighbour above the budget at the peak
+(tests/test_radius.py allows 64), against the 12 of the float32 result.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ __all__ = [
     "radius_neighbors",
     "radius_search_index",
     "key_thresholds",
-    "read_count",
+    "read_counts",
     "batch_bytes_per_query",
     "rescore_chunk",
     "to_object_arrays",
@@ -107,22 +107,23 @@ __all__ = [
 KEYS_SHARE = 0.75
 
 
-def read_count(count: Any, *, xp: ModuleType) -> int:
-    """A 0-d count on the data's device as a Python int: the radius search's only host read.
+def read_counts(counts: Any, *, xp: ModuleType) -> list[int]:
+    """Integer counts on the data's device as Python ints (flattened): the radius search's only host read.
 
-    The explicit conversion per library: CuPy ``get()``, torch ``cpu()``,
-    other namespaces ``to_device`` to their default (host) device, then
-    ``int``. It waits for the device to finish the batch's work so far (a
-    synchronisation), once per batch and once per search.
+    One explicit copy per call: CuPy ``get()``, torch ``cpu()``, other
+    namespaces ``to_device`` to their default (host) device. It waits for
+    the device to finish the work queued so far (a synchronisation); the
+    search calls it once per batch and once at the end.
     """
+    counts = xp.reshape(counts, (-1,))
     if array_api_compat.is_numpy_namespace(xp):
-        return int(count)
+        return [int(count) for count in counts.tolist()]
     if array_api_compat.is_cupy_namespace(xp):
-        return int(count.get())
+        return [int(count) for count in counts.get().tolist()]
     if array_api_compat.is_torch_namespace(xp):
-        return int(count.cpu())
-    host = array_api_compat.to_device(count, xp.__array_namespace_info__().default_device())
-    return int(host)
+        return [int(count) for count in counts.cpu().tolist()]
+    host = array_api_compat.to_device(counts, xp.__array_namespace_info__().default_device())
+    return [int(host[position]) for position in range(host.shape[0])]
 
 
 def _unit_roundoff(dtype: Any, xp: ModuleType) -> float:
@@ -326,14 +327,17 @@ def radius_search_index(
                 _radius_batch(index, batch, start, radius, sq_norm_bound, block_of_position, chunk, train, keys_out=out)
             )
         del keys_buffer
-        query_of, indices, distances, kept = (
-            part[0] if len(parts) == 1 else xp.concat(part, axis=0) for part in zip(*parts)
-        )
-        # The final compaction: the second count read, once per search.
-        positions = positions_of_true(kept, read_count(xp.count_nonzero(kept), xp=xp), xp=xp)
-        query_of = xp.take(query_of, positions)
-        indices = xp.take(indices, positions)
-        distances = xp.take(distances, positions)
+        # The final compaction: every batch's kept count in one read, once per search; each batch's
+        # candidates are dropped as soon as they are compacted (their peak is not doubled by a concat).
+        kept_counts = read_counts(xp.stack([xp.count_nonzero(part[3]) for part in parts]), xp=xp)
+        for number, count in enumerate(kept_counts):
+            query_of, indices, distances, kept = parts[number]
+            if count < kept.shape[0]:
+                positions = positions_of_true(kept, count, xp=xp)
+                query_of, indices, distances = (xp.take(values, positions) for values in (query_of, indices, distances))
+            parts[number] = (query_of, indices, distances)
+        query_of, indices, distances = (part[0] if len(parts) == 1 else xp.concat(part, axis=0) for part in zip(*parts))
+        del parts
         if sort_results:
             # Stable sorts: by distance, then by query; equal distances keep ascending index.
             by_distance = xp.argsort(distances, stable=True)
@@ -363,7 +367,7 @@ def _radius_batch(
     keys = batch_keys(index, queries, keys_out=keys_out)
     mask = keys <= key_thresholds(index, queries, radius, sq_norm_bound)
     del keys
-    count = read_count(xp.count_nonzero(mask), xp=xp)  # the batch's one synchronisation
+    (count,) = read_counts(xp.count_nonzero(mask), xp=xp)  # the batch's one synchronisation
     positions = positions_of_true(mask, count, xp=xp)
     del mask
     query_of = positions // num_stored
