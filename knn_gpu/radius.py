@@ -20,8 +20,10 @@ queries:
    (scikit-learn's rule).
 
 After the last batch the kept candidates are compacted batch by batch,
-which reads the batches' kept counts, all in one read, for the whole search, and the offsets come from one ``searchsorted`` of the queries'
-numbers: no scatter, no data-dependent shape but those two counts.
+after one read of every batch's kept count, and the offsets come from one
+``searchsorted`` of the neighbours' query numbers: no scatter, and no
+data-dependent shape but those counts. A search of ``B`` batches therefore
+reads to the host ``B + 1`` times, each an explicit copy of a few integers.
 
 Safety margin. A key is the float32 (float16/bfloat16 data: float32; float64
 data on a GPU: float32) product of an augmented query row ``a`` and an
@@ -45,6 +47,8 @@ key is ``-q . t_hat``, ``t_hat`` the stored unit row, and the margin is
 ``6 gamma_{d+4} ||q||`` (the product's rounding and ``||t_hat||`` being one
 within a few ``u``). The factor 2 and the extra terms leave room above the
 bound; a margin too large costs only extra candidates, re-scored and dropped.
+The bound assumes float32 products are rounded as float32 (no TF32, which
+torch and CuPy leave off for matrix products by default).
 
 Memory: a batch's temporaries (its keys, the mask and the running count of
 the compaction, per stored row) are counted per query as the k-search counts
