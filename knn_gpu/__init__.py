@@ -7,6 +7,7 @@ from .backends import available_backends
 from .estimators import KNN, KNNClassifier
 from .info import config_info, show_config
 from .neighbors import kneighbors
+from .radius import radius_neighbors
 from .validation import NotFittedError
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "available_backends",
     "config_info",
     "kneighbors",
+    "radius_neighbors",
     "show_config",
 ]
 __version__ = "0.1.0"

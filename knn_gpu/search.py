@@ -80,6 +80,8 @@ __all__ = [
     "default_batch_rows",
     "batch_bytes_per_query",
     "batch_fixed_bytes",
+    "batch_keys",
+    "keys_bytes_per_query",
     "search_workers",
     "DEFAULT_MEMORY_BUDGET",
 ]
@@ -390,11 +392,7 @@ def batch_bytes_per_query(index: TrainIndex, plan: BlockPlan, reduce_bytes_per_q
     exact_size = dtype_itemsize(index.xp, index.exact)
     num_candidates = plan.num_candidates
     features = index.num_features
-    keys = index.num_stored * rank_size + (features + 1) * rank_size
-    if index.key_column is not None:
-        # Half precision: the queries in float32 too, and each chunk's product before it is
-        # written into the keys (NumPy and CuPy write it in place; counted for every library).
-        keys += features * rank_size + rank_chunk_rows(features, is_gpu(index.xp, index.device)) * rank_size
+    keys = keys_bytes_per_query(index)
     minima = 3 * plan.num_groups * (rank_size + 8) if plan.prunes else 0
     selection = plan.width * (3 * 8 + 2 * rank_size + 16) + plan.kept * 8 * (plan.group + 2)
     gathered = num_candidates * index.rows.shape[1] * dtype_itemsize(index.xp, index.rows.dtype)
@@ -405,6 +403,18 @@ def batch_bytes_per_query(index: TrainIndex, plan: BlockPlan, reduce_bytes_per_q
         # One re-scoring step per batch on a device; on the host steps of HOST_STEP_BYTES (a fixed few MiB).
         rescoring += 3 * num_candidates * min(features, EXACT_CHUNK_FEATURES) * exact_size
     return keys + minima + selection + gathered + rescoring + int(reduce_bytes_per_query)
+
+
+def keys_bytes_per_query(index: TrainIndex) -> int:
+    """Bytes of one query's ranking keys and augmented row (:func:`batch_keys`)."""
+    rank_size = dtype_itemsize(index.xp, index.rank_dtype)
+    features = index.num_features
+    keys = index.num_stored * rank_size + (features + 1) * rank_size
+    if index.key_column is not None:
+        # Half precision: the queries in float32 too, and each chunk's product before it is
+        # written into the keys (NumPy and CuPy write it in place; counted for every library).
+        keys += features * rank_size + rank_chunk_rows(features, is_gpu(index.xp, index.device)) * rank_size
+    return keys
 
 
 def batch_fixed_bytes(index: TrainIndex) -> int:
@@ -614,28 +624,35 @@ def _search_batches(
     return results
 
 
+def batch_keys(index: TrainIndex, queries: Any, keys_out: Any = None) -> Any:
+    """Ranking keys of a batch of queries against every stored row: shape (rows, num_stored), ``index.rank_dtype``.
+
+    ``keys_out`` (NumPy and CuPy) is a buffer to fill, reused across batches.
+    """
+    xp = index.xp
+    if index.key_column is None:
+        ranked_queries = xp.astype(queries, index.rank_dtype, copy=False)
+        offset = xp.astype(index.offset, index.rank_dtype, copy=False)
+        query_rows = augment_queries(ranked_queries, index.metric, offset, xp=xp)
+        return ranking_keys(query_rows, index.rows, xp=xp, out=keys_out)
+    return half_ranking_keys(
+        queries,
+        index.rows,
+        index.key_column,
+        index.row_scale,
+        index.rank_offset,
+        index.metric,
+        xp=xp,
+        out=keys_out,
+    )
+
+
 def _search_batch(index: TrainIndex, plan: BlockPlan, queries: Any, k: int, keys_out: Any = None) -> tuple[Any, Any]:
     xp = index.xp
     device = index.device
     rows = queries.shape[0]
     fine_size, num_fine, group = index.fine_block_size, index.num_fine_blocks, plan.group
-
-    if index.key_column is None:
-        ranked_queries = xp.astype(queries, index.rank_dtype, copy=False)
-        offset = xp.astype(index.offset, index.rank_dtype, copy=False)
-        query_rows = augment_queries(ranked_queries, index.metric, offset, xp=xp)
-        keys = ranking_keys(query_rows, index.rows, xp=xp, out=keys_out)
-    else:
-        keys = half_ranking_keys(
-            queries,
-            index.rows,
-            index.key_column,
-            index.row_scale,
-            index.rank_offset,
-            index.metric,
-            xp=xp,
-            out=keys_out,
-        )
+    keys = batch_keys(index, queries, keys_out=keys_out)
     if plan.prunes:
         # Members of each merged block lie num_fine // group columns apart (see the module notes).
         minima = xp.min(xp.reshape(keys, (rows, fine_size * group, num_fine // group)), axis=1)

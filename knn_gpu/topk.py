@@ -17,7 +17,7 @@ from typing import Any
 import array_api_compat
 import array_api_extra as xpx
 
-__all__ = ["smallest_k_columns", "columns_of_true", "kth_smallest", "kth_smallest_by_bisection"]
+__all__ = ["smallest_k_columns", "columns_of_true", "positions_of_true", "kth_smallest", "kth_smallest_by_bisection"]
 
 
 def columns_of_true(mask: Any, k: int, *, xp: ModuleType) -> Any:
@@ -53,6 +53,47 @@ def columns_of_true(mask: Any, k: int, *, xp: ModuleType) -> Any:
     flat_positions = xp.astype(flat_positions, xp.int64)
     row_offsets = xp.arange(rows, dtype=xp.int64, device=device)[:, None] * width
     return xp.reshape(flat_positions, (rows, k)) - row_offsets
+
+
+def positions_of_true(mask: Any, count: int, *, xp: ModuleType) -> Any:
+    """Flat positions of the ``count`` true entries of ``mask``, ascending: a nonzero of known size.
+
+    Parameters
+    ----------
+    mask : array of bool, any shape
+        Holds exactly ``count`` true entries.
+    count : int
+        Their number, read beforehand by the caller (a Python int).
+    xp : namespace
+
+    Returns
+    -------
+    array of int64, shape (count,)
+        Positions in the row-major flattening of ``mask``.
+
+    Notes
+    -----
+    With the size given, no step has a data-dependent shape: the running
+    count of true entries is non-decreasing, so one ``searchsorted`` finds
+    where the s-th true entry sits (as :func:`columns_of_true` does per row).
+    NumPy takes ``flatnonzero`` (one pass, no running count).
+
+    Examples
+    --------
+    >>> import array_api_compat.numpy as xp
+    >>> positions_of_true(xp.asarray([[False, True], [True, True]]), 3, xp=xp)
+    array([1, 2, 3])
+    """
+    flat = xp.reshape(mask, (-1,))
+    if array_api_compat.is_numpy_namespace(xp):
+        import numpy as np
+
+        return np.flatnonzero(flat)
+    device = array_api_compat.device(mask)
+    count_dtype = xp.int32 if flat.shape[0] < 2**31 else xp.int64
+    running = xp.cumulative_sum(xp.astype(flat, count_dtype))
+    wanted = xp.arange(1, count + 1, dtype=count_dtype, device=device)
+    return xp.astype(xp.searchsorted(running, wanted, side="left"), xp.int64)
 
 
 def smallest_k_columns(values: Any, k: int, *, xp: ModuleType) -> Any:

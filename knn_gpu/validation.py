@@ -293,3 +293,19 @@ def check_same_namespace(first: Any, second: Any, names: tuple[str, str]) -> Mod
             f"{type(second).__module__}.{type(second).__name__}"
         )
         raise TypeError(msg) from exc
+
+
+def check_radius(radius: Any) -> float:
+    """Return ``radius`` as a ``float`` if it is a real number ``>= 0`` (infinity allowed), else raise.
+
+    ``TypeError`` for anything that is not a real number (a bool, a string,
+    an array); ``ValueError`` for NaN and negative values.
+    """
+    if isinstance(radius, bool) or not isinstance(radius, numbers.Real):
+        msg = f"radius must be a non-negative real number, got {radius!r} of type {type(radius).__name__}"
+        raise TypeError(msg)
+    value = float(radius)
+    if value != value or value < 0:  # NaN is the one value unequal to itself
+        msg = f"radius must be a non-negative real number (distance <= radius is a neighbour), got {radius!r}"
+        raise ValueError(msg)
+    return value

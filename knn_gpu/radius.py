@@ -1,0 +1,576 @@
+"""Radius search: every training row within ``radius`` of each query, exactly.
+
+Data flows one way, batch by batch of queries, without a Python loop over
+queries:
+
+1. the ranking keys of the batch against every stored row
+   (:func:`knn_gpu.search.batch_keys`, the product of the k-search);
+2. the candidate mask ``key <= threshold``: the radius turned into key units
+   per query, plus a safety margin that covers the rounding of the keys
+   (:func:`key_thresholds`);
+3. the mask's total count, read to the host (:func:`read_counts`): the one
+   synchronisation of a batch, since the number of candidates sizes what
+   follows;
+4. the candidates' flat positions (:func:`knn_gpu.topk.positions_of_true`,
+   a nonzero of known size), hence their queries and training indices,
+   ordered by (query, training index);
+5. the exact re-scoring of the candidates by direct differences in float64
+   (:func:`knn_gpu.distances.exact_distances`), in chunks of a bounded size;
+   a candidate is kept where its exact distance is ``<= radius``
+   (scikit-learn's rule).
+
+After the last batch the kept candidates are compacted batch by batch,
+after one read of every batch's kept count, and the offsets come from one
+``searchsorted`` of the neighbours' query numbers: no scatter, and no
+data-dependent shape but those counts. A search of ``B`` batches therefore
+reads to the host ``B + 1`` times, each an explicit copy of a few integers.
+
+Safety margin. A key is the float32 (float16/bfloat16 data: float32; float64
+data on a GPU: float32) product of an augmented query row ``a`` and an
+augmented stored row ``b``. Any summation order of ``d + 1`` products errs by
+at most ``gamma_{d+1} * sum |a_j| |b_j|`` (Higham, *Accuracy and Stability of
+Numerical Algorithms*, 3.1), ``gamma_n = n u / (1 - n u)``, ``u`` half the
+rank dtype's epsilon; the rounding of the query's shift, of a float64 query
+to float32, of the stored rows and of their squared norms adds a few ``u``
+per term. With ``q'`` the shifted query, ``M`` the largest norm of a shifted
+training row (read from the stored squared-norm column, once per search) and
+Cauchy-Schwarz for the sums, the Euclidean key errs by less than::
+
+    margin = 2 gamma_{d+4} (3 M^2 + (6 ||q'|| + 2 c ||q||) M)
+             + 2 gamma'_{d+4} (||q'||^2 + R)
+
+``c`` = 1 when float64 queries are ranked in float32 (else 0), ``R`` the
+squared radius (``euclidean``) or the radius (``sqeuclidean``), and the last
+term (``gamma'`` of the exact dtype) the rounding of ``R - ||q'||^2``
+itself, which matters only on devices without float64. For ``cosine`` the
+key is ``-q . t_hat``, ``t_hat`` the stored unit row, and the margin is
+``6 gamma_{d+4} ||q||`` (the product's rounding and ``||t_hat||`` being one
+within a few ``u``). The factor 2 and the extra terms leave room above the
+bound; a margin too large costs only extra candidates, re-scored and dropped.
+The bound assumes float32 products are rounded as float32 (no TF32, which
+torch and CuPy leave off for matrix products by default).
+
+Memory: a batch's temporaries (its keys, the mask and the running count of
+the compaction, per stored row) are counted per query as the k-search counts
+its own (:func:`batch_bytes_per_query`), within ``KEYS_SHARE`` of the
+budget; the re-scoring runs over chunks of candidates sized to the rest
+(:func:`rescore_chunk`). What the budget cannot bound is the result: its
+size depends on the data (a radius that includes everything returns
+``n_queries * n_samples`` neighbours), and so do the arrays per candidate
+(query, training index, exact distance, kept flag: 25 bytes) that each batch
+keeps until the final compaction, and the compacted parts and their
+concatenation: about 50 bytes per neighbour above the budget at the peak
+(tests/test_radius.py allows 64), against the 12 of the float32 result.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from .devices import device_scope, is_gpu
+from .distances import EXACT_CHUNK_FEATURES, HALF_PADDING_KEY, exact_distances
+from .neighbors import prepare_queries
+from .search import (
+    HOST_MAX_BATCH_ROWS,
+    TrainIndex,
+    batch_fixed_bytes,
+    batch_keys,
+    build_index,
+    default_memory_budget,
+    dtype_itemsize,
+    keys_bytes_per_query,
+)
+from .topk import positions_of_true
+from .validation import (
+    as_feature_matrix,
+    check_batch_size,
+    check_memory_budget,
+    check_metric,
+    check_radius,
+    check_same_namespace,
+    floating_dtype,
+)
+
+__all__ = [
+    "radius_neighbors",
+    "radius_search_index",
+    "key_thresholds",
+    "read_counts",
+    "batch_bytes_per_query",
+    "rescore_chunk",
+    "to_object_arrays",
+    "KEYS_SHARE",
+]
+
+#: Share of the memory budget for a batch's keys, mask and running count; the
+#: rest bounds a chunk of the exact re-scoring.
+KEYS_SHARE = 0.75
+
+
+def read_counts(counts: Any, *, xp: ModuleType) -> list[int]:
+    """Integer counts on the data's device as Python ints (flattened): the radius search's only host read.
+
+    One explicit copy per call: CuPy ``get()``, torch ``cpu()``, other
+    namespaces ``to_device`` to their default (host) device. It waits for
+    the device to finish the work queued so far (a synchronisation); the
+    search calls it once per batch and once at the end.
+    """
+    counts = xp.reshape(counts, (-1,))
+    if array_api_compat.is_numpy_namespace(xp):
+        return [int(count) for count in counts.tolist()]
+    if array_api_compat.is_cupy_namespace(xp):
+        return [int(count) for count in counts.get().tolist()]
+    if array_api_compat.is_torch_namespace(xp):
+        return [int(count) for count in counts.cpu().tolist()]
+    host = array_api_compat.to_device(counts, xp.__array_namespace_info__().default_device())
+    return [int(host[position]) for position in range(host.shape[0])]
+
+
+def _unit_roundoff(dtype: Any, xp: ModuleType) -> float:
+    """``u``: half the machine epsilon of floating ``dtype``."""
+    return float(xp.finfo(dtype).eps) / 2
+
+
+def _gamma(terms: int, dtype: Any, xp: ModuleType) -> float:
+    """Higham's ``gamma_n = n u / (1 - n u)`` for ``dtype``'s unit roundoff ``u``."""
+    unit = _unit_roundoff(dtype, xp)
+    return terms * unit / (1 - terms * unit)
+
+
+def max_sq_norm(index: TrainIndex) -> Any:
+    """Largest squared norm of a shifted training row (0-d, exact dtype), from the stored key column.
+
+    Padding rows (the largest finite value, or :data:`HALF_PADDING_KEY`) are left out.
+    """
+    xp = index.xp
+    if index.key_column is None:
+        column = index.rows[:, -1]
+        padding = xp.finfo(column.dtype).max
+    else:
+        column = index.key_column
+        padding = HALF_PADDING_KEY
+    real = xp.where(column >= padding, xp.zeros_like(column), column)
+    return xp.astype(xp.max(real), index.exact)
+
+
+def key_thresholds(index: TrainIndex, queries: Any, radius: float, sq_norm_bound: Any = None) -> Any:
+    """Per query, the largest key a training row within ``radius`` can have (the module notes).
+
+    Parameters
+    ----------
+    index : TrainIndex
+    queries : array, shape (rows, n_features)
+    radius : float
+        In the metric's units, ``>= 0`` (infinity allowed).
+    sq_norm_bound : 0-d array, optional
+        :func:`max_sq_norm` of the index (computed here when not given); not
+        used for cosine.
+
+    Returns
+    -------
+    array, shape (rows, 1), the rank dtype
+        Rounded up from the exact dtype, at most the rank dtype's largest
+        finite value (so that padding rows may pass, to be dropped later).
+    """
+    xp = index.xp
+    exact = index.exact
+    rank = index.rank_dtype
+    num_features = index.num_features
+    gamma = _gamma(num_features + 4, rank, xp)
+    gamma_exact = _gamma(num_features + 4, exact, xp)
+    queries = xp.astype(queries, exact)
+    if index.metric == "cosine":
+        norms = xp.linalg.vector_norm(queries, axis=-1, keepdims=True)
+        # Distances never exceed 2: a larger radius is 2 (and (r - 1) * 0 stays finite).
+        threshold = (min(radius, 2.0) - 1.0) * norms
+        margin = 6 * gamma * norms + 2 * gamma_exact * norms
+    else:
+        offset = index.offset if index.key_column is None else index.rank_offset
+        shifted = queries - xp.astype(offset, exact)
+        sq_norms = xp.vecdot(shifted, shifted, axis=-1)[:, None]
+        in_key_units = radius * radius if index.metric == "euclidean" else radius
+        if sq_norm_bound is None:
+            sq_norm_bound = max_sq_norm(index)
+        bound = xp.sqrt(sq_norm_bound)
+        norm_terms = 6 * xp.sqrt(sq_norms)
+        if index.key_column is None and rank != index.data_dtype:
+            norm_terms = norm_terms + 2 * xp.linalg.vector_norm(queries, axis=-1, keepdims=True)
+        threshold = in_key_units - sq_norms
+        margin = 2 * gamma * (3 * sq_norm_bound + norm_terms * bound) + 2 * gamma_exact * (sq_norms + in_key_units)
+    # The cast to the rank dtype rounds to nearest: room for it, then a clamp to its range.
+    upper = threshold + margin + 2 * _unit_roundoff(rank, xp) * xp.abs(threshold)
+    largest = xp.asarray(float(xp.finfo(rank).max), dtype=exact, device=index.device)
+    return xp.astype(xp.minimum(upper, largest), rank)
+
+
+def batch_bytes_per_query(index: TrainIndex) -> int:
+    """Bytes of a batch's temporaries per query (an upper estimate).
+
+    Its keys and augmented row (:func:`knn_gpu.search.keys_bytes_per_query`),
+    the candidate mask (one byte per stored row) and, but on NumPy (whose
+    compaction is ``flatnonzero``), the compaction's count and running count
+    (int64 at most), plus a few exact values per query for the thresholds.
+    """
+    compaction = 0 if array_api_compat.is_numpy_namespace(index.xp) else 2 * 8
+    thresholds = 8 * dtype_itemsize(index.xp, index.exact) * (index.num_features + 8)
+    return keys_bytes_per_query(index) + index.num_stored * (1 + compaction) + thresholds
+
+
+def rescore_bytes_per_candidate(index: TrainIndex) -> int:
+    """Bytes of the exact re-scoring per candidate of a chunk (an upper estimate).
+
+    The gathered stored row (and its full-precision copy where the ranking
+    is lower), the query repeated for it, cast to the exact dtype and
+    shifted, and on a device the re-scoring's step temporaries (on the host
+    those are a fixed few MiB per step); the chunk's distances and masks.
+    """
+    xp = index.xp
+    exact_size = dtype_itemsize(xp, index.exact)
+    features = index.num_features
+    gathered = index.rows.shape[1] * dtype_itemsize(xp, index.rows.dtype) + features * exact_size
+    if index.exact_rows is not None:
+        gathered += features * exact_size
+    queries = features * (dtype_itemsize(xp, index.data_dtype) + 2 * exact_size)
+    steps = 3 * min(features, EXACT_CHUNK_FEATURES) * exact_size if is_gpu(xp, index.device) else 0
+    return gathered + queries + steps + 4 * 8
+
+
+def rescore_chunk(index: TrainIndex, memory_budget: int) -> int:
+    """Candidates re-scored at once: what ``1 - KEYS_SHARE`` of the budget holds (at least 1)."""
+    share = int(memory_budget * (1 - KEYS_SHARE))
+    return max(1, share // rescore_bytes_per_candidate(index))
+
+
+def radius_batch_rows(index: TrainIndex, num_queries: int, memory_budget: int) -> int:
+    """Queries per batch: ``KEYS_SHARE`` of the budget, less the fixed temporaries, over :func:`batch_bytes_per_query`.
+
+    NumPy batches hold at most :data:`knn_gpu.search.HOST_MAX_BATCH_ROWS`
+    queries (the keys stay in the caches between the product and the mask).
+    """
+    share = int(memory_budget * KEYS_SHARE) - batch_fixed_bytes(index)
+    rows = max(1, share // batch_bytes_per_query(index))
+    if array_api_compat.is_numpy_namespace(index.xp):
+        rows = min(rows, HOST_MAX_BATCH_ROWS)
+    return max(1, min(rows, num_queries))
+
+
+def radius_search_index(
+    index: TrainIndex,
+    queries: Any,
+    radius: float,
+    *,
+    sort_results: bool = False,
+    batch_rows: int | None = None,
+    memory_budget: int | None = None,
+    train: Any = None,
+) -> tuple[Any, Any, Any]:
+    """Every stored row within ``radius`` of each query, as flat arrays and offsets.
+
+    Parameters
+    ----------
+    index : TrainIndex
+        Of a metric other than ``"inner_product"``.
+    queries : array, shape (n_queries, n_features)
+        Validated, in the index's namespace, device and (data) dtype.
+    radius : float
+        Validated: ``>= 0``, infinity allowed.
+    sort_results : bool
+        Order each query's neighbours by (distance, index) instead of index.
+    batch_rows : int, optional
+        Queries per batch; by default from the memory budget.
+    memory_budget : int, optional
+        Bytes for the temporaries of a batch (not the result, see the module
+        notes); the k-search's default when None.
+    train : array, shape (n_samples, n_features), optional
+        The training rows the index was built from, in the data dtype: the
+        candidates are re-scored from them (a gather, no copy of the set),
+        which keeps cosine distances exact in float64 (the index stores unit
+        rows rounded to the data dtype, so that orthogonal integer vectors
+        would no longer be exactly at distance 1). Without it, from the
+        index's stored rows, as the k-search does.
+
+    Returns
+    -------
+    distances : array, shape (n_neighbours,), ``index.distance_dtype``
+    indices : array of int64, shape (n_neighbours,)
+    offsets : array of int64, shape (n_queries + 1,)
+        Query ``i``'s neighbours are ``indices[offsets[i]:offsets[i + 1]]``.
+    """
+    xp = index.xp
+    device = index.device
+    with device_scope(xp, device):
+        num_queries = queries.shape[0]
+        if memory_budget is None:
+            memory_budget = default_memory_budget(xp, device)
+        if num_queries == 0:
+            return (
+                xp.zeros(0, dtype=index.distance_dtype, device=device),
+                xp.zeros(0, dtype=xp.int64, device=device),
+                xp.zeros(1, dtype=xp.int64, device=device),
+            )
+        if batch_rows is None:
+            batch_rows = radius_batch_rows(index, num_queries, memory_budget)
+        chunk = rescore_chunk(index, memory_budget)
+        sq_norm_bound = None if index.metric == "cosine" else max_sq_norm(index)
+        # Fine block of each block-layout column: the inverse of the blocks' positions.
+        block_of_position = xp.argsort(index.block_position)
+        keys_buffer = None
+        if array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_cupy_namespace(xp):
+            keys_buffer = xp.empty(
+                (min(batch_rows, num_queries), index.num_stored), dtype=index.rank_dtype, device=device
+            )
+        parts = []
+        for start in range(0, num_queries, batch_rows):
+            batch = queries[start : min(start + batch_rows, num_queries), ...]
+            out = None if keys_buffer is None else keys_buffer[: batch.shape[0], ...]
+            parts.append(
+                _radius_batch(index, batch, start, radius, sq_norm_bound, block_of_position, chunk, train, keys_out=out)
+            )
+        del keys_buffer
+        # The final compaction: every batch's kept count in one read, once per search; each batch's
+        # candidates are dropped as soon as they are compacted (their peak is not doubled by a concat).
+        kept_counts = read_counts(xp.stack([xp.count_nonzero(part[3]) for part in parts]), xp=xp)
+        for number, count in enumerate(kept_counts):
+            query_of, indices, distances, kept = parts[number]
+            if count < kept.shape[0]:
+                positions = positions_of_true(kept, count, xp=xp)
+                query_of, indices, distances = (xp.take(values, positions) for values in (query_of, indices, distances))
+            parts[number] = (query_of, indices, distances)
+        query_of, indices, distances = (part[0] if len(parts) == 1 else xp.concat(part, axis=0) for part in zip(*parts))
+        del parts
+        if sort_results:
+            # Stable sorts: by distance, then by query; equal distances keep ascending index.
+            by_distance = xp.argsort(distances, stable=True)
+            order = xp.take(by_distance, xp.argsort(xp.take(query_of, by_distance), stable=True))
+            indices = xp.take(indices, order)
+            distances = xp.take(distances, order)
+        boundaries = xp.arange(num_queries + 1, dtype=xp.int64, device=device)
+        offsets = xp.astype(xp.searchsorted(query_of, boundaries, side="left"), xp.int64)
+        return xp.astype(distances, index.distance_dtype), indices, offsets
+
+
+def _radius_batch(
+    index: TrainIndex,
+    queries: Any,
+    start: int,
+    radius: float,
+    sq_norm_bound: Any,
+    block_of_position: Any,
+    chunk: int,
+    train_rows: Any,
+    keys_out: Any = None,
+) -> tuple[Any, Any, Any, Any]:
+    """One batch's candidates: ``(query number, training index, exact distance, kept)``, by (query, index)."""
+    xp = index.xp
+    num_stored = index.num_stored
+    num_fine = index.num_fine_blocks
+    keys = batch_keys(index, queries, keys_out=keys_out)
+    mask = keys <= key_thresholds(index, queries, radius, sq_norm_bound)
+    del keys
+    (count,) = read_counts(xp.count_nonzero(mask), xp=xp)  # the batch's one synchronisation
+    positions = positions_of_true(mask, count, xp=xp)
+    del mask
+    query_of = positions // num_stored
+    stored = positions % num_stored
+    # Stored row i * B0 + position[b] holds training row b * S0 + i (see knn_gpu.search).
+    train = xp.take(block_of_position, stored % num_fine) * index.fine_block_size + stored // num_fine
+    order = xp.argsort(query_of * num_stored + train)
+    query_of = xp.take(query_of, order)
+    stored = xp.take(stored, order)
+    train = xp.take(train, order)
+    distances = _rescore(index, queries, query_of, stored, train, chunk, train_rows)
+    real = train < index.num_samples  # padding rows pass only a threshold at the rank dtype's maximum
+    kept = (distances <= radius) & real
+    return query_of + start, train, distances, kept
+
+
+def _rescore(
+    index: TrainIndex, queries: Any, query_of: Any, stored: Any, train: Any, chunk: int, train_rows: Any
+) -> Any:
+    """Exact distances of the candidates (shape (count,), exact dtype), ``chunk`` candidates at a time.
+
+    From ``train_rows`` (unshifted) where given, else from the index's rows.
+    """
+    xp = index.xp
+    count = query_of.shape[0]
+    num_features = index.num_features
+    if count == 0:
+        return xp.zeros(0, dtype=index.exact, device=index.device)
+    offset = index.offset
+    if train_rows is not None:
+        offset = xp.zeros(num_features, dtype=index.exact, device=index.device)
+    pieces = []
+    for begin in range(0, count, chunk):
+        end = min(begin + chunk, count)
+        if train_rows is not None:
+            within = xp.minimum(train[begin:end], index.num_samples - 1)  # padding rows: any real row
+            rows = xp.take(train_rows, within, axis=0)
+        elif index.exact_rows is None:
+            rows = xp.take(index.rows, stored[begin:end], axis=0)[:, :num_features]
+        else:
+            within = xp.minimum(train[begin:end], index.num_samples - 1)  # padding rows: any real row
+            rows = xp.take(index.exact_rows, within, axis=0)
+        candidate_queries = xp.take(queries, query_of[begin:end], axis=0)
+        distances = exact_distances(candidate_queries, rows[:, None, :], index.metric, offset, xp=xp, exact=index.exact)
+        pieces.append(distances[:, 0])
+    return pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=0)
+
+
+def to_object_arrays(distances: Any, indices: Any, offsets: Any) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's format of a radius search: host object arrays holding one 1-D array per query.
+
+    Parameters
+    ----------
+    distances, indices : arrays, shape (n_neighbours,)
+    offsets : array of int, shape (n_queries + 1,)
+        As :func:`knn_gpu.radius_neighbors` returns them, in any namespace.
+
+    Returns
+    -------
+    distances, indices : numpy arrays of dtype object, shape (n_queries,)
+        Element ``i`` is query ``i``'s NumPy array (a view of one host copy).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> dist, ind = to_object_arrays(np.array([0.5, 1.0, 0.0]), np.array([2, 0, 1]), np.array([0, 2, 2, 3]))
+    >>> [row.tolist() for row in ind]
+    [[2, 0], [], [1]]
+    """
+    from .backends import to_host
+
+    host_offsets = to_host(offsets)
+    result = []
+    for values in (to_host(distances), to_host(indices)):
+        per_query = np.empty(host_offsets.shape[0] - 1, dtype=object)
+        for query, (begin, end) in enumerate(zip(host_offsets[:-1], host_offsets[1:])):
+            per_query[query] = values[begin:end]
+        result.append(per_query)
+    return result[0], result[1]
+
+
+def radius_neighbors(
+    queries: Any,
+    train: Any,
+    radius: float,
+    *,
+    metric: str = "euclidean",
+    sort_results: bool = False,
+    return_distance: bool = True,
+    batch_size: int | None = None,
+    memory_budget: int | None = None,
+) -> tuple:
+    """Every training row within ``radius`` of each query, exactly.
+
+    A training row is a neighbour of a query where their distance is
+    ``<= radius`` (scikit-learn's rule), decided on distances recomputed
+    exactly (float64 direct differences where the device has float64): the
+    float32 ranking product only proposes candidates, with a safety margin
+    that covers its rounding (:mod:`knn_gpu.radius`).
+
+    Parameters
+    ----------
+    queries : array, shape (n_queries, n_features)
+    train : array, shape (n_samples, n_features)
+        From the same array library and on the same device as ``queries``
+        (NumPy, CuPy, torch, array_api_strict, ...). Lists are converted
+        with NumPy.
+    radius : float
+        ``>= 0`` (infinity allowed), in the metric's units: a distance for
+        ``"euclidean"`` and ``"cosine"`` (``1 - cos``), a squared distance
+        for ``"sqeuclidean"``.
+    metric : {"euclidean", "sqeuclidean", "cosine"}
+        ``"inner_product"`` is a similarity without a radius in
+        scikit-learn's sense, and is refused.
+    sort_results : bool
+        List each query's neighbours by ascending (distance, index) instead
+        of ascending index. Needs ``return_distance=True``, as in
+        scikit-learn.
+    return_distance : bool
+        Return the distances too (the default).
+    batch_size : int, optional
+        Queries per batch; by default chosen from ``memory_budget``.
+    memory_budget : int, optional
+        Bytes for the temporaries of the search (keys, masks, index arrays,
+        re-scoring chunks); 256 MiB on the host, half the free memory of the
+        data's GPU by default. The result itself, whose size depends on the
+        data, is not bounded by it.
+
+    Returns
+    -------
+    distances : array, shape (n_neighbours,)
+        In the inputs' floating dtype (float32 for half-precision input);
+        left out when ``return_distance=False``.
+    indices : array of int64, shape (n_neighbours,)
+        Training row indices.
+    offsets : array of int64, shape (n_queries + 1,)
+        Query ``i``'s neighbours are ``indices[offsets[i]:offsets[i + 1]]``
+        (and their distances ``distances[offsets[i]:offsets[i + 1]]``).
+
+    All three are flat arrays in the queries' namespace and on their device.
+    :func:`to_object_arrays` turns them into scikit-learn's format (host
+    object arrays, one array per query).
+
+    Notes
+    -----
+    The number of neighbours depends on the data, so each batch of queries
+    reads its number of candidates to the host once, and the search reads
+    the total number of neighbours once at the end: on a GPU those are its
+    only synchronisations.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import knn_gpu
+    >>> train = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    >>> distances, indices, offsets = knn_gpu.radius_neighbors(np.array([[0.0, 0.0], [5.0, 5.0]]), train, 1.0)
+    >>> indices, offsets
+    (array([0, 1]), array([0, 2, 2]))
+    >>> distances
+    array([0., 1.])
+    """
+    metric = check_metric(metric)
+    if metric == "inner_product":
+        msg = (
+            "metric='inner_product' has no radius search: it is a similarity, not a distance; "
+            "use 'euclidean', 'sqeuclidean' or 'cosine'"
+        )
+        raise ValueError(msg)
+    radius = check_radius(radius)
+    for name, value in (("sort_results", sort_results), ("return_distance", return_distance)):
+        if not isinstance(value, bool):
+            msg = f"{name} must be True or False, got {value!r}"
+            raise TypeError(msg)
+    if sort_results and not return_distance:
+        msg = "return_distance must be True if sort_results is True"
+        raise ValueError(msg)
+    batch_size = check_batch_size(batch_size)
+    memory_budget = check_memory_budget(memory_budget)
+    if array_api_compat.is_dask_array(train) or array_api_compat.is_dask_array(queries):
+        msg = "radius_neighbors does not take Dask arrays yet; compute() them, or search chunk by chunk"
+        raise TypeError(msg)
+    train = as_feature_matrix(train, "train")
+    queries = as_feature_matrix(queries, "queries", allow_empty=True)
+    xp = check_same_namespace(queries, train, ("queries", "train"))
+    device = array_api_compat.device(train)
+    if array_api_compat.device(queries) != device:
+        msg = f"queries and train must be on the same device, got {array_api_compat.device(queries)} and {device}"
+        raise ValueError(msg)
+    dtype = floating_dtype(xp.result_type(queries.dtype, train.dtype), xp, device)
+    queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
+    train = xp.astype(train, dtype, copy=False)
+    index = build_index(train, metric, xp=xp)
+    distances, indices, offsets = radius_search_index(
+        index,
+        queries,
+        radius,
+        sort_results=sort_results,
+        batch_rows=batch_size,
+        memory_budget=memory_budget,
+        train=train,
+    )
+    return (distances, indices, offsets) if return_distance else (indices, offsets)
