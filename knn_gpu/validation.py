@@ -23,6 +23,7 @@ __all__ = [
     "check_memory_budget",
     "check_metric",
     "check_out_of_core",
+    "check_radius",
     "check_n_jobs",
     "check_num_neighbors",
     "check_same_namespace",
