@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import warnings
 from types import ModuleType
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "auto_backend",
     "cupy_gpu_status",
     "parse_backend",
+    "torch_cuda_probe",
     "torch_cuda_status",
     "namespace_of_backend",
     "to_backend",
@@ -66,16 +68,34 @@ def cupy_gpu_status() -> tuple[bool, str]:
 
 @functools.lru_cache(maxsize=1)
 def torch_cuda_status() -> tuple[bool, str]:
-    """Say whether torch can run on a CUDA device now, and if not, why (imports torch if installed)."""
+    """:func:`torch_cuda_probe`, asked once per process (the engine's view)."""
+    return torch_cuda_probe()
+
+
+def torch_cuda_probe() -> tuple[bool, str]:
+    """Say whether torch can run on a CUDA device now, and if not, why (imports torch if installed).
+
+    The reason quotes what torch warned while answering ``is_available()``
+    (it explains driver problems there). ``knn-gpu info`` asks afresh and
+    adds the fix.
+    """
     if importlib.util.find_spec("torch") is None:
         return False, "torch is not installed"
     try:
         import torch
 
         if torch.version.cuda is None:
-            return False, f"torch {torch.__version__} is a CPU-only build"
-        if not torch.cuda.is_available():
-            return False, "torch.cuda.is_available() is False (no device, or the driver is too old)"
+            return False, f"torch {torch.__version__} is a CPU-only build (torch.version.cuda is None)"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            available = bool(torch.cuda.is_available())
+        if not available:
+            warned = "; ".join(str(warning.message).strip() for warning in caught)
+            reason = (
+                f"torch is built for CUDA {torch.version.cuda} but torch.cuda.is_available() is False: "
+                "no NVIDIA GPU is visible, or the driver is too old for that CUDA version"
+            )
+            return False, reason + (f" (torch says: {warned})" if warned else "")
     except Exception as exc:  # a broken install
         return False, f"torch cannot use CUDA ({type(exc).__name__}: {exc})"
     return True, ""

@@ -19,7 +19,6 @@ import json
 import platform
 import sys
 import textwrap
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
@@ -235,30 +234,15 @@ def _probe_torch_cpu() -> dict[str, Any]:
     return _status("torch", "cpu", True)
 
 
-def _torch_cuda_available(torch: Any) -> tuple[bool, str]:
-    """``torch.cuda.is_available()`` and the warnings it gave (torch explains failures there)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        available = bool(torch.cuda.is_available())
-    return available, "; ".join(str(warning.message).strip() for warning in caught)
-
-
 def _probe_torch_cuda() -> dict[str, Any]:
     if not _is_installed("torch"):
         return _status("torch", "cuda", False, "torch is not installed", TORCH_INSTALL_FIX)
     import torch
 
-    if torch.version.cuda is None:
-        reason = f"torch {torch.__version__} is a CPU-only build (torch.version.cuda is None)"
+    usable, reason = backends.torch_cuda_probe()
+    if not usable and torch.version.cuda is None:
         return _status("torch", "cuda", False, reason, TORCH_CPU_BUILD_FIX)
-    available, warned = _torch_cuda_available(torch)
-    if not available:
-        reason = (
-            f"torch is built for CUDA {torch.version.cuda} but torch.cuda.is_available() is False: "
-            "no NVIDIA GPU is visible, or the driver is too old for that CUDA version"
-        )
-        if warned:
-            reason += f" (torch says: {warned})"
+    if not usable:
         fix = (
             f"update the NVIDIA driver to one supporting CUDA {torch.version.cuda}, or install the torch build for "
             "the CUDA version nvidia-smi shows (https://pytorch.org/get-started/locally/); check CUDA_VISIBLE_DEVICES"
@@ -393,7 +377,7 @@ def gpu_devices() -> tuple[list[dict[str, Any]], str]:
         if _is_installed("torch"):
             import torch
 
-            if _torch_cuda_available(torch)[0]:
+            if torch.cuda.is_available():  # listing asks only this; the backend's status is in backend_status()
                 return _torch_gpus(), ""
             notes.append("torch.cuda is not available")
         else:
