@@ -24,13 +24,15 @@ WEIGHTS = ("uniform", "distance")
 
 
 def check_weights(weights: Any, metric: str = "euclidean") -> str | Callable:
-    """``"uniform"``, ``"distance"`` or a callable; anything else raises.
+    """``"uniform"``, ``"distance"`` or a callable (None means ``"uniform"``); anything else raises.
 
     ``"distance"`` (``1 / d``) has no meaning for a similarity, so it is
     refused with ``metric="inner_product"``.
     """
     if callable(weights):
         return weights
+    if weights is None:
+        return "uniform"  # scikit-learn's alias
     if weights not in WEIGHTS:
         msg = f"weights must be 'uniform', 'distance' or a callable, got {weights!r}"
         raise ValueError(msg)
@@ -51,7 +53,8 @@ def neighbor_weights(distances: Any, weights: str | Callable, *, xp: ModuleType,
     some neighbours are at distance 0, those get weight 1 and the others 0
     (scikit-learn's rule). A callable receives what the public ``kneighbors``
     returns (the distances; the inner products for ``"inner_product"``) and
-    must return an array of the same shape.
+    must return an array of the same shape, with at least one non-zero
+    weight per query (else ``ValueError``, as scikit-learn's classifier).
     """
     if weights == "uniform":
         return xp.ones_like(distances)
@@ -68,8 +71,16 @@ def neighbor_weights(distances: Any, weights: str | Callable, *, xp: ModuleType,
             f"(the distances' shape), got {shape!r}"
         )
         raise ValueError(msg)
-    result = xp.asarray(result, device=array_api_compat.device(distances))
-    return xp.astype(result, distances.dtype)
+    result = xp.astype(xp.asarray(result, device=array_api_compat.device(distances)), distances.dtype)
+    # A query whose weights are all zero has no weighted mean or vote (0 / 0);
+    # one boolean read back, for user callables only.
+    if result.shape[1] > 0 and bool(xp.any(xp.all(result == 0, axis=1))):
+        msg = (
+            "All neighbors of some sample is getting zero weights. Please modify 'weights' to "
+            "avoid this case if you are using a user-defined function."
+        )
+        raise ValueError(msg)
+    return result
 
 
 def _gather_rows(values: Any, indices: Any, *, xp: ModuleType) -> Any:
