@@ -4,6 +4,13 @@ The same code runs on NumPy (CPU), CuPy (CUDA), torch and array_api_strict.
 """
 
 from .backends import available_backends
+from .drop_in import (
+    KNeighborsClassifier,
+    KNeighborsRegressor,
+    KNeighborsTransformer,
+    NearestNeighbors,
+    kneighbors_graph,
+)
 from .estimators import KNN, KNNClassifier
 from .info import config_info, show_config
 from .neighbors import kneighbors
@@ -12,10 +19,15 @@ from .validation import NotFittedError
 __all__ = [
     "KNN",
     "KNNClassifier",
+    "KNeighborsClassifier",
+    "KNeighborsRegressor",
+    "KNeighborsTransformer",
+    "NearestNeighbors",
     "NotFittedError",
     "available_backends",
     "config_info",
     "kneighbors",
+    "kneighbors_graph",
     "show_config",
 ]
 __version__ = "0.1.0"

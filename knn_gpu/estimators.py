@@ -138,8 +138,8 @@ class _NeighborsEstimator:
     # -- fitting ----------------------------------------------------------------
     def _check_params(self) -> None:
         """The constructor parameters that ``fit`` checks before any work (num_neighbors needs X)."""
-        check_metric(self.metric)
-        check_weights(self.weights, self.metric)
+        metric = check_metric(self._engine_metric())
+        check_weights(getattr(self, "weights", "uniform"), metric)
         check_batch_size(self.batch_size)
         check_n_jobs(self.n_jobs)
         check_memory_budget(self.memory_budget)
@@ -400,6 +400,39 @@ def _check_discrete(labels: Any) -> None:
         raise ValueError(msg)
 
 
+def encode_class_labels(labels: Any, index: Any) -> tuple[Any, Any]:
+    """``(classes, codes)`` of validated 1-D class labels: sorted classes, int64 codes on the index's device.
+
+    String or other host labels are encoded on the host; numeric labels
+    given on a device are encoded there, without a copy to the host.
+    """
+    _check_discrete(labels)
+    xp = index.xp
+    if isinstance(labels, np.ndarray):
+        classes, codes = np.unique(labels, return_inverse=True)
+        return classes, xp.asarray(codes.astype(np.int64), device=index.device)
+    label_xp = array_api_compat.array_namespace(labels)
+    classes = label_xp.sort(label_xp.unique_values(labels))
+    codes = label_xp.astype(label_xp.searchsorted(classes, labels), label_xp.int64)
+    return classes, _move_to(codes, xp, index.device)
+
+
+def decode_class_labels(winners: Any, classes: Any, X: Any) -> Any:
+    """The labels of winning class codes, in the namespace of ``X`` (left where computed if None).
+
+    Numeric labels are decoded where the winners are (no round trip through
+    the host); strings and other host labels can only be decoded on the host.
+    """
+    if isinstance(classes, np.ndarray):
+        labels = _decode_block(winners, classes)
+        if classes.dtype.kind not in "biuf" or X is None:
+            return labels
+        return convert_like(labels, X)
+    label_xp = array_api_compat.array_namespace(classes)
+    labels = label_xp.take(classes, _move_to(winners, label_xp, array_api_compat.device(classes)))
+    return labels if X is None else convert_like(labels, X)
+
+
 def _decode_block(winners: Any, classes: np.ndarray) -> Any:
     """Class labels of a block of winning codes (on the block's device if numeric)."""
     if isinstance(winners, np.ndarray) or classes.dtype.kind not in "biuf":
@@ -595,16 +628,7 @@ class KNNClassifier(_NeighborsEstimator):
             return self
         X_fit, index = self._fit_features(X)
         labels = as_targets(y, "y", index.num_samples, numeric=False)
-        _check_discrete(labels)
-        xp = index.xp
-        if isinstance(labels, np.ndarray):
-            classes, codes = np.unique(labels, return_inverse=True)
-            codes = xp.asarray(codes.astype(np.int64), device=index.device)
-        else:
-            label_xp = array_api_compat.array_namespace(labels)
-            classes = label_xp.sort(label_xp.unique_values(labels))
-            codes = label_xp.astype(label_xp.searchsorted(classes, labels), label_xp.int64)
-            codes = _move_to(codes, xp, index.device)
+        classes, codes = encode_class_labels(labels, index)
         self._store_fit(X_fit, index)
         self.classes_ = classes
         self._codes = codes
@@ -642,16 +666,7 @@ class KNNClassifier(_NeighborsEstimator):
             votes = self._dask_reduce(X, num_classes=self.classes_.shape[0])
             return votes.argmax(axis=1).map_blocks(_decode_block, self.classes_, dtype=self.classes_.dtype)
         winners, X_checked = self._votes_on_backend(X, winners_only=True)
-        if isinstance(self.classes_, np.ndarray):
-            # Numeric labels are decoded where the winners are (no round trip through the host);
-            # strings and other host labels can only be decoded on the host.
-            labels = _decode_block(winners, self.classes_)
-            if self.classes_.dtype.kind not in "biuf" or X_checked is None:
-                return labels
-            return convert_like(labels, X_checked)
-        label_xp = array_api_compat.array_namespace(self.classes_)
-        labels = label_xp.take(self.classes_, _move_to(winners, label_xp, array_api_compat.device(self.classes_)))
-        return self._like_input(labels, X_checked)
+        return decode_class_labels(winners, self.classes_, X_checked)
 
     def score(self, X: Any, y: Any) -> float:
         """Mean accuracy."""

@@ -326,14 +326,17 @@ def as_feature_matrix(x: Any, name: str, *, allow_empty: bool = False) -> Any:
         hint = ""
         if array.ndim == 1:
             hint = ". Reshape your data: x.reshape(1, -1) for a single example or x.reshape(-1, 1) for a single feature"
-        msg = f"{name} must be 2-D (n_samples, n_features), got {array.ndim}-D shape {tuple(array.shape)}{hint}"
+        msg = (
+            f"{name} must be 2-D (n_samples, n_features), got {array.ndim}-D shape {tuple(array.shape)} "
+            f"(Found array with dim {array.ndim}){hint}"
+        )
         raise ValueError(msg)
     rows, features = array.shape
     if rows == 0 and not allow_empty:
-        msg = f"{name} has 0 sample(s) (shape={tuple(array.shape)}) while a minimum of 1 is required."
+        msg = f"{name} has 0 sample(s): Found array with 0 sample(s) (shape={tuple(array.shape)}) while a minimum of 1 is required."
         raise ValueError(msg)
     if features == 0:
-        msg = f"{name} has 0 feature(s) (shape={tuple(array.shape)}) while a minimum of 1 is required."
+        msg = f"{name} has 0 feature(s): Found array with 0 feature(s) (shape={tuple(array.shape)}) while a minimum of 1 is required."
         raise ValueError(msg)
     check_finite(array, name, xp)
     return array
