@@ -107,8 +107,13 @@ class _KNeighborsBase(_NeighborsEstimator):
         super()._check_params()
 
     def _fit_neighbors(self, X: Any) -> tuple[Any, Any]:
-        """Validate, fit the engine, and set scikit-learn's fitted attributes."""
-        X_fit, index = self._fit_features(X)
+        """Validate, fit the engine, and set scikit-learn's fitted attributes.
+
+        ``X`` may also be a fitted neighbours estimator (knn_gpu's or
+        scikit-learn's) or a scikit-learn ``BallTree``/``KDTree``: their
+        training rows are used, as scikit-learn does.
+        """
+        X_fit, index = self._fit_features(_training_rows_of(X))
         self.effective_metric_, self.effective_metric_params_ = _effective_metric(
             self.metric, self.metric_params, self.p
         )
@@ -205,6 +210,20 @@ class _KNeighborsBase(_NeighborsEstimator):
         tags = estimator_tags(self, self._estimator_type_name)
         tags.target_tags.multi_output = self._estimator_type_name in ("classifier", "regressor")
         return tags
+
+
+def _training_rows_of(X: Any) -> Any:
+    """The training rows held by a fitted neighbours estimator or tree; other ``X`` unchanged."""
+    if isinstance(X, _NeighborsEstimator) or (hasattr(X, "_fit_X") and hasattr(X, "n_samples_fit_")):
+        if isinstance(X, _NeighborsEstimator):
+            X._check_fitted()
+        if getattr(X, "_fit_X", None) is None:
+            msg = f"the {type(X).__name__} given as X keeps no training rows in memory (fitted out of core or on Dask)"
+            raise ValueError(msg)
+        return X._fit_X
+    if type(X).__module__.startswith("sklearn.neighbors") and hasattr(X, "get_arrays"):
+        return np.asarray(X.get_arrays()[0])  # BallTree, KDTree
+    return X
 
 
 def _engine_metric_of(metric: Any, p: Any) -> str:
