@@ -28,7 +28,7 @@ import numpy as np
 
 from .backends import convert_like, to_host
 from .estimators import _move_to, _NeighborsEstimator, decode_class_labels, encode_class_labels
-from .predictions import class_votes, weighted_mean
+from .predictions import ALL_ZERO_WEIGHTS, all_zero_rows, class_votes, weighted_mean
 from .validation import as_targets, distance_dtype_for
 
 __all__ = [
@@ -113,6 +113,12 @@ class _KNeighborsBase(_NeighborsEstimator):
         scikit-learn's) or a scikit-learn ``BallTree``/``KDTree``: their
         training rows are used, as scikit-learn does.
         """
+        if array_api_compat.is_dask_array(X):
+            msg = (
+                f"{type(self).__name__} does not take Dask arrays yet; use knn_gpu.KNN or KNNClassifier, "
+                "which keep Dask training data distributed, or pass X.compute()"
+            )
+            raise TypeError(msg)
         X_fit, index = self._fit_features(_training_rows_of(X))
         self.effective_metric_, self.effective_metric_params_ = _effective_metric(
             self.metric, self.metric_params, self.p
@@ -384,14 +390,32 @@ class _SupervisedMixin:
     def _reduce(self, X: Any, reduce_batch: Callable, per_query_bytes: int) -> tuple[tuple, Any]:
         """``reduce_batch`` over each batch of neighbours of ``X``; for ``X=None``, of each training point but itself.
 
-        Leave-one-out reduces all training points at once (its neighbour
-        lists are computed first, then reduced).
+        ``reduce_batch(distances, indices, weights)`` gets the neighbours'
+        weights. Leave-one-out reduces all training points at once (its
+        neighbour lists are computed first, then reduced). With a ``weights``
+        callable, a query whose weights are all zero is a ``ValueError``, as in
+        scikit-learn: flagged per batch on the device, read once after the
+        search (one synchronisation per call, none inside the batches).
         """
         k = self._query_k(X, None)
+        xp = self._check_fitted().xp
+        check_zero = callable(self.weights)
+
+        def with_weights(distances: Any, indices: Any) -> tuple:
+            weights = self._weights_for(distances)
+            flags = (all_zero_rows(weights, xp=xp),) if check_zero else ()
+            return (*reduce_batch(distances, indices, weights), *flags)
+
         if X is None:
             (distances, indices), _ = self._neighbors_on_backend(None, k)
-            return reduce_batch(distances, indices), None
-        return self._neighbors_on_backend(X, k, reduce_batch, per_query_bytes)
+            result = with_weights(distances, indices)
+        else:
+            result, X = self._neighbors_on_backend(X, k, with_weights, per_query_bytes)
+        if check_zero:
+            result, flags = result[:-1], result[-1]
+            if bool(xp.any(flags)):
+                raise ValueError(ALL_ZERO_WEIGHTS)
+        return result, X
 
 
 class KNeighborsClassifier(_SupervisedMixin, _KNeighborsBase):
@@ -461,8 +485,7 @@ class KNeighborsClassifier(_SupervisedMixin, _KNeighborsBase):
         xp = self._check_fitted().xp
         sizes = [classes.shape[0] for classes in self._class_lists()]
 
-        def votes_of_batch(distances: Any, indices: Any) -> tuple:
-            weights = self._weights_for(distances)
+        def votes_of_batch(distances: Any, indices: Any, weights: Any) -> tuple:
             votes = [class_votes(codes, indices, weights, n, xp=xp) for codes, n in zip(self._codes, sizes)]
             return tuple(xp.argmax(v, axis=1) for v in votes) if winners_only else tuple(votes)
 
@@ -549,8 +572,8 @@ class KNeighborsRegressor(_SupervisedMixin, _KNeighborsBase):
         """(Weighted) mean target of the neighbours of ``X`` (``None``: of each training point, leaving it out)."""
         xp = self._check_fitted().xp
 
-        def mean_of_batch(distances: Any, indices: Any) -> tuple:
-            return (weighted_mean(self._targets, indices, self._weights_for(distances), xp=xp),)
+        def mean_of_batch(distances: Any, indices: Any, weights: Any) -> tuple:
+            return (weighted_mean(self._targets, indices, weights, xp=xp),)
 
         per_query = 3 * self.n_neighbors * (self._targets.shape[1] + 1) * 8
         (prediction,), X = self._reduce(X, mean_of_batch, per_query)
@@ -603,7 +626,7 @@ def _csr_graph(distances: Any, indices: Any, num_columns: int) -> Any:
     try:
         import scipy.sparse
     except ImportError as exc:
-        msg = "kneighbors_graph needs SciPy for its sparse result; install it (pip install 'knn_gpu[sklearn]' or scipy)"
+        msg = "kneighbors_graph needs SciPy for its sparse result: pip install 'knn-gpu[sparse]' (or scipy)"
         raise ImportError(msg) from exc
     host_indices = to_host(indices).reshape(-1)
     data = np.ones(rows * k) if distances is None else to_host(distances).reshape(-1)

@@ -12,6 +12,8 @@ from .distances import public_distances
 
 __all__ = [
     "WEIGHTS",
+    "ALL_ZERO_WEIGHTS",
+    "all_zero_rows",
     "check_weights",
     "neighbor_weights",
     "mean_of_neighbors",
@@ -53,8 +55,9 @@ def neighbor_weights(distances: Any, weights: str | Callable, *, xp: ModuleType,
     some neighbours are at distance 0, those get weight 1 and the others 0
     (scikit-learn's rule). A callable receives what the public ``kneighbors``
     returns (the distances; the inner products for ``"inner_product"``) and
-    must return an array of the same shape, with at least one non-zero
-    weight per query (else ``ValueError``, as scikit-learn's classifier).
+    must return an array of the same shape (a query whose weights are all
+    zero gets NaN; the scikit-learn drop-in classes raise ``ValueError``
+    there, see :func:`all_zero_rows`).
     """
     if weights == "uniform":
         return xp.ones_like(distances)
@@ -71,16 +74,20 @@ def neighbor_weights(distances: Any, weights: str | Callable, *, xp: ModuleType,
             f"(the distances' shape), got {shape!r}"
         )
         raise ValueError(msg)
-    result = xp.astype(xp.asarray(result, device=array_api_compat.device(distances)), distances.dtype)
-    # A query whose weights are all zero has no weighted mean or vote (0 / 0);
-    # one boolean read back, for user callables only.
-    if result.shape[1] > 0 and bool(xp.any(xp.all(result == 0, axis=1))):
-        msg = (
-            "All neighbors of some sample is getting zero weights. Please modify 'weights' to "
-            "avoid this case if you are using a user-defined function."
-        )
-        raise ValueError(msg)
-    return result
+    result = xp.asarray(result, device=array_api_compat.device(distances))
+    return xp.astype(result, distances.dtype)
+
+
+#: scikit-learn's message for a query whose callable weights are all zero.
+ALL_ZERO_WEIGHTS = (
+    "All neighbors of some sample is getting zero weights. Please modify 'weights' to "
+    "avoid this case if you are using a user-defined function."
+)
+
+
+def all_zero_rows(weights: Any, *, xp: ModuleType) -> Any:
+    """Per query, whether all its weights are zero (no weighted mean or vote: 0 / 0), as a device array."""
+    return xp.all(weights == 0, axis=1)
 
 
 def _gather_rows(values: Any, indices: Any, *, xp: ModuleType) -> Any:

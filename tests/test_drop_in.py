@@ -23,6 +23,7 @@ from knn_gpu import (
     NearestNeighbors,
     kneighbors_graph,
 )
+from knn_gpu.backends import to_host
 
 LOADERS = {
     "iris": datasets.load_iris,
@@ -153,7 +154,7 @@ def test_graph_of_other_namespaces_is_a_host_scipy_matrix(backend):
 def test_graph_without_scipy_names_the_missing_extra(monkeypatch):
     model = NearestNeighbors(n_neighbors=2).fit(np.eye(3))
     monkeypatch.setitem(sys.modules, "scipy.sparse", None)
-    with pytest.raises(ImportError, match="needs SciPy"):
+    with pytest.raises(ImportError, match=r"needs SciPy for its sparse result: pip install 'knn-gpu\[sparse\]'"):
         model.kneighbors_graph()
 
 
@@ -205,6 +206,12 @@ def test_query_time_errors():
         NearestNeighbors(n_neighbors=2).fit(X).kneighbors_graph(X, mode="blah")
     with pytest.raises(NotImplementedError, match="radius search"):
         NearestNeighbors(n_neighbors=2).fit(X).radius_neighbors(X)
+
+
+def test_dask_training_data_is_refused_with_the_alternative():
+    da = pytest.importorskip("dask.array")
+    with pytest.raises(TypeError, match="does not take Dask arrays yet; use knn_gpu.KNN or KNNClassifier"):
+        KNeighborsClassifier(3).fit(da.from_array(np.eye(4)), [0, 1, 0, 1])
 
 
 def test_all_zero_callable_weights_raise():
@@ -283,3 +290,51 @@ def test_check_estimator(estimator):
     results = check_estimator(estimator, expected_failed_checks=SKIPPED_CHECKS, on_fail=None)
     failures = [r for r in results if r["status"] == "failed"]
     assert not failures, [(r["check_name"], str(r["exception"])[:300]) for r in failures]
+
+
+def test_readme_migration_example_runs():
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    start = readme.index("# migrate.py")
+    code = readme[start : readme.index("```", start)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        exec(compile(code, "migrate.py", "exec"), {})
+
+
+@pytest.mark.parametrize("weights", ["distance", "callable"])
+def test_no_host_synchronisation_inside_the_batches(monkeypatch, weights):
+    """On array_api_strict's device1, the drop-in reductions (and the all-zero-weights flag) run without a host sync."""
+    from test_engine import _refusing_host_conversions
+
+    from knn_gpu import estimators, search
+
+    xp = pytest.importorskip("array_api_strict")
+    device = xp.Device("device1")
+    rng = np.random.default_rng(7)
+    train_host, queries_host = rng.standard_normal((300, 4)), rng.standard_normal((30, 4))
+    labels_host = rng.integers(0, 3, size=300)
+    train, queries = xp.asarray(train_host, device=device), xp.asarray(queries_host, device=device)
+    strict_search = search.search_index
+
+    def guarded_search(*args, **kwargs):
+        with _refusing_host_conversions(monkeypatch, type(train), xp):
+            return strict_search(*args, **kwargs)
+
+    monkeypatch.setattr(estimators, "search_index", guarded_search)
+    chosen = (lambda d: 1 / (1 + d)) if weights == "callable" else weights
+    classifier = KNeighborsClassifier(5, weights=chosen, batch_size=8).fit(
+        train, xp.asarray(labels_host, device=device)
+    )
+    regressor = KNeighborsRegressor(5, weights=chosen, batch_size=8).fit(
+        train, xp.asarray(labels_host * 1.0, device=device)
+    )
+    reference = sk.KNeighborsClassifier(5, weights=lambda d: 1 / (1 + d)).fit(train_host, labels_host)
+    predicted = classifier.predict(queries)
+    assert predicted.device == device
+    np.testing.assert_array_equal(
+        to_host(predicted),
+        reference.predict(queries_host) if weights == "callable" else classifier.predict(queries_host),
+    )
+    assert regressor.predict(queries).device == device
