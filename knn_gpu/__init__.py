@@ -4,6 +4,13 @@ The same code runs on NumPy (CPU), CuPy (CUDA), torch and array_api_strict.
 """
 
 from .backends import available_backends
+from .drop_in import (
+    KNeighborsClassifier,
+    KNeighborsRegressor,
+    KNeighborsTransformer,
+    NearestNeighbors,
+    kneighbors_graph,
+)
 from .estimators import KNN, KNNClassifier
 from .info import config_info, show_config
 from .neighbors import kneighbors
@@ -13,10 +20,15 @@ from .validation import NotFittedError
 __all__ = [
     "KNN",
     "KNNClassifier",
+    "KNeighborsClassifier",
+    "KNeighborsRegressor",
+    "KNeighborsTransformer",
+    "NearestNeighbors",
     "NotFittedError",
     "available_backends",
     "config_info",
     "kneighbors",
+    "kneighbors_graph",
     "radius_neighbors",
     "show_config",
 ]

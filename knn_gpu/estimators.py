@@ -25,17 +25,19 @@ from .search import TrainIndex, build_index, dtype_itemsize, search_index
 from .streaming import StreamedTrain, chunk_rows_for, is_host_array, stream_budget, streamed_search, upload
 from .topk import columns_of_true
 from .validation import (
-    NotFittedError,
     as_feature_matrix,
     as_targets,
     check_batch_size,
+    check_feature_names,
     check_memory_budget,
     check_metric,
     check_n_jobs,
     check_num_neighbors,
     check_out_of_core,
     distance_dtype_for,
+    feature_names_of,
     floating_dtype,
+    not_fitted_error,
 )
 
 __all__ = ["KNN", "KNNClassifier"]
@@ -91,6 +93,19 @@ class _NeighborsEstimator:
         self.memory_budget = memory_budget
         self.out_of_core = out_of_core
 
+    #: Whether ``fit`` refuses a default number of neighbours larger than the
+    #: training set (the seed classes' documented behaviour); the drop-in
+    #: classes check it at query time, as scikit-learn does.
+    _checks_k_at_fit = True
+
+    def _default_k(self) -> int:
+        """The number of neighbours a query returns by default."""
+        return self.num_neighbors
+
+    def _engine_metric(self) -> str:
+        """The search engine's metric name (one of :data:`~knn_gpu.validation.METRICS`)."""
+        return self.metric
+
     # -- the estimator protocol -------------------------------------------------
     @classmethod
     def _get_param_names(cls) -> list[str]:
@@ -123,8 +138,8 @@ class _NeighborsEstimator:
     # -- fitting ----------------------------------------------------------------
     def _check_params(self) -> None:
         """The constructor parameters that ``fit`` checks before any work (num_neighbors needs X)."""
-        check_metric(self.metric)
-        check_weights(self.weights, self.metric)
+        metric = check_metric(self._engine_metric())
+        check_weights(getattr(self, "weights", "uniform"), metric)
         check_batch_size(self.batch_size)
         check_n_jobs(self.n_jobs)
         check_memory_budget(self.memory_budget)
@@ -137,17 +152,20 @@ class _NeighborsEstimator:
         memory, and the index is a :class:`~knn_gpu.streaming.StreamedTrain`.
         """
         self._check_params()
+        names = feature_names_of(X)
         X = as_feature_matrix(X, "X")
-        check_num_neighbors(self.num_neighbors, X.shape[0])
+        if self._checks_k_at_fit:
+            check_num_neighbors(self._default_k(), X.shape[0])
+        self._fit_feature_names = names
         xp, device = resolve_backend(self.backend, X)
         if device is None:
             device = array_api_compat.device(X) if array_api_compat.array_namespace(X) is xp else None
         anchor = xp.zeros((0,), device=device)  # the compute namespace and device, as an array
         dtype = floating_dtype(dtype_in(xp, X.dtype), xp, array_api_compat.device(anchor))
         if self._streams(X, anchor, dtype):
-            return None, StreamedTrain(X, xp.astype(anchor, dtype), dtype, self.metric, self.memory_budget)
+            return None, StreamedTrain(X, xp.astype(anchor, dtype), dtype, self._engine_metric(), self.memory_budget)
         X = xp.astype(_move_to(X, xp, array_api_compat.device(anchor)), dtype, copy=False)
-        return X, build_index(X, self.metric, xp=xp)
+        return X, build_index(X, self._engine_metric(), xp=xp)
 
     def _streams(self, X: Any, anchor: Any, dtype: Any) -> bool:
         """Keep ``X`` in host memory? Always if ``out_of_core``; if None, when it would not fit on the GPU."""
@@ -157,11 +175,16 @@ class _NeighborsEstimator:
         if not is_host_array(X) or not is_gpu(xp, device):
             return False
         with device_scope(xp, device):
-            budget = stream_budget(StreamedTrain(X, anchor, dtype, self.metric, self.memory_budget))
+            budget = stream_budget(StreamedTrain(X, anchor, dtype, self._engine_metric(), self.memory_budget))
         # The stored rows and the copies made while building them.
         return 2 * X.shape[0] * (X.shape[1] + 1) * dtype_itemsize(xp, dtype) > budget
 
     def _store_fit(self, X: Any, index: TrainIndex) -> None:
+        names = getattr(self, "_fit_feature_names", None)
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
         self._fit_X = X
         self._index = index
         self._dask_fit = None
@@ -175,11 +198,14 @@ class _NeighborsEstimator:
 
         self._check_params()
         X = check_dask_features(X, "X").rechunk({1: -1})
-        check_num_neighbors(self.num_neighbors, X.shape[0])
+        if self._checks_k_at_fit:
+            check_num_neighbors(self._default_k(), X.shape[0])
         if payload.shape[0] != X.shape[0]:
             msg = f"y must have one entry per training sample: X has {X.shape[0]} samples but y has {payload.shape[0]}"
             raise ValueError(msg)
         self._fit_X, self._index = None, None
+        if hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
         self._dask_fit = (X, payload.rechunk((X.chunks[0], -1)))
         self.n_features_in_ = int(X.shape[1])
         self.n_samples_fit_ = int(X.shape[0])
@@ -193,9 +219,9 @@ class _NeighborsEstimator:
             X,
             train,
             payload,
-            check_num_neighbors(self.num_neighbors, train.shape[0]),
-            metric=self.metric,
-            weights=check_weights(self.weights, self.metric),
+            check_num_neighbors(self._default_k(), train.shape[0]),
+            metric=self._engine_metric(),
+            weights=check_weights(self.weights, self._engine_metric()),
             num_classes=num_classes,
         )
 
@@ -206,8 +232,12 @@ class _NeighborsEstimator:
                 f"This {type(self).__name__} instance is not fitted yet; call "
                 "fit(X, y) with training data before using it"
             )
-            raise NotFittedError(msg)
+            raise not_fitted_error(msg)
         return index
+
+    def __sklearn_is_fitted__(self) -> bool:
+        """Whether ``fit`` has run (scikit-learn's ``check_is_fitted`` asks this)."""
+        return getattr(self, "_index", None) is not None or getattr(self, "_dask_fit", None) is not None
 
     # -- neighbour queries --------------------------------------------------------
     def _neighbors_on_backend(
@@ -225,13 +255,14 @@ class _NeighborsEstimator:
         index = self._check_fitted()
         xp = index.xp
         if num_neighbors is None:
-            num_neighbors = self.num_neighbors
+            num_neighbors = self._default_k()
         batch_rows = check_batch_size(self.batch_size)
         n_jobs = check_n_jobs(self.n_jobs)
         search = streamed_search if isinstance(index, StreamedTrain) else self._search_in_memory
         if X is None:
             k = check_num_neighbors(num_neighbors, index.num_samples - 1)
             return self._leave_one_out(index, k, search, batch_rows=batch_rows, n_jobs=n_jobs), None
+        check_feature_names(self, X)
         X = as_feature_matrix(X, "X", allow_empty=True)
         k = check_num_neighbors(num_neighbors, index.num_samples)
         queries = prepare_queries(
@@ -300,14 +331,14 @@ class _NeighborsEstimator:
                 msg = "kneighbors(X=None) is not supported on a model fitted on Dask arrays; pass X"
                 raise ValueError(msg)
             result = functional_kneighbors(
-                X, self._dask_fit[0], num_neighbors or self.num_neighbors, metric=self.metric
+                X, self._dask_fit[0], num_neighbors or self._default_k(), metric=self._engine_metric()
             )
             return result if return_distance else result[1]
         (distances, indices), X = self._neighbors_on_backend(X, num_neighbors)
         indices = self._like_input(indices, X)
         if not return_distance:
             return indices
-        return self._like_input(public_distances(distances, self.metric), X), indices
+        return self._like_input(public_distances(distances, self._engine_metric()), X), indices
 
     def get_distance(self, first: Any, second: Any) -> float:
         """Euclidean distance between two 1-D examples (the tutorial's helper).
@@ -332,12 +363,15 @@ class _NeighborsEstimator:
         """
         self._check_fitted()
         (distances, indices), _ = self._neighbors_on_backend(_host_vector(example, "example")[None, :], None)
-        distances = public_distances(distances, self.metric)
+        distances = public_distances(distances, self._engine_metric())
         return [(int(i), float(d)) for i, d in zip(to_host(indices)[0].tolist(), to_host(distances)[0].tolist())]
 
     def _weights_for(self, distances: Any) -> Any:
         return neighbor_weights(
-            distances, check_weights(self.weights, self.metric), xp=self._index.xp, metric=self.metric
+            distances,
+            check_weights(self.weights, self._engine_metric()),
+            xp=self._index.xp,
+            metric=self._engine_metric(),
         )
 
 
@@ -364,6 +398,39 @@ def _check_discrete(labels: Any) -> None:
             "KNNClassifier needs class labels (use KNN for regression)"
         )
         raise ValueError(msg)
+
+
+def encode_class_labels(labels: Any, index: Any) -> tuple[Any, Any]:
+    """``(classes, codes)`` of validated 1-D class labels: sorted classes, int64 codes on the index's device.
+
+    String or other host labels are encoded on the host; numeric labels
+    given on a device are encoded there, without a copy to the host.
+    """
+    _check_discrete(labels)
+    xp = index.xp
+    if isinstance(labels, np.ndarray):
+        classes, codes = np.unique(labels, return_inverse=True)
+        return classes, xp.asarray(codes.astype(np.int64), device=index.device)
+    label_xp = array_api_compat.array_namespace(labels)
+    classes = label_xp.sort(label_xp.unique_values(labels))
+    codes = label_xp.astype(label_xp.searchsorted(classes, labels), label_xp.int64)
+    return classes, _move_to(codes, xp, index.device)
+
+
+def decode_class_labels(winners: Any, classes: Any, X: Any) -> Any:
+    """The labels of winning class codes, in the namespace of ``X`` (left where computed if None).
+
+    Numeric labels are decoded where the winners are (no round trip through
+    the host); strings and other host labels can only be decoded on the host.
+    """
+    if isinstance(classes, np.ndarray):
+        labels = _decode_block(winners, classes)
+        if classes.dtype.kind not in "biuf" or X is None:
+            return labels
+        return convert_like(labels, X)
+    label_xp = array_api_compat.array_namespace(classes)
+    labels = label_xp.take(classes, _move_to(winners, label_xp, array_api_compat.device(classes)))
+    return labels if X is None else convert_like(labels, X)
 
 
 def _decode_block(winners: Any, classes: np.ndarray) -> Any:
@@ -561,16 +628,7 @@ class KNNClassifier(_NeighborsEstimator):
             return self
         X_fit, index = self._fit_features(X)
         labels = as_targets(y, "y", index.num_samples, numeric=False)
-        _check_discrete(labels)
-        xp = index.xp
-        if isinstance(labels, np.ndarray):
-            classes, codes = np.unique(labels, return_inverse=True)
-            codes = xp.asarray(codes.astype(np.int64), device=index.device)
-        else:
-            label_xp = array_api_compat.array_namespace(labels)
-            classes = label_xp.sort(label_xp.unique_values(labels))
-            codes = label_xp.astype(label_xp.searchsorted(classes, labels), label_xp.int64)
-            codes = _move_to(codes, xp, index.device)
+        classes, codes = encode_class_labels(labels, index)
         self._store_fit(X_fit, index)
         self.classes_ = classes
         self._codes = codes
@@ -608,16 +666,7 @@ class KNNClassifier(_NeighborsEstimator):
             votes = self._dask_reduce(X, num_classes=self.classes_.shape[0])
             return votes.argmax(axis=1).map_blocks(_decode_block, self.classes_, dtype=self.classes_.dtype)
         winners, X_checked = self._votes_on_backend(X, winners_only=True)
-        if isinstance(self.classes_, np.ndarray):
-            # Numeric labels are decoded where the winners are (no round trip through the host);
-            # strings and other host labels can only be decoded on the host.
-            labels = _decode_block(winners, self.classes_)
-            if self.classes_.dtype.kind not in "biuf" or X_checked is None:
-                return labels
-            return convert_like(labels, X_checked)
-        label_xp = array_api_compat.array_namespace(self.classes_)
-        labels = label_xp.take(self.classes_, _move_to(winners, label_xp, array_api_compat.device(self.classes_)))
-        return self._like_input(labels, X_checked)
+        return decode_class_labels(winners, self.classes_, X_checked)
 
     def score(self, X: Any, y: Any) -> float:
         """Mean accuracy."""

@@ -12,6 +12,8 @@ from .distances import public_distances
 
 __all__ = [
     "WEIGHTS",
+    "ALL_ZERO_WEIGHTS",
+    "all_zero_rows",
     "check_weights",
     "neighbor_weights",
     "mean_of_neighbors",
@@ -24,13 +26,15 @@ WEIGHTS = ("uniform", "distance")
 
 
 def check_weights(weights: Any, metric: str = "euclidean") -> str | Callable:
-    """``"uniform"``, ``"distance"`` or a callable; anything else raises.
+    """``"uniform"``, ``"distance"`` or a callable (None means ``"uniform"``); anything else raises.
 
     ``"distance"`` (``1 / d``) has no meaning for a similarity, so it is
     refused with ``metric="inner_product"``.
     """
     if callable(weights):
         return weights
+    if weights is None:
+        return "uniform"  # scikit-learn's alias
     if weights not in WEIGHTS:
         msg = f"weights must be 'uniform', 'distance' or a callable, got {weights!r}"
         raise ValueError(msg)
@@ -51,7 +55,9 @@ def neighbor_weights(distances: Any, weights: str | Callable, *, xp: ModuleType,
     some neighbours are at distance 0, those get weight 1 and the others 0
     (scikit-learn's rule). A callable receives what the public ``kneighbors``
     returns (the distances; the inner products for ``"inner_product"``) and
-    must return an array of the same shape.
+    must return an array of the same shape (a query whose weights are all
+    zero gets NaN; the scikit-learn drop-in classes raise ``ValueError``
+    there, see :func:`all_zero_rows`).
     """
     if weights == "uniform":
         return xp.ones_like(distances)
@@ -70,6 +76,18 @@ def neighbor_weights(distances: Any, weights: str | Callable, *, xp: ModuleType,
         raise ValueError(msg)
     result = xp.asarray(result, device=array_api_compat.device(distances))
     return xp.astype(result, distances.dtype)
+
+
+#: scikit-learn's message for a query whose callable weights are all zero.
+ALL_ZERO_WEIGHTS = (
+    "All neighbors of some sample is getting zero weights. Please modify 'weights' to "
+    "avoid this case if you are using a user-defined function."
+)
+
+
+def all_zero_rows(weights: Any, *, xp: ModuleType) -> Any:
+    """Per query, whether all its weights are zero (no weighted mean or vote: 0 / 0), as a device array."""
+    return xp.all(weights == 0, axis=1)
 
 
 def _gather_rows(values: Any, indices: Any, *, xp: ModuleType) -> Any:

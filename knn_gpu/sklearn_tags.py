@@ -11,15 +11,20 @@ from typing import Any
 __all__ = ["estimator_tags"]
 
 
-def estimator_tags(estimator: Any, estimator_type: str) -> Any:
-    """Tags for a ``"regressor"`` or ``"classifier"``: dense 2-D float input, no NaN."""
-    from sklearn.utils import ClassifierTags, InputTags, RegressorTags, Tags, TargetTags
+def estimator_tags(estimator: Any, estimator_type: str | None) -> Any:
+    """Tags for a ``"regressor"``, ``"classifier"``, ``"transformer"`` or (None) an unsupervised searcher.
+
+    Dense 2-D float input, no NaN.
+    """
+    from sklearn.utils import ClassifierTags, InputTags, RegressorTags, Tags, TargetTags, TransformerTags
 
     is_regressor = estimator_type == "regressor"
+    supervised = estimator_type in ("regressor", "classifier")
     return Tags(
-        estimator_type=estimator_type,
-        target_tags=TargetTags(required=True, multi_output=is_regressor, single_output=True),
-        classifier_tags=None if is_regressor else ClassifierTags(),
+        estimator_type=None if estimator_type == "transformer" else estimator_type,
+        target_tags=TargetTags(required=supervised, multi_output=is_regressor, single_output=True),
+        transformer_tags=TransformerTags() if estimator_type == "transformer" else None,
+        classifier_tags=ClassifierTags() if estimator_type == "classifier" else None,
         regressor_tags=RegressorTags() if is_regressor else None,
         array_api_support=True,
         input_tags=InputTags(allow_nan=False, sparse=False),

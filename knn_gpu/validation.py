@@ -8,6 +8,8 @@ writes into the caller's arrays.
 from __future__ import annotations
 
 import numbers
+import sys
+import warnings
 from types import ModuleType
 from typing import Any
 
@@ -16,6 +18,12 @@ import numpy as np
 
 __all__ = [
     "NotFittedError",
+    "DataConversionWarning",
+    "not_fitted_error",
+    "data_conversion_warning",
+    "feature_names_of",
+    "record_feature_names",
+    "check_feature_names",
     "METRICS",
     "as_feature_matrix",
     "as_targets",
@@ -43,8 +51,47 @@ class NotFittedError(ValueError, AttributeError):
 
     It subclasses both ``ValueError`` and ``AttributeError``, as
     scikit-learn's error of the same name does, so code written for either
-    convention catches it.
+    convention catches it. The instances knn_gpu raises are built by
+    :func:`not_fitted_error`: when scikit-learn is already imported they are
+    also instances of ``sklearn.exceptions.NotFittedError``.
     """
+
+
+class DataConversionWarning(UserWarning):
+    """Warned when the data had to be converted (a column vector of labels raveled).
+
+    As :class:`NotFittedError`, the instances warned are also scikit-learn's
+    class of the same name when scikit-learn is already imported.
+    """
+
+
+_SKLEARN_TWINS: dict[type, type] = {}
+
+
+def _with_sklearn_twin(own: type) -> type:
+    """``own``, or a subclass of it and of scikit-learn's class of the same name if scikit-learn is imported.
+
+    scikit-learn is never imported here: a program that has not imported it
+    cannot be catching its exceptions.
+    """
+    if "sklearn" not in sys.modules:
+        return own
+    if own not in _SKLEARN_TWINS:
+        import sklearn.exceptions
+
+        theirs = getattr(sklearn.exceptions, own.__name__)
+        _SKLEARN_TWINS[own] = type(own.__name__, (own, theirs), {"__module__": own.__module__})
+    return _SKLEARN_TWINS[own]
+
+
+def not_fitted_error(message: str) -> NotFittedError:
+    """A :class:`NotFittedError` with ``message`` (also scikit-learn's when it is imported)."""
+    return _with_sklearn_twin(NotFittedError)(message)
+
+
+def data_conversion_warning() -> type:
+    """The :class:`DataConversionWarning` class to warn with (scikit-learn's twin when it is imported)."""
+    return _with_sklearn_twin(DataConversionWarning)
 
 
 def _as_array(x: Any, name: str) -> Any:
@@ -60,6 +107,8 @@ def _as_array(x: Any, name: str) -> Any:
         raise TypeError(msg)
     if array_api_compat.is_array_api_obj(x) and not isinstance(x, np.generic):
         return x
+    if _is_pandas(x):
+        return _pandas_to_numpy(x)
     try:
         return np.asarray(x)
     except (ValueError, TypeError) as exc:
@@ -67,8 +116,118 @@ def _as_array(x: Any, name: str) -> Any:
         raise ValueError(msg) from exc
 
 
+def _is_pandas(x: Any) -> bool:
+    """A pandas DataFrame or Series, recognised without importing pandas."""
+    return type(x).__module__.startswith("pandas.") and hasattr(x, "dtypes") and hasattr(x, "to_numpy")
+
+
+def _pandas_to_numpy(frame: Any) -> np.ndarray:
+    """A DataFrame or Series as NumPy: nullable numeric columns (``Float64``, ``Int64``, ``boolean``) as float64.
+
+    Missing values of nullable columns become NaN (refused later as
+    non-finite); other columns (strings, categoricals) convert as NumPy does,
+    to object arrays, which class labels may be.
+    """
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    dtypes = [frame.dtypes] if frame.ndim == 1 else list(frame.dtypes)
+    nullable = [type(dtype).__module__.startswith("pandas.") for dtype in dtypes]
+    numeric = all(is_numeric_dtype(dtype) or is_bool_dtype(dtype) for dtype in dtypes)
+    if numeric and any(nullable):
+        return frame.to_numpy(dtype=np.float64, na_value=np.nan)
+    return frame.to_numpy()
+
+
+def feature_names_of(X: Any) -> np.ndarray | None:
+    """The column names of a DataFrame as an object array of ``str``; None for other input.
+
+    As scikit-learn's ``_get_feature_names``: names are used only when every
+    column name is a string; mixing strings with other types is a
+    ``TypeError``.
+    """
+    columns = getattr(X, "columns", None) if _is_pandas(X) or hasattr(X, "__dataframe__") else None
+    if columns is None:
+        return None
+    names = np.asarray(list(columns), dtype=object)
+    types = sorted({type(name).__name__ for name in names})
+    if len(types) > 1 and "str" in types:
+        msg = (
+            "Feature names are only supported if all input features have string names, "
+            f"but your input has {types} as feature name / column name types. If you want "
+            "feature names to be stored and validated, you must convert them all to strings, "
+            "by using X.columns = X.columns.astype(str) for example. Otherwise you can remove "
+            "feature / column names from your input data, or convert them all to a non-string data type."
+        )
+        raise TypeError(msg)
+    return names if types == ["str"] else None
+
+
+def record_feature_names(estimator: Any, X: Any) -> None:
+    """Set ``estimator.feature_names_in_`` from ``X`` at fit, or remove a previous fit's."""
+    names = feature_names_of(X)
+    if names is not None:
+        estimator.feature_names_in_ = names
+    elif hasattr(estimator, "feature_names_in_"):
+        del estimator.feature_names_in_
+
+
+def check_feature_names(estimator: Any, X: Any) -> None:
+    """Compare the column names of queries ``X`` with those seen at fit, as scikit-learn does.
+
+    Other names, or the same in another order, raise ``ValueError`` (the
+    columns would be matched by position, silently wrong); names on one side
+    only warn (``UserWarning``).
+    """
+    fitted = getattr(estimator, "feature_names_in_", None)
+    given = feature_names_of(X)
+    if fitted is None and given is None:
+        return
+    cls = type(estimator).__name__
+    if given is None:
+        warnings.warn(
+            f"X does not have valid feature names, but {cls} was fitted with feature names", UserWarning, stacklevel=4
+        )
+        return
+    if fitted is None:
+        warnings.warn(f"X has feature names, but {cls} was fitted without feature names", UserWarning, stacklevel=4)
+        return
+    if len(fitted) == len(given) and np.all(fitted == given):
+        return
+    message = "The feature names should match those that were passed during fit.\n"
+    unseen = sorted(set(given) - set(fitted))
+    missing = sorted(set(fitted) - set(given))
+
+    def listing(names: list) -> str:
+        shown = [f"- {name}" for name in names[:5]] + (["- ..."] if len(names) > 5 else [])
+        return "\n".join(shown) + "\n"
+
+    if unseen:
+        message += "Feature names unseen at fit time:\n" + listing(unseen)
+    if missing:
+        message += "Feature names seen at fit time, yet now missing:\n" + listing(missing)
+    if not unseen and not missing:
+        message += "Feature names must be in the same order as they were in fit.\n"
+    raise ValueError(message)
+
+
+def _numbers_of_objects(array: Any) -> Any:
+    """An object array of numbers as float64, as scikit-learn converts it; others unchanged.
+
+    An element that is not a number raises NumPy's ``TypeError`` ("float()
+    argument must be a string or a real number, ...").
+    """
+    if isinstance(array, np.ndarray) and array.dtype.kind == "O":
+        return array.astype(np.float64)
+    return array
+
+
 def _check_numeric_dtype(x: Any, name: str, xp: ModuleType) -> None:
     dtype = x.dtype
+    if (isinstance(x, np.ndarray) and dtype.kind == "c") or (
+        not isinstance(x, np.ndarray) and xp.isdtype(dtype, "complex floating")
+    ):
+        msg = f"Complex data not supported: {name} has dtype {dtype}; knn_gpu needs real numbers"
+        raise ValueError(msg)
     is_host_non_real = isinstance(x, np.ndarray) and dtype.kind in "OSUVMmc"
     if is_host_non_real or not xp.isdtype(dtype, ("bool", "integral", "real floating")):
         msg = f"{name} must hold real numbers (bool, integer or floating), got dtype {dtype}"
@@ -157,23 +316,28 @@ def as_feature_matrix(x: Any, name: str, *, allow_empty: bool = False) -> Any:
     Returns
     -------
     array
-        ``x`` itself when it is already an array, else ``numpy.asarray(x)``.
+        ``x`` itself when it is already an array, else ``numpy.asarray(x)``
+        (a DataFrame's values, nullable columns as float64; an object array
+        of numbers as float64).
     """
-    array = _as_array(x, name)
+    array = _numbers_of_objects(_as_array(x, name))
     xp = array_api_compat.array_namespace(array)
     _check_numeric_dtype(array, name, xp)
     if array.ndim != 2:
         hint = ""
         if array.ndim == 1:
             hint = ". Reshape your data: x.reshape(1, -1) for a single example or x.reshape(-1, 1) for a single feature"
-        msg = f"{name} must be 2-D (n_samples, n_features), got {array.ndim}-D shape {tuple(array.shape)}{hint}"
+        msg = (
+            f"{name} must be 2-D (n_samples, n_features), got {array.ndim}-D shape {tuple(array.shape)} "
+            f"(Found array with dim {array.ndim}){hint}"
+        )
         raise ValueError(msg)
     rows, features = array.shape
     if rows == 0 and not allow_empty:
-        msg = f"{name} has 0 sample(s) (shape={tuple(array.shape)}) while a minimum of 1 is required."
+        msg = f"{name} has 0 sample(s): Found array with 0 sample(s) (shape={tuple(array.shape)}) while a minimum of 1 is required."
         raise ValueError(msg)
     if features == 0:
-        msg = f"{name} has 0 feature(s) (shape={tuple(array.shape)}) while a minimum of 1 is required."
+        msg = f"{name} has 0 feature(s): Found array with 0 feature(s) (shape={tuple(array.shape)}) while a minimum of 1 is required."
         raise ValueError(msg)
     check_finite(array, name, xp)
     return array
@@ -191,8 +355,16 @@ def as_targets(y: Any, name: str, num_samples: int, *, numeric: bool = True) -> 
     array = _as_array(y, name)
     xp = array_api_compat.array_namespace(array)
     if not numeric and array.ndim == 2 and array.shape[1] == 1:
-        array = xp.reshape(array, (-1,))  # a column vector of labels, as scikit-learn accepts
+        # A column vector of labels, accepted with scikit-learn's warning.
+        warnings.warn(
+            "A column-vector y was passed when a 1d array was expected. Please change the shape "
+            "of y to (n_samples,), for example using ravel().",
+            data_conversion_warning(),
+            stacklevel=3,
+        )
+        array = xp.reshape(array, (-1,))
     if numeric:
+        array = _numbers_of_objects(array)
         _check_numeric_dtype(array, name, xp)
     elif isinstance(array, np.ndarray) and array.dtype.kind in "cO":
         if array.dtype.kind == "c" or any(label is None for label in array.ravel()):

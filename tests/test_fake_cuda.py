@@ -35,7 +35,7 @@ DELIBERATE_SYNC_SITES = (
     # One bool per input array, before any work (its docstring: "synchronises on purpose").
     "knn_gpu.validation.check_finite",
     # The distinct labels of device labels: the number of classes is data-dependent.
-    "knn_gpu.estimators.KNNClassifier.fit",
+    "knn_gpu.estimators.encode_class_labels",
 )
 
 #: The engine's contract for half-precision input (knn_gpu.validation.floating_dtype and

@@ -1,0 +1,683 @@
+"""scikit-learn's k-neighbours estimators under their own names, on knn_gpu's engine.
+
+``NearestNeighbors``, ``KNeighborsClassifier``, ``KNeighborsRegressor``,
+``KNeighborsTransformer`` and :func:`kneighbors_graph` take scikit-learn
+1.9's parameters, defaults, fitted attributes, return types, warnings and
+errors, so that replacing ``from sklearn.neighbors import ...`` by ``from
+knn_gpu import ...`` changes where the search runs, not the answers. They are
+thin classes over the seed classes' base (validation, search, per-batch
+reductions): each adds only its names and its reduction (vote, mean, graph).
+
+Every ``algorithm`` ("auto", "brute", "kd_tree", "ball_tree") gives the same
+exact brute-force neighbours (``_fit_method_ == "brute"``); ``leaf_size`` is
+accepted and unused. Metrics: ``"minkowski"`` with ``p=2`` (the default),
+``"euclidean"``/``"l2"``, ``"sqeuclidean"``, ``"cosine"`` and knn_gpu's
+``"inner_product"``; any other metric, or ``p != 2``, is a ``ValueError``
+saying it is not supported yet. Radius queries are not built yet
+(``NotImplementedError``).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from .backends import convert_like, to_host
+from .estimators import _move_to, _NeighborsEstimator, decode_class_labels, encode_class_labels
+from .predictions import ALL_ZERO_WEIGHTS, all_zero_rows, class_votes, weighted_mean
+from .validation import as_targets, distance_dtype_for
+
+__all__ = [
+    "NearestNeighbors",
+    "KNeighborsClassifier",
+    "KNeighborsRegressor",
+    "KNeighborsTransformer",
+    "kneighbors_graph",
+]
+
+ALGORITHMS = ("auto", "ball_tree", "kd_tree", "brute")
+
+#: scikit-learn metric names the engine computes, and the engine's name for each.
+ENGINE_METRICS = {
+    "euclidean": "euclidean",
+    "l2": "euclidean",
+    "sqeuclidean": "sqeuclidean",
+    "cosine": "cosine",
+    "inner_product": "inner_product",  # knn_gpu's own: maximum inner product search
+}
+
+GRAPH_MODES = ("connectivity", "distance")
+
+
+def _invalid_parameter(name: str, owner: str, expected: str, value: Any) -> ValueError:
+    """scikit-learn's wording for a constructor parameter out of its domain."""
+    return ValueError(f"The {name!r} parameter of {owner} must be {expected}. Got {value!r} instead.")
+
+
+def _radius_not_built(method: str) -> NotImplementedError:
+    return NotImplementedError(
+        f"{method} needs radius search, which knn_gpu does not provide yet; use kneighbors "
+        "(k nearest neighbours) or scikit-learn's estimator for radius queries"
+    )
+
+
+class _KNeighborsBase(_NeighborsEstimator):
+    """scikit-learn's ``NeighborsBase`` + ``KNeighborsMixin`` on knn_gpu's engine."""
+
+    _checks_k_at_fit = False  # as scikit-learn: n_neighbors is checked against n_samples_fit_ at query time
+
+    def _set_common(self, n_neighbors, algorithm, leaf_size, metric, p, metric_params, n_jobs, extras) -> None:
+        self.n_neighbors = n_neighbors
+        self.algorithm = algorithm
+        self.leaf_size = leaf_size
+        self.metric = metric
+        self.p = p
+        self.metric_params = metric_params
+        self.n_jobs = n_jobs
+        self.backend, self.batch_size, self.memory_budget, self.out_of_core = extras
+
+    def _default_k(self) -> int:
+        return self.n_neighbors
+
+    def _engine_metric(self) -> str:
+        return _engine_metric_of(self.metric, self._effective_p())
+
+    def _effective_p(self) -> Any:
+        return (self.metric_params or {}).get("p", self.p)
+
+    def _check_params(self) -> None:
+        owner = type(self).__name__
+        k = self.n_neighbors
+        if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
+            raise _invalid_parameter("n_neighbors", owner, "an int in the range [1, inf) or None", k)
+        if self.algorithm not in ALGORITHMS:
+            raise _invalid_parameter("algorithm", owner, f"a str among {set(ALGORITHMS)}", self.algorithm)
+        leaf = self.leaf_size
+        if isinstance(leaf, bool) or not isinstance(leaf, numbers.Integral) or leaf < 1:
+            raise _invalid_parameter("leaf_size", owner, "an int in the range [1, inf)", leaf)
+        p = self.p
+        if p is not None and (isinstance(p, bool) or not isinstance(p, numbers.Real) or not p > 0):
+            raise _invalid_parameter("p", owner, "a float in the range (0.0, inf] or None", p)
+        if self.metric_params is not None and not isinstance(self.metric_params, dict):
+            raise _invalid_parameter("metric_params", owner, "a dict or None", self.metric_params)
+        super()._check_params()
+
+    def _fit_neighbors(self, X: Any) -> tuple[Any, Any]:
+        """Validate, fit the engine, and set scikit-learn's fitted attributes.
+
+        ``X`` may also be a fitted neighbours estimator (knn_gpu's or
+        scikit-learn's) or a scikit-learn ``BallTree``/``KDTree``: their
+        training rows are used, as scikit-learn does.
+        """
+        if array_api_compat.is_dask_array(X):
+            msg = (
+                f"{type(self).__name__} does not take Dask arrays yet; use knn_gpu.KNN or KNNClassifier, "
+                "which keep Dask training data distributed, or pass X.compute()"
+            )
+            raise TypeError(msg)
+        X_fit, index = self._fit_features(_training_rows_of(X))
+        self.effective_metric_, self.effective_metric_params_ = _effective_metric(
+            self.metric, self.metric_params, self.p
+        )
+        self._fit_method = "brute"
+        return X_fit, index
+
+    def fit(self, X: Any, y: Any = None) -> Any:
+        """Fit the nearest-neighbours index on ``X`` (``y`` is ignored)."""
+        X_fit, index = self._fit_neighbors(X)
+        self._store_fit(X_fit, index)
+        return self
+
+    # -- queries ---------------------------------------------------------------
+    def _query_k(self, X: Any, n_neighbors: Any) -> int:
+        """``n_neighbors`` (the model's if None) checked against the fitted data, with scikit-learn's errors."""
+        if n_neighbors is None:
+            n_neighbors = self.n_neighbors
+        elif isinstance(n_neighbors, bool) or not isinstance(n_neighbors, numbers.Integral):
+            msg = f"n_neighbors does not take {type(n_neighbors)} value, enter integer value"
+            raise TypeError(msg)
+        elif n_neighbors <= 0:
+            msg = f"Expected n_neighbors > 0. Got {n_neighbors}"
+            raise ValueError(msg)
+        self._check_fitted()
+        fitted = self.n_samples_fit_
+        query_is_train = X is None
+        if n_neighbors + query_is_train > fitted:
+            inequality = "n_neighbors < n_samples_fit" if query_is_train else "n_neighbors <= n_samples_fit"
+            rows = fitted if query_is_train else getattr(X, "shape", (len(X),))[0]
+            msg = (
+                f"Expected {inequality}, but n_neighbors = {n_neighbors}, n_samples_fit = {fitted}, n_samples = {rows}"
+            )
+            raise ValueError(msg)
+        return int(n_neighbors)
+
+    def kneighbors(self, X: Any = None, n_neighbors: int | None = None, return_distance: bool = True) -> Any:
+        """The ``n_neighbors`` nearest training rows of each row of ``X``, as scikit-learn's.
+
+        Parameters
+        ----------
+        X : array, shape (n_queries, n_features), optional
+            ``None`` queries the training set, each point excluding itself.
+        n_neighbors : int, optional
+            Defaults to the constructor's.
+        return_distance : bool, default True
+
+        Returns
+        -------
+        neigh_dist : array, shape (n_queries, n_neighbors)
+            Only if ``return_distance``. Ascending; ties to the lower index.
+        neigh_ind : array of int64, shape (n_queries, n_neighbors)
+            Both in the namespace and on the device of ``X`` (NumPy for
+            NumPy, lists and DataFrames).
+        """
+        k = self._query_k(X, n_neighbors)
+        return super().kneighbors(X, k, return_distance)
+
+    def kneighbors_graph(self, X: Any = None, n_neighbors: int | None = None, mode: str = "connectivity") -> Any:
+        """Sparse graph of the k nearest neighbours: row i lists row i of ``X``'s neighbours.
+
+        Parameters
+        ----------
+        X : array, shape (n_queries, n_features), optional
+            ``None``: the training set, each point excluding itself.
+        n_neighbors : int, optional
+        mode : {"connectivity", "distance"}
+            Ones, or the distances, as the stored values.
+
+        Returns
+        -------
+        sparse matrix in CSR format, shape (n_queries, n_samples_fit_)
+            ``scipy.sparse.csr_matrix`` for host arrays (NumPy, lists,
+            DataFrames) and for torch and array_api_strict, whose results are
+            copied to the host (SciPy has no sparse matrix of those
+            libraries); ``cupyx.scipy.sparse.csr_matrix`` on the GPU for CuPy.
+        """
+        if mode not in GRAPH_MODES:
+            msg = f'Unsupported mode, must be one of "connectivity", or "distance" but got "{mode}" instead'
+            raise ValueError(msg)
+        distances, indices = self.kneighbors(X, n_neighbors, return_distance=True)
+        return _csr_graph(distances if mode == "distance" else None, indices, self.n_samples_fit_)
+
+    def radius_neighbors(self, X: Any = None, radius: float | None = None, **options: Any) -> Any:
+        """Not available yet: raises ``NotImplementedError``."""
+        raise _radius_not_built("radius_neighbors")
+
+    def radius_neighbors_graph(self, X: Any = None, radius: float | None = None, **options: Any) -> Any:
+        """Not available yet: raises ``NotImplementedError``."""
+        raise _radius_not_built("radius_neighbors_graph")
+
+    def __sklearn_tags__(self) -> Any:
+        from .sklearn_tags import estimator_tags
+
+        tags = estimator_tags(self, self._estimator_type_name)
+        tags.target_tags.multi_output = self._estimator_type_name in ("classifier", "regressor")
+        return tags
+
+
+def _training_rows_of(X: Any) -> Any:
+    """The training rows held by a fitted neighbours estimator or tree; other ``X`` unchanged."""
+    if isinstance(X, _NeighborsEstimator) or (hasattr(X, "_fit_X") and hasattr(X, "n_samples_fit_")):
+        if isinstance(X, _NeighborsEstimator):
+            X._check_fitted()
+        if getattr(X, "_fit_X", None) is None:
+            msg = f"the {type(X).__name__} given as X keeps no training rows in memory (fitted out of core or on Dask)"
+            raise ValueError(msg)
+        return X._fit_X
+    if type(X).__module__.startswith("sklearn.neighbors") and hasattr(X, "get_arrays"):
+        return np.asarray(X.get_arrays()[0])  # BallTree, KDTree
+    return X
+
+
+def _engine_metric_of(metric: Any, p: Any) -> str:
+    """The engine's metric for scikit-learn's ``metric`` and ``p``, or a ``ValueError`` naming what is missing."""
+    if metric == "minkowski":
+        if p == 2:
+            return "euclidean"
+        msg = f"metric='minkowski' with p={p!r} is not supported yet by knn_gpu; only p=2 (euclidean) is"
+        raise ValueError(msg)
+    if isinstance(metric, str) and metric in ENGINE_METRICS:
+        return ENGINE_METRICS[metric]
+    name = getattr(metric, "__name__", metric) if callable(metric) else metric
+    msg = (
+        f"metric={name!r} is not supported yet by knn_gpu; supported: 'minkowski' (p=2), "
+        f"{', '.join(map(repr, ENGINE_METRICS))}"
+    )
+    raise ValueError(msg)
+
+
+def _effective_metric(metric: str, metric_params: dict | None, p: Any) -> tuple[str, dict]:
+    """scikit-learn's ``effective_metric_`` and ``effective_metric_params_`` (minkowski with p=2 is euclidean)."""
+    params = dict(metric_params or {})
+    if metric != "minkowski":
+        return metric, params
+    params.pop("p", None)
+    return "euclidean", params
+
+
+class NearestNeighbors(_KNeighborsBase):
+    """Unsupervised learner for neighbour searches, as ``sklearn.neighbors.NearestNeighbors``.
+
+    Parameters
+    ----------
+    n_neighbors : int, default 5
+    radius : float, default 1.0
+        Stored for compatibility; radius queries are not built yet and raise
+        ``NotImplementedError``.
+    algorithm : {"auto", "ball_tree", "kd_tree", "brute"}, default "auto"
+        All give the same exact brute-force search on the backend.
+    leaf_size : int, default 30
+        Accepted and unused (no tree is built).
+    metric : str, default "minkowski"
+        "minkowski" (with p=2), "euclidean", "l2", "sqeuclidean", "cosine",
+        "inner_product"; others raise ``ValueError`` (not supported yet).
+    p : float, default 2
+    metric_params : dict, optional
+    n_jobs : int, optional
+        Threads on the NumPy backend; None uses every core for large searches
+        (scikit-learn's None is one thread): answers are the same.
+    backend, batch_size, memory_budget, out_of_core :
+        knn_gpu's own, as in :class:`knn_gpu.KNN`.
+
+    Attributes
+    ----------
+    effective_metric_ : str
+    effective_metric_params_ : dict
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when fitted on a DataFrame with string column names.
+    n_samples_fit_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from knn_gpu import NearestNeighbors
+    >>> neigh = NearestNeighbors(n_neighbors=2).fit(np.array([[0.0], [1.0], [3.0]]))
+    >>> neigh.kneighbors(np.array([[0.9]]))
+    (array([[0.1, 0.9]]), array([[1, 0]]))
+    """
+
+    _estimator_type_name = None
+
+    def __init__(
+        self,
+        *,
+        n_neighbors: int = 5,
+        radius: float = 1.0,
+        algorithm: str = "auto",
+        leaf_size: int = 30,
+        metric: str = "minkowski",
+        p: float = 2,
+        metric_params: dict | None = None,
+        n_jobs: int | None = None,
+        backend: str | None = None,
+        batch_size: int | None = None,
+        memory_budget: int | None = None,
+        out_of_core: bool | None = None,
+    ) -> None:
+        self.radius = radius
+        self._set_common(
+            n_neighbors, algorithm, leaf_size, metric, p, metric_params, n_jobs,
+            (backend, batch_size, memory_budget, out_of_core),
+        )  # fmt: skip
+
+
+class KNeighborsTransformer(_KNeighborsBase):
+    """Each sample's k nearest neighbours as a sparse graph, as ``sklearn.neighbors.KNeighborsTransformer``.
+
+    Parameters are those of :class:`NearestNeighbors` (no ``radius``), and
+    ``mode`` ({"distance", "connectivity"}, default "distance"). With
+    "distance", each row holds ``n_neighbors + 1`` entries (the sample itself
+    at distance 0 when transforming the training set), as scikit-learn.
+    ``transform`` returns what :meth:`kneighbors_graph` returns.
+    """
+
+    _estimator_type_name = "transformer"
+
+    def __init__(
+        self,
+        *,
+        mode: str = "distance",
+        n_neighbors: int = 5,
+        algorithm: str = "auto",
+        leaf_size: int = 30,
+        metric: str = "minkowski",
+        p: float = 2,
+        metric_params: dict | None = None,
+        n_jobs: int | None = None,
+        backend: str | None = None,
+        batch_size: int | None = None,
+        memory_budget: int | None = None,
+        out_of_core: bool | None = None,
+    ) -> None:
+        self.mode = mode
+        self._set_common(
+            n_neighbors, algorithm, leaf_size, metric, p, metric_params, n_jobs,
+            (backend, batch_size, memory_budget, out_of_core),
+        )  # fmt: skip
+
+    def fit(self, X: Any, y: Any = None) -> KNeighborsTransformer:
+        """Fit on ``X`` (``y`` is ignored)."""
+        if self.mode not in GRAPH_MODES:
+            raise _invalid_parameter("mode", type(self).__name__, f"a str among {set(GRAPH_MODES)}", self.mode)
+        super().fit(X)
+        self._n_features_out = self.n_samples_fit_
+        return self
+
+    def transform(self, X: Any) -> Any:
+        """The graph of ``X``'s neighbours among the training rows (CSR, shape (n_queries, n_samples_fit_))."""
+        self._check_fitted()
+        add_one = self.mode == "distance"
+        return self.kneighbors_graph(X, mode=self.mode, n_neighbors=self.n_neighbors + add_one)
+
+    def fit_transform(self, X: Any, y: Any = None) -> Any:
+        """``fit(X).transform(X)``."""
+        return self.fit(X).transform(X)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """``["kneighborstransformer0", ...]``, one name per training sample, as scikit-learn's."""
+        self._check_fitted()
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(self._n_features_out)], dtype=object)
+
+
+class _SupervisedMixin:
+    """``weights`` and the leave-one-out ``predict(None)`` shared by the classifier and the regressor."""
+
+    def _reduce(self, X: Any, reduce_batch: Callable, per_query_bytes: int) -> tuple[tuple, Any]:
+        """``reduce_batch`` over each batch of neighbours of ``X``; for ``X=None``, of each training point but itself.
+
+        ``reduce_batch(distances, indices, weights)`` gets the neighbours'
+        weights. Leave-one-out reduces all training points at once (its
+        neighbour lists are computed first, then reduced). With a ``weights``
+        callable, a query whose weights are all zero is a ``ValueError``, as in
+        scikit-learn: flagged per batch on the device, read once after the
+        search (one synchronisation per call, none inside the batches).
+        """
+        k = self._query_k(X, None)
+        xp = self._check_fitted().xp
+        check_zero = callable(self.weights)
+
+        def with_weights(distances: Any, indices: Any) -> tuple:
+            weights = self._weights_for(distances)
+            flags = (all_zero_rows(weights, xp=xp),) if check_zero else ()
+            return (*reduce_batch(distances, indices, weights), *flags)
+
+        if X is None:
+            (distances, indices), _ = self._neighbors_on_backend(None, k)
+            result = with_weights(distances, indices)
+        else:
+            result, X = self._neighbors_on_backend(X, k, with_weights, per_query_bytes)
+        if check_zero:
+            result, flags = result[:-1], result[-1]
+            if bool(xp.any(flags)):
+                raise ValueError(ALL_ZERO_WEIGHTS)
+        return result, X
+
+
+class KNeighborsClassifier(_SupervisedMixin, _KNeighborsBase):
+    """Vote of the k nearest neighbours, as ``sklearn.neighbors.KNeighborsClassifier``.
+
+    Parameters are those of :class:`NearestNeighbors` (no ``radius``), and
+    ``weights`` ({"uniform", "distance"}, a callable, or None for
+    "uniform"). A tied vote goes to the smallest class label.
+
+    Attributes
+    ----------
+    classes_ : array of shape (n_classes,), or a list of them (one per output)
+    outputs_2d_ : bool
+        Whether ``y`` was 2-D (several outputs) at fit.
+    effective_metric_, effective_metric_params_, n_features_in_, feature_names_in_, n_samples_fit_
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from knn_gpu import KNeighborsClassifier
+    >>> X = np.array([[0.0], [1.0], [2.0], [3.0]])
+    >>> KNeighborsClassifier(n_neighbors=3).fit(X, [0, 0, 1, 1]).predict([[1.1]])
+    array([0])
+    """
+
+    _estimator_type_name = "classifier"
+
+    def __init__(
+        self,
+        n_neighbors: int = 5,
+        *,
+        weights: str | Callable | None = "uniform",
+        algorithm: str = "auto",
+        leaf_size: int = 30,
+        p: float = 2,
+        metric: str = "minkowski",
+        metric_params: dict | None = None,
+        n_jobs: int | None = None,
+        backend: str | None = None,
+        batch_size: int | None = None,
+        memory_budget: int | None = None,
+        out_of_core: bool | None = None,
+    ) -> None:
+        self.weights = weights
+        self._set_common(
+            n_neighbors, algorithm, leaf_size, metric, p, metric_params, n_jobs,
+            (backend, batch_size, memory_budget, out_of_core),
+        )  # fmt: skip
+
+    def fit(self, X: Any, y: Any) -> KNeighborsClassifier:
+        """Fit on ``X`` with class labels ``y`` (1-D, or 2-D for several outputs)."""
+        X_fit, index = self._fit_neighbors(X)
+        labels = _as_label_columns(y, index.num_samples)
+        self.outputs_2d_ = labels.ndim == 2
+        columns = [labels[:, j] for j in range(labels.shape[1])] if self.outputs_2d_ else [labels]
+        encoded = [encode_class_labels(column, index) for column in columns]
+        self._store_fit(X_fit, index)
+        self._codes = [codes for _, codes in encoded]
+        self.classes_ = [classes for classes, _ in encoded] if self.outputs_2d_ else encoded[0][0]
+        return self
+
+    def _class_lists(self) -> list:
+        return self.classes_ if self.outputs_2d_ else [self.classes_]
+
+    def _votes(self, X: Any, *, winners_only: bool) -> tuple[list, Any]:
+        """Per output, each query's vote shares (or winning codes), on the backend; and the validated ``X``."""
+        xp = self._check_fitted().xp
+        sizes = [classes.shape[0] for classes in self._class_lists()]
+
+        def votes_of_batch(distances: Any, indices: Any, weights: Any) -> tuple:
+            votes = [class_votes(codes, indices, weights, n, xp=xp) for codes, n in zip(self._codes, sizes)]
+            return tuple(xp.argmax(v, axis=1) for v in votes) if winners_only else tuple(votes)
+
+        k = self.n_neighbors
+        per_query = sum((2 * k + 2) * n * 8 for n in sizes)
+        result, X = self._reduce(X, votes_of_batch, per_query)
+        return list(result), X
+
+    def predict(self, X: Any) -> Any:
+        """Class labels of ``X`` (``None``: of each training point, leaving it out), shape (n_queries,) or (n_queries, n_outputs)."""
+        winners, X_checked = self._votes(X, winners_only=True)
+        labels = [decode_class_labels(w, classes, X_checked) for w, classes in zip(winners, self._class_lists())]
+        if not self.outputs_2d_:
+            return labels[0]
+        return array_api_compat.array_namespace(labels[0]).stack(labels, axis=1)
+
+    def predict_proba(self, X: Any) -> Any:
+        """Share of (weighted) votes per class, columns in ``classes_`` order; a list of them for several outputs."""
+        votes, X_checked = self._votes(X, winners_only=False)
+        votes = [v if X_checked is None else convert_like(v, X_checked) for v in votes]
+        return votes if self.outputs_2d_ else votes[0]
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean accuracy (all outputs right, for several), weighted by ``sample_weight``."""
+        predicted = to_host(self.predict(X))
+        truth = np.asarray(to_host(_as_label_columns(y, predicted.shape[0], warn=False)))
+        right = predicted == truth.reshape(predicted.shape)
+        if right.ndim == 2:
+            right = right.all(axis=1)
+        return float(np.average(right, weights=None if sample_weight is None else to_host(sample_weight)))
+
+
+class KNeighborsRegressor(_SupervisedMixin, _KNeighborsBase):
+    """Mean of the k nearest neighbours' targets, as ``sklearn.neighbors.KNeighborsRegressor``.
+
+    Parameters are those of :class:`KNeighborsClassifier`. A ``weights``
+    callable giving a query all-zero weights raises ``ValueError`` (scikit-learn
+    returns NaN there).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from knn_gpu import KNeighborsRegressor
+    >>> X = np.array([[0.0], [1.0], [2.0], [3.0]])
+    >>> KNeighborsRegressor(n_neighbors=2).fit(X, [0.0, 0.0, 1.0, 1.0]).predict([[1.5]])
+    array([0.5])
+    """
+
+    _estimator_type_name = "regressor"
+
+    def __init__(
+        self,
+        n_neighbors: int = 5,
+        *,
+        weights: str | Callable | None = "uniform",
+        algorithm: str = "auto",
+        leaf_size: int = 30,
+        p: float = 2,
+        metric: str = "minkowski",
+        metric_params: dict | None = None,
+        n_jobs: int | None = None,
+        backend: str | None = None,
+        batch_size: int | None = None,
+        memory_budget: int | None = None,
+        out_of_core: bool | None = None,
+    ) -> None:
+        self.weights = weights
+        self._set_common(
+            n_neighbors, algorithm, leaf_size, metric, p, metric_params, n_jobs,
+            (backend, batch_size, memory_budget, out_of_core),
+        )  # fmt: skip
+
+    def fit(self, X: Any, y: Any) -> KNeighborsRegressor:
+        """Fit on ``X`` with targets ``y`` (1-D, or 2-D for several outputs)."""
+        X_fit, index = self._fit_neighbors(X)
+        y = as_targets(y, "y", index.num_samples)
+        targets = index.xp.astype(_move_to(y, index.xp, index.device), distance_dtype_for(index.dtype, index.xp))
+        self._store_fit(X_fit, index)
+        self._targets = targets[:, None] if targets.ndim == 1 else targets
+        self._targets_1d = y.ndim == 1
+        return self
+
+    def predict(self, X: Any) -> Any:
+        """(Weighted) mean target of the neighbours of ``X`` (``None``: of each training point, leaving it out)."""
+        xp = self._check_fitted().xp
+
+        def mean_of_batch(distances: Any, indices: Any, weights: Any) -> tuple:
+            return (weighted_mean(self._targets, indices, weights, xp=xp),)
+
+        per_query = 3 * self.n_neighbors * (self._targets.shape[1] + 1) * 8
+        (prediction,), X = self._reduce(X, mean_of_batch, per_query)
+        if self._targets_1d:
+            prediction = prediction[:, 0]
+        return prediction if X is None else convert_like(prediction, X)
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Coefficient of determination R² (uniform average over outputs), weighted by ``sample_weight``."""
+        predicted = to_host(self.predict(X)).astype(np.float64)
+        truth = to_host(as_targets(y, "y", predicted.shape[0])).astype(np.float64).reshape(predicted.shape)
+        if truth.ndim == 1:
+            truth, predicted = truth[:, None], predicted[:, None]
+        weight = np.ones(truth.shape[0]) if sample_weight is None else to_host(sample_weight).astype(np.float64)
+        weight = weight[:, None]
+        residual = (weight * (truth - predicted) ** 2).sum(axis=0)
+        mean = np.average(truth, axis=0, weights=weight[:, 0])
+        total = (weight * (truth - mean) ** 2).sum(axis=0)
+        safe_total = np.where(total == 0, 1.0, total)
+        r2 = np.where(total == 0, np.where(residual == 0, 1.0, 0.0), 1 - residual / safe_total)
+        return float(np.mean(r2))
+
+
+def _as_label_columns(y: Any, num_samples: int, *, warn: bool = True) -> Any:
+    """Class labels as a 1-D array, or 2-D (one column per output); a column vector warns and is raveled."""
+    if y is None:
+        msg = "this estimator requires y to be passed, but the target y is None"
+        raise ValueError(msg)
+    raw = y
+    if not array_api_compat.is_array_api_obj(y) or type(y).__module__.startswith("pandas."):
+        raw = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+    if getattr(raw, "ndim", 1) == 2 and raw.shape[1] > 1:
+        columns = [as_targets(raw[:, j], "y", num_samples, numeric=False) for j in range(raw.shape[1])]
+        return array_api_compat.array_namespace(columns[0]).stack(columns, axis=1)
+    if getattr(raw, "ndim", 1) == 2 and not warn:
+        raw = raw[:, 0]
+    return as_targets(y if raw is y else raw, "y", num_samples, numeric=False)
+
+
+def _csr_graph(distances: Any, indices: Any, num_columns: int) -> Any:
+    """A CSR matrix with the neighbours of row i in row i: ones (``distances=None``) or the distances."""
+    rows, k = indices.shape
+    if array_api_compat.is_cupy_array(indices):
+        import cupy
+        import cupyx.scipy.sparse
+
+        data = cupy.ones(rows * k) if distances is None else cupy.reshape(distances, (-1,))
+        indptr = cupy.arange(0, rows * k + 1, k)
+        return cupyx.scipy.sparse.csr_matrix((data, cupy.reshape(indices, (-1,)), indptr), shape=(rows, num_columns))
+    try:
+        import scipy.sparse
+    except ImportError as exc:
+        msg = "kneighbors_graph needs SciPy for its sparse result: pip install 'knn-gpu[sparse]' (or scipy)"
+        raise ImportError(msg) from exc
+    host_indices = to_host(indices).reshape(-1)
+    data = np.ones(rows * k) if distances is None else to_host(distances).reshape(-1)
+    indptr = np.arange(0, rows * k + 1, k)
+    return scipy.sparse.csr_matrix((data, host_indices, indptr), shape=(rows, num_columns))
+
+
+def kneighbors_graph(
+    X: Any,
+    n_neighbors: int,
+    *,
+    mode: str = "connectivity",
+    metric: str = "minkowski",
+    p: float = 2,
+    metric_params: dict | None = None,
+    include_self: bool | str = False,
+    n_jobs: int | None = None,
+) -> Any:
+    """Graph of the k nearest neighbours of each sample of ``X``, as ``sklearn.neighbors.kneighbors_graph``.
+
+    Parameters
+    ----------
+    X : array, shape (n_samples, n_features), or a fitted :class:`NearestNeighbors`
+    n_neighbors : int
+    mode : {"connectivity", "distance"}
+    metric, p, metric_params, n_jobs : as :class:`NearestNeighbors`
+    include_self : bool or "auto", default False
+        Whether each sample is its own first neighbour ("auto": only in
+        "connectivity" mode).
+
+    Returns
+    -------
+    sparse matrix in CSR format, shape (n_samples, n_samples)
+        See :meth:`NearestNeighbors.kneighbors_graph` for its type per array library.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from knn_gpu import kneighbors_graph
+    >>> kneighbors_graph(np.array([[0.0], [1.0], [3.0]]), 1).toarray()
+    array([[0., 1., 0.],
+           [1., 0., 0.],
+           [0., 1., 0.]])
+    """
+    if isinstance(X, _KNeighborsBase):
+        model, data = X, X._fit_X
+    else:
+        model = NearestNeighbors(
+            n_neighbors=n_neighbors, metric=metric, p=p, metric_params=metric_params, n_jobs=n_jobs
+        )
+        model, data = model.fit(X), X
+    if include_self == "auto":
+        include_self = mode == "connectivity"
+    return model.kneighbors_graph(data if include_self else None, n_neighbors, mode)

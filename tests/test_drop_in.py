@@ -1,0 +1,340 @@
+"""The scikit-learn drop-in classes against scikit-learn itself, on every backend."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse
+from sklearn import datasets
+from sklearn import neighbors as sk
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import check_is_fitted
+
+import knn_gpu
+from knn_gpu import (
+    KNeighborsClassifier,
+    KNeighborsRegressor,
+    KNeighborsTransformer,
+    KNNClassifier,
+    NearestNeighbors,
+    kneighbors_graph,
+)
+from knn_gpu.backends import to_host
+
+LOADERS = {
+    "iris": datasets.load_iris,
+    "wine": datasets.load_wine,
+    "breast_cancer": datasets.load_breast_cancer,
+    "digits": datasets.load_digits,
+}
+
+
+def _data(loader, standardise):
+    """A data set with its exact ties broken (so every correct method agrees), raw or standardised."""
+    X, y = loader(return_X_y=True)
+    X = X.astype(np.float64)
+    if standardise:
+        X = StandardScaler().fit_transform(X)
+    X = X + np.random.default_rng(0).normal(0.0, 1e-6 * (np.abs(X).max() or 1.0), X.shape)
+    return X[::2], y[::2], X[1::2], y[1::2]
+
+
+def _need_float64(backend):
+    if not backend.has_float64():
+        pytest.skip("device has no float64")
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+@pytest.mark.parametrize("metric", ["minkowski", "cosine"])
+@pytest.mark.parametrize("standardise", [False, True], ids=["raw", "standardised"])
+@pytest.mark.parametrize("dataset", list(LOADERS))
+def test_classifier_and_neighbors_match_sklearn(backend, dataset, standardise, metric, weights):
+    _need_float64(backend)
+    train, y_train, queries, y_test = _data(LOADERS[dataset], standardise)
+    ours = KNeighborsClassifier(5, weights=weights, metric=metric).fit(backend.asarray(train), backend.asarray(y_train))
+    theirs = sk.KNeighborsClassifier(5, weights=weights, metric=metric).fit(train, y_train)
+    on_backend = backend.asarray(queries)
+    predicted = backend.check(ours.predict(on_backend), (queries.shape[0],))
+    np.testing.assert_array_equal(predicted, theirs.predict(queries))
+    n_classes = theirs.classes_.shape[0]
+    proba = backend.check(ours.predict_proba(on_backend), (queries.shape[0], n_classes), backend.xp.float64)
+    np.testing.assert_allclose(proba, theirs.predict_proba(queries), atol=1e-12)
+    assert ours.score(on_backend, backend.asarray(y_test)) == pytest.approx(theirs.score(queries, y_test))
+    distances, indices = ours.kneighbors(on_backend, 6)
+    sk_distances, sk_indices = theirs.kneighbors(queries, 6)
+    np.testing.assert_array_equal(backend.check(indices, (queries.shape[0], 6), backend.xp.int64), sk_indices)
+    np.testing.assert_allclose(backend.check(distances, (queries.shape[0], 6)), sk_distances, rtol=1e-9, atol=1e-9)
+    unsupervised = NearestNeighbors(n_neighbors=4, metric=metric).fit(backend.asarray(train))
+    np.testing.assert_array_equal(
+        backend.to_numpy(unsupervised.kneighbors(return_distance=False)),
+        sk.NearestNeighbors(n_neighbors=4, metric=metric).fit(train).kneighbors(return_distance=False),
+    )
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+@pytest.mark.parametrize("metric", ["minkowski", "cosine"])
+@pytest.mark.parametrize("standardise", [False, True], ids=["raw", "standardised"])
+def test_regressor_matches_sklearn_on_diabetes(backend, standardise, metric, weights):
+    _need_float64(backend)
+    train, y_train, queries, y_test = _data(datasets.load_diabetes, standardise)
+    ours = KNeighborsRegressor(7, weights=weights, metric=metric).fit(backend.asarray(train), backend.asarray(y_train))
+    theirs = sk.KNeighborsRegressor(7, weights=weights, metric=metric).fit(train, y_train)
+    predicted = backend.check(ours.predict(backend.asarray(queries)), (queries.shape[0],), backend.xp.float64)
+    np.testing.assert_allclose(predicted, theirs.predict(queries), rtol=1e-9)
+    assert ours.score(backend.asarray(queries), backend.asarray(y_test)) == pytest.approx(
+        theirs.score(queries, y_test), rel=1e-9
+    )
+    np.testing.assert_allclose(backend.to_numpy(ours.predict(None)), theirs.predict(None), rtol=1e-9)
+
+
+@pytest.mark.parametrize("estimator", ["KNeighborsClassifier", "KNeighborsRegressor"])
+def test_leave_one_out_predict_and_score(estimator):
+    X, y = datasets.make_blobs(n_samples=40, centers=3, n_features=2, random_state=0)
+    ours = getattr(knn_gpu, estimator)(n_neighbors=5).fit(X, y)
+    theirs = getattr(sk, estimator)(n_neighbors=5).fit(X, y)
+    np.testing.assert_allclose(ours.predict(None), theirs.predict(None))
+    assert ours.score(None, y) == pytest.approx(theirs.score(None, y))
+    weight = np.linspace(0.5, 2.0, 40)
+    assert ours.score(X, y, sample_weight=weight) == pytest.approx(theirs.score(X, y, sample_weight=weight))
+
+
+def test_multioutput_classifier_matches_sklearn():
+    X, y = datasets.make_blobs(n_samples=60, centers=3, n_features=3, random_state=1)
+    Y = np.stack([y, (X[:, 0] > 0).astype(int), np.where(y == 1, "a", "b")], axis=1)
+    ours = KNeighborsClassifier(4, weights="distance").fit(X, Y)
+    theirs = sk.KNeighborsClassifier(4, weights="distance").fit(X, Y)
+    assert ours.outputs_2d_ and theirs.outputs_2d_
+    np.testing.assert_array_equal(ours.predict(X[:10]), theirs.predict(X[:10]))
+    for mine, reference in zip(ours.predict_proba(X[:10]), theirs.predict_proba(X[:10])):
+        np.testing.assert_allclose(mine, reference)
+    for mine, reference in zip(ours.classes_, theirs.classes_):
+        np.testing.assert_array_equal(mine, reference)
+
+
+@pytest.mark.parametrize("mode", ["connectivity", "distance"])
+def test_graphs_match_sklearn(mode):
+    X = datasets.load_iris(return_X_y=True)[0]
+    X = X + np.random.default_rng(0).normal(0.0, 1e-6, X.shape)
+    pairs = [
+        (kneighbors_graph(X, 4, mode=mode), sk.kneighbors_graph(X, 4, mode=mode)),
+        (kneighbors_graph(X, 4, mode=mode, include_self=True), sk.kneighbors_graph(X, 4, mode=mode, include_self=True)),
+        (NearestNeighbors().fit(X).kneighbors_graph(X[:7], 3, mode), sk.NearestNeighbors().fit(X).kneighbors_graph(X[:7], 3, mode)),
+        (KNeighborsTransformer(mode=mode).fit_transform(X), sk.KNeighborsTransformer(mode=mode).fit_transform(X)),
+    ]  # fmt: skip
+    for ours, theirs in pairs:
+        assert type(ours) is scipy.sparse.csr_matrix and ours.shape == theirs.shape
+        np.testing.assert_array_equal(ours.indptr, theirs.indptr)
+        np.testing.assert_array_equal(ours.indices, theirs.indices)
+        np.testing.assert_allclose(ours.data, theirs.data, rtol=1e-9)
+    transformer = KNeighborsTransformer(n_neighbors=3).fit(X)
+    np.testing.assert_array_equal(
+        transformer.get_feature_names_out(), sk.KNeighborsTransformer(n_neighbors=3).fit(X).get_feature_names_out()
+    )
+
+
+def test_graph_of_other_namespaces_is_a_host_scipy_matrix(backend):
+    """torch and array_api_strict results are copied to the host (documented); CuPy's graph stays on the GPU."""
+    X = np.random.default_rng(1).standard_normal((30, 3)).astype(np.float32)
+    graph = NearestNeighbors(n_neighbors=3).fit(backend.asarray(X)).kneighbors_graph(mode="distance")
+    if backend.name == "cupy":
+        import cupyx.scipy.sparse
+
+        assert isinstance(graph, cupyx.scipy.sparse.csr_matrix)
+        graph = graph.get()
+    assert isinstance(graph, scipy.sparse.csr_matrix) and graph.shape == (30, 30) and graph.nnz == 90
+    np.testing.assert_allclose(
+        graph.toarray(), NearestNeighbors(n_neighbors=3).fit(X).kneighbors_graph(mode="distance").toarray()
+    )
+
+
+def test_graph_without_scipy_names_the_missing_extra(monkeypatch):
+    model = NearestNeighbors(n_neighbors=2).fit(np.eye(3))
+    monkeypatch.setitem(sys.modules, "scipy.sparse", None)
+    with pytest.raises(ImportError, match=r"needs SciPy for its sparse result: pip install 'knn-gpu\[sparse\]'"):
+        model.kneighbors_graph()
+
+
+def test_parameters_defaults_and_fitted_attributes():
+    for name in ("NearestNeighbors", "KNeighborsClassifier", "KNeighborsRegressor", "KNeighborsTransformer"):
+        ours, theirs = getattr(knn_gpu, name)().get_params(), getattr(sk, name)().get_params()
+        extras = {"backend": None, "batch_size": None, "memory_budget": None, "out_of_core": None}
+        assert ours == {**theirs, **extras}, name
+    X = np.arange(12.0).reshape(6, 2)
+    model = KNeighborsClassifier(algorithm="kd_tree", leaf_size=5).fit(X, [0, 1] * 3)
+    assert model._fit_method == "brute" and model.n_samples_fit_ == 6 and model.n_features_in_ == 2
+    assert model.effective_metric_ == "euclidean" and model.effective_metric_params_ == {}
+    assert model.outputs_2d_ is False
+    assert NearestNeighbors(metric="cosine").fit(X).effective_metric_ == "cosine"
+    assert NearestNeighbors().radius == 1.0
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"metric": "manhattan"}, "metric='manhattan' is not supported yet"),
+        ({"p": 1}, "p=1 is not supported yet"),
+        ({"metric_params": {"p": 3}}, "p=3 is not supported yet"),
+        ({"metric": "precomputed"}, "metric='precomputed' is not supported yet"),
+        ({"algorithm": "annoy"}, "The 'algorithm' parameter of KNeighborsClassifier must be"),
+        ({"n_neighbors": 0}, "The 'n_neighbors' parameter of KNeighborsClassifier must be"),
+        ({"leaf_size": 0}, "The 'leaf_size' parameter"),
+        ({"p": -1}, "The 'p' parameter"),
+        ({"weights": "far"}, "weights must be 'uniform', 'distance' or a callable"),
+    ],
+)
+def test_bad_parameters_raise_at_fit(params, message):
+    with pytest.raises(ValueError, match=message):
+        KNeighborsClassifier(**params).fit(np.eye(3), [0, 1, 1])
+
+
+def test_query_time_errors():
+    X = np.arange(10.0).reshape(5, 2)
+    model = KNeighborsClassifier(n_neighbors=8).fit(X, [0, 1, 0, 1, 0])  # accepted at fit, as scikit-learn
+    with pytest.raises(ValueError, match="Expected n_neighbors <= n_samples_fit, but n_neighbors = 8"):
+        model.predict(X)
+    with pytest.raises(ValueError, match="Expected n_neighbors < n_samples_fit"):
+        model.kneighbors(n_neighbors=5)
+    with pytest.raises(ValueError, match="Expected n_neighbors > 0. Got 0"):
+        model.kneighbors(X, 0)
+    with pytest.raises(TypeError, match="n_neighbors does not take"):
+        model.kneighbors(X, 2.5)
+    with pytest.raises(ValueError, match='Unsupported mode, must be one of "connectivity"'):
+        NearestNeighbors(n_neighbors=2).fit(X).kneighbors_graph(X, mode="blah")
+    with pytest.raises(NotImplementedError, match="radius search"):
+        NearestNeighbors(n_neighbors=2).fit(X).radius_neighbors(X)
+
+
+def test_dask_training_data_is_refused_with_the_alternative():
+    da = pytest.importorskip("dask.array")
+    with pytest.raises(TypeError, match="does not take Dask arrays yet; use knn_gpu.KNN or KNNClassifier"):
+        KNeighborsClassifier(3).fit(da.from_array(np.eye(4)), [0, 1, 0, 1])
+
+
+def test_all_zero_callable_weights_raise():
+    model = KNeighborsClassifier(n_neighbors=3, weights=lambda d: (d <= 0.5).astype(float))
+    model.fit([[0, 1], [1, 2], [2, 3], [3, 4]], [0, 0, 1, 1])
+    for method in (model.predict, model.predict_proba):
+        with pytest.raises(ValueError, match="All neighbors of some sample is getting zero weights"):
+            method([[1.1, 1.1]])
+
+
+def test_not_fitted_error_is_sklearns():
+    for model in (NearestNeighbors(), KNeighborsClassifier(), KNeighborsRegressor(), KNeighborsTransformer()):
+        with pytest.raises(SklearnNotFittedError):
+            check_is_fitted(model)
+        with pytest.raises(knn_gpu.NotFittedError):
+            model.kneighbors(np.eye(2))
+
+
+@pytest.mark.parametrize("estimator", [KNeighborsClassifier, KNeighborsRegressor, NearestNeighbors, KNNClassifier])
+def test_dataframe_feature_names(estimator):
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.standard_normal((30, 3)), columns=["a", "b", "c"])
+    model = estimator(3).fit(frame, np.arange(30) % 3) if estimator is not NearestNeighbors else estimator().fit(frame)
+    query = model.kneighbors if estimator is NearestNeighbors else model.predict
+    np.testing.assert_array_equal(model.feature_names_in_, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="The feature names should match those that were passed during fit"):
+        query(frame[["b", "a", "c"]])
+    with pytest.raises(ValueError, match="Feature names unseen at fit time:\n- d"):
+        query(frame.rename(columns={"c": "d"}))
+    with pytest.warns(UserWarning, match="X does not have valid feature names"):
+        query(frame.to_numpy())
+    model.fit(frame.to_numpy(), np.arange(30) % 3)
+    with pytest.warns(UserWarning, match="X has feature names, but .* was fitted without feature names"):
+        query(frame)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        query(frame.to_numpy())
+
+
+def test_nullable_columns_and_labels_as_scikit_learn():
+    pd = pytest.importorskip("pandas")
+    X, y = datasets.load_iris(return_X_y=True, as_frame=True)
+    nullable = X.astype("Float64")
+    nullable["petal width (cm)"] = (X["petal width (cm)"] * 10).round().astype("Int64")
+    names = pd.Series(np.asarray(["setosa", "versicolor", "virginica"])[y])
+    for labels in (names, names.astype("category"), names.astype("string"), y.astype("Int64")):
+        ours = KNeighborsClassifier().fit(nullable, labels)
+        theirs = sk.KNeighborsClassifier().fit(nullable, labels)
+        np.testing.assert_array_equal(ours.predict(nullable), theirs.predict(nullable))
+        np.testing.assert_array_equal(ours.classes_, theirs.classes_)
+    regressor = KNeighborsRegressor().fit(nullable, y.astype("Float64"))
+    np.testing.assert_allclose(regressor.predict(nullable), sk.KNeighborsRegressor().fit(nullable, y).predict(nullable))
+
+
+def test_importing_knn_gpu_does_not_import_sklearn():
+    import subprocess
+
+    code = "import sys, knn_gpu; knn_gpu.NearestNeighbors(); print('sklearn' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+# check_estimator checks skipped deliberately, check name -> reason (none today).
+SKIPPED_CHECKS: dict[str, str] = {}
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [NearestNeighbors(), KNeighborsClassifier(), KNeighborsRegressor(), KNeighborsTransformer()],
+    ids=lambda estimator: type(estimator).__name__,
+)
+def test_check_estimator(estimator):
+    from sklearn.utils.estimator_checks import check_estimator
+
+    results = check_estimator(estimator, expected_failed_checks=SKIPPED_CHECKS, on_fail=None)
+    failures = [r for r in results if r["status"] == "failed"]
+    assert not failures, [(r["check_name"], str(r["exception"])[:300]) for r in failures]
+
+
+def test_readme_migration_example_runs():
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    start = readme.index("# migrate.py")
+    code = readme[start : readme.index("```", start)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        exec(compile(code, "migrate.py", "exec"), {})
+
+
+@pytest.mark.parametrize("weights", ["distance", "callable"])
+def test_no_host_synchronisation_inside_the_batches(monkeypatch, weights):
+    """On array_api_strict's device1, the drop-in reductions (and the all-zero-weights flag) run without a host sync."""
+    from test_engine import _refusing_host_conversions
+
+    from knn_gpu import estimators, search
+
+    xp = pytest.importorskip("array_api_strict")
+    device = xp.Device("device1")
+    rng = np.random.default_rng(7)
+    train_host, queries_host = rng.standard_normal((300, 4)), rng.standard_normal((30, 4))
+    labels_host = rng.integers(0, 3, size=300)
+    train, queries = xp.asarray(train_host, device=device), xp.asarray(queries_host, device=device)
+    strict_search = search.search_index
+
+    def guarded_search(*args, **kwargs):
+        with _refusing_host_conversions(monkeypatch, type(train), xp):
+            return strict_search(*args, **kwargs)
+
+    monkeypatch.setattr(estimators, "search_index", guarded_search)
+    chosen = (lambda d: 1 / (1 + d)) if weights == "callable" else weights
+    classifier = KNeighborsClassifier(5, weights=chosen, batch_size=8).fit(
+        train, xp.asarray(labels_host, device=device)
+    )
+    regressor = KNeighborsRegressor(5, weights=chosen, batch_size=8).fit(
+        train, xp.asarray(labels_host * 1.0, device=device)
+    )
+    reference = sk.KNeighborsClassifier(5, weights=lambda d: 1 / (1 + d)).fit(train_host, labels_host)
+    predicted = classifier.predict(queries)
+    assert predicted.device == device
+    np.testing.assert_array_equal(
+        to_host(predicted),
+        reference.predict(queries_host) if weights == "callable" else classifier.predict(queries_host),
+    )
+    assert regressor.predict(queries).device == device

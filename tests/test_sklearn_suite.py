@@ -1,0 +1,141 @@
+"""scikit-learn's own ``sklearn/neighbors/tests/test_neighbors.py``, run against knn_gpu's classes.
+
+The test file is loaded from the installed scikit-learn (located from
+``sklearn.__file__``, never copied here) while ``sklearn.neighbors``'s
+k-neighbours names point at knn_gpu's, and every one of its test functions
+runs with those names patched again for its duration (``_knn_gpu_names``), so
+the rest of the test session still compares against the real scikit-learn.
+Its assertions are unchanged. The tests of features knn_gpu does not have yet
+are deselected, with the reason, in :data:`DESELECTED`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sklearn")
+import sklearn.neighbors  # noqa: E402
+
+import knn_gpu  # noqa: E402
+
+#: sklearn.neighbors names replaced by knn_gpu's while the suite is imported and while each test runs.
+PATCHED = (
+    "NearestNeighbors",
+    "KNeighborsClassifier",
+    "KNeighborsRegressor",
+    "KNeighborsTransformer",
+    "kneighbors_graph",
+)
+
+SUITE = Path(sklearn.__file__).parent / "neighbors" / "tests" / "test_neighbors.py"
+
+
+def _load_suite():
+    originals = {name: getattr(sklearn.neighbors, name) for name in PATCHED}
+    try:
+        for name in PATCHED:
+            setattr(sklearn.neighbors, name, getattr(knn_gpu, name))
+        spec = importlib.util.spec_from_file_location("knn_gpu_sklearn_test_neighbors", SUITE)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        for name, value in originals.items():
+            setattr(sklearn.neighbors, name, value)
+    return module
+
+
+_suite = _load_suite()
+# scikit-learn's own fixtures for its tests: global_dtype (float32 too: scikit-learn runs those only
+# when asked), and global_random_seed (42 unless SKLEARN_TESTS_GLOBAL_RANDOM_SEED says otherwise).
+os.environ.setdefault("SKLEARN_RUN_FLOAT32_TESTS", "1")
+from sklearn.conftest import global_dtype, pytest_generate_tests  # noqa: E402, F401
+
+globals().update({name: value for name, value in vars(_suite).items() if name.startswith("test_")})
+
+
+RADIUS = "radius search is not built yet (another branch builds it); knn_gpu's radius methods raise NotImplementedError"
+SKLEARN_RADIUS = "runs only scikit-learn's own RadiusNeighbors* class or radius_neighbors_graph, not replaced until knn_gpu has radius search"
+METRICS = "metrics other than euclidean/l2/sqeuclidean/cosine/minkowski(p=2) are not supported yet (ValueError)"
+P_NOT_2 = "minkowski with p != 2 is not supported yet (ValueError)"
+DISTANCE_METRIC = "DistanceMetric objects and callables as metric are not supported yet (ValueError)"
+SPARSE = "sparse input is not supported yet (TypeError asking for .toarray())"
+PRECOMPUTED = "metric='precomputed' is not supported yet (ValueError)"
+FIT_METHOD = (
+    "knn_gpu builds no tree: _fit_method is always 'brute', where scikit-learn's 'auto' may pick kd_tree/ball_tree"
+)
+MIXIN = (
+    "the test tells k-neighbours from radius classes by issubclass(cls, sklearn.neighbors._base.KNeighborsMixin), "
+    "a private scikit-learn class that knn_gpu's classes cannot subclass without importing scikit-learn; it then passes "
+    "the radius (500, 1000) as n_neighbors, more than the 100 training samples"
+)
+_OTHER_METRICS = (
+    "braycurtis|canberra|chebyshev|cityblock|correlation|dice|hamming|haversine|jaccard|l1|mahalanobis|manhattan|"
+    "nan_euclidean|rogerstanimoto|russellrao|seuclidean|sokalsneath|yule|sokalmichener|kulsinski"
+)
+
+#: Tests of scikit-learn's suite not run, and why: features knn_gpu does not have yet. Each key is a
+#: regular expression searched in the test's name with its parameters ("test_x[float64-...]").
+DESELECTED: dict[str, str] = {
+    # radius search (the first match gives the reason)
+    r"^test_k_and_radius_neighbors_": RADIUS,
+    r"^test_not_fitted_error_gets_raised$": RADIUS + " (it calls radius_neighbors_graph)",
+    r"^test_nearest_neighbors_validate_params$": RADIUS + " (its second half checks radius_neighbors_graph)",
+    r"(?i)^test_\w*radius": SKLEARN_RADIUS,
+    r"Radius": SKLEARN_RADIUS,  # the RadiusNeighbors* parameter of a test run on both kinds
+    r"^test_neighbor_(classifiers|regressors)_loocv\[.*nn_model1\]": SKLEARN_RADIUS,
+    # metrics
+    rf"^test_(unsupervised_kneighbors|neigh_predictions_algorithm_agnosticity|neighbors_metrics|kneighbors_brute_backend|valid_brute_metric_for_auto_algorithm|neighbors_classifier_with_string_labels)\[.*(?<![a-z_])({_OTHER_METRICS})(?![a-z_])": METRICS,
+    r"^test_(non_euclidean_kneighbors|pairwise_boolean_distance|nan_euclidean_support)": METRICS,
+    r"^test_(unsupervised_kneighbors|neigh_predictions_algorithm_agnosticity|neighbors_metrics)\[.*DM_euclidean": DISTANCE_METRIC,
+    r"^test_callable_metric$": DISTANCE_METRIC,
+    r"^test_(neighbors_metrics|kneighbors_brute_backend)\[.*-minkowski\]": P_NOT_2
+    + " (the test loops over p = 1, 3, inf)",
+    r"^test_(neighbors_minkowski_semimetric_algo_(warn|error)|nearest_neighbours_works_with_p_less_than_1)": P_NOT_2
+    + " (0 < p < 1)",
+    r"^test_kneighbors_classifier_predict_proba\[": P_NOT_2 + " (p=1)",
+    r"^test_metric_params_interface$": P_NOT_2 + " (metric_params={'p': 3})",
+    # sparse input, precomputed distances
+    r"^test_valid_brute_metric_for_auto_algorithm\[.*csr_": SPARSE,
+    r"^test_(kneighbors_classifier_sparse|kneighbors_regressor_sparse|kneighbors_graph_sparse|predict_sparse_ball_kd_tree|sparse_metric_callable)": SPARSE,
+    r"^test_neighbors_validate_parameters\[": SPARSE + " (and metric='haversine')",
+    r"^test_(precomputed_|pipeline_with_nearest_neighbors_transformer)": PRECOMPUTED,
+    r"^test_auto_algorithm\[X0-precomputed": PRECOMPUTED,
+    # float32 precision
+    r"^test_unsupervised_inputs\[float32-": (
+        "float32 data: knn_gpu gives a point's distance to itself as about 1e-8 (the square root of the "
+        "expansion's rounding), scikit-learn exactly 0; the test compares with atol=0. An engine matter "
+        "(distances.py), reported, not changed here"
+    ),
+    # tree selection
+    r"^test_auto_algorithm\[(X3|X4|X5)-": FIT_METHOD + " (X4, X5: and metrics seuclidean, correlation)",
+    r"^test_neigh_predictions_algorithm_agnosticity\[.*KNeighbors(Classifier|Regressor)-(50|100)-": MIXIN,
+}
+
+
+def _deselection_reason(test_name: str) -> str | None:
+    for pattern, reason in DESELECTED.items():
+        if re.search(pattern, test_name):
+            return reason
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _knn_gpu_names(request, monkeypatch):
+    reason = _deselection_reason(request.node.name)
+    if reason:
+        pytest.skip(f"deselected: {reason}")
+    for name in PATCHED:
+        monkeypatch.setattr(sklearn.neighbors, name, getattr(knn_gpu, name))
+
+
+def test_the_suite_runs_knn_gpus_classes():
+    """The names the suite imported directly, and those it reads from sklearn.neighbors, are knn_gpu's."""
+    assert _suite.KNeighborsRegressor is knn_gpu.KNeighborsRegressor
+    for name in PATCHED:
+        assert getattr(sklearn.neighbors, name) is getattr(knn_gpu, name)
+    assert len(DESELECTED) > 0 and all(isinstance(reason, str) and reason for reason in DESELECTED.values())
