@@ -105,12 +105,6 @@ DESELECTED: dict[str, str] = {
     r"^test_neighbors_validate_parameters\[": SPARSE + " (and metric='haversine')",
     r"^test_(precomputed_|pipeline_with_nearest_neighbors_transformer)": PRECOMPUTED,
     r"^test_auto_algorithm\[X0-precomputed": PRECOMPUTED,
-    # float32 precision
-    r"^test_unsupervised_inputs\[float32-": (
-        "float32 data: knn_gpu gives a point's distance to itself as about 1e-8 (the square root of the "
-        "expansion's rounding), scikit-learn exactly 0; the test compares with atol=0. An engine matter "
-        "(distances.py), reported, not changed here"
-    ),
     # tree selection
     r"^test_auto_algorithm\[(X3|X4|X5)-": FIT_METHOD + " (X4, X5: and metrics seuclidean, correlation)",
     r"^test_neigh_predictions_algorithm_agnosticity\[.*KNeighbors(Classifier|Regressor)-(50|100)-": MIXIN,
