@@ -229,3 +229,18 @@ def test_inputs_are_not_modified(backend):
     knn_gpu.kneighbors(queries, train, 3)
     np.testing.assert_array_equal(backend.to_numpy(train), train_host)
     np.testing.assert_array_equal(backend.to_numpy(queries), queries_host)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean"])
+def test_float32_self_distance_is_exactly_zero(backend, metric):
+    """Queries equal to training rows: distance 0 exactly, the row itself first.
+
+    Values from about -5 to 11 around a shift of 3: most ``t - 3`` round in
+    float32 (not within a factor of 2 of the shift), so the query must be
+    shifted with the same rounding as the stored rows.
+    """
+    rng = np.random.default_rng(10)
+    train = (rng.standard_normal((400, 7)) * 2.7 + 3).astype(np.float32)
+    distances, indices = _run(backend, train[:60], train, 2, metric=metric)
+    np.testing.assert_array_equal(distances[:, 0], 0.0)
+    np.testing.assert_array_equal(indices[:, 0], np.arange(60))
