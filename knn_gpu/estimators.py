@@ -123,7 +123,7 @@ class _NeighborsEstimator:
     # -- fitting ----------------------------------------------------------------
     def _check_params(self) -> None:
         """The constructor parameters that ``fit`` checks before any work (num_neighbors needs X)."""
-        check_metric(self.metric)
+        check_metric(self.metric, direct=True)
         check_weights(self.weights, self.metric)
         check_batch_size(self.batch_size)
         check_n_jobs(self.n_jobs)
