@@ -151,9 +151,26 @@ def build_direct_index(train: Any, metric: str, p: float | None, *, xp: ModuleTy
         )
 
 
-def _cdist_available(index: DirectIndex) -> bool:
-    if index.metric != "minkowski" or not array_api_compat.is_numpy_namespace(index.xp):
-        return False
+def block_method(index: DirectIndex) -> str:
+    """How a block's distances are computed: chosen by namespace, the standard broadcast as the fallback.
+
+    ``"select"``: precomputed, nothing to compute. ``"cdist"``: NumPy with
+    SciPy, p = 1 or infinity (compiled, releases the GIL). ``"numpy_loop"``:
+    NumPy, other p: a loop over features accumulating into (rows, 256)
+    tiles with ``out=`` (cache-resident; SciPy's generic-p cdist calls
+    ``pow`` per element and is 4x slower). ``"broadcast"``: every other
+    namespace, (rows, block, features) differences.
+    """
+    if index.metric == "precomputed":
+        return "select"
+    if array_api_compat.is_numpy_namespace(index.xp):
+        if not _has_root(index.p) and _scipy_available():
+            return "cdist"
+        return "numpy_loop"
+    return "broadcast"
+
+
+def _scipy_available() -> bool:
     try:
         import scipy.spatial.distance  # noqa: F401
     except ImportError:
@@ -161,12 +178,13 @@ def _cdist_available(index: DirectIndex) -> bool:
     return True
 
 
-def direct_bytes(index: DirectIndex, block_rows: int, k: int, *, uses_cdist: bool) -> tuple[int, int, int]:
+def direct_bytes(index: DirectIndex, block_rows: int, k: int, *, method: str) -> tuple[int, int, int]:
     """Bytes of a direct search batch: ``(per query, per query and block row, per block row)``.
 
     Per query and block row: the broadcast differences, their absolute
     values and powers (three ``features``-long float temporaries; none with
-    cdist), the block's distances, the selection's copies and masks (four
+    cdist, three tiles of :data:`LOOP_TILE_ROWS` per query with the NumPy
+    loop), the block's distances, the selection's copies and masks (four
     8-byte values). Per query: its exact copy, the block's k best and the
     merge's concatenation, order and result (distances and int64 indices).
     Per block row: the block's copy in the exact dtype when the rows are
@@ -177,12 +195,14 @@ def direct_bytes(index: DirectIndex, block_rows: int, k: int, *, uses_cdist: boo
     per_column = exact + 4 * 8
     per_block_row = 0
     if index.metric == "minkowski":
-        if not uses_cdist:
+        if method == "broadcast":
             per_column += 3 * features * exact
         if index.rows.dtype != index.exact:
             per_block_row = features * exact
     kept = min(k, block_rows)
     per_query = features * exact + (kept + 3 * (k + kept)) * (exact + 8)
+    if method == "numpy_loop":
+        per_query += 3 * LOOP_TILE_ROWS * exact
     return per_query, per_column, per_block_row
 
 
@@ -205,12 +225,12 @@ def direct_plan(
     kept and the block sized for it; where even one block row does not fit,
     blocks of one row.
     """
-    uses_cdist = _cdist_available(index)
+    method = block_method(index)
     share = max(1, memory_budget // num_workers)
     num_samples = index.num_samples
     if batch_rows is None:
         block = min(num_samples, MIN_BLOCK_ROWS)
-        per_query, per_column, per_block_row = direct_bytes(index, block, k, uses_cdist=uses_cdist)
+        per_query, per_column, per_block_row = direct_bytes(index, block, k, method=method)
         batch_rows = max(
             1, (share - block * per_block_row) // (per_query + block * per_column + reduce_bytes_per_query)
         )
@@ -220,12 +240,37 @@ def direct_plan(
         # Equal batches, as many per worker.
         rounds = -(-num_queries // (num_workers * batch_rows))
         batch_rows = max(1, -(-num_queries // (num_workers * max(rounds, 1))))
-    per_query, per_column, per_block_row = direct_bytes(index, num_samples, k, uses_cdist=uses_cdist)
+    per_query, per_column, per_block_row = direct_bytes(index, num_samples, k, method=method)
     left = share - batch_rows * (per_query + reduce_bytes_per_query)
     block = max(1, min(num_samples, left // (batch_rows * per_column + per_block_row)))
-    if uses_cdist:
+    if method in ("cdist", "numpy_loop"):
         block = min(block, HOST_CDIST_BLOCK_ROWS)
     return batch_rows, block
+
+
+def direct_workers(index: DirectIndex, num_queries: int, n_jobs: int | None) -> int:
+    """Threads searching batches side by side (NumPy only; cdist and NumPy's ufuncs release the GIL).
+
+    As :func:`knn_gpu.search.search_workers`, but a direct distance costs
+    ``features`` operations, not one, so threads pay from
+    :data:`MIN_OPERATIONS_PER_WORKER` difference terms and
+    :data:`MIN_DIRECT_QUERIES_PER_WORKER` queries per thread.
+    """
+    from .search import available_cores
+
+    if not array_api_compat.is_numpy_namespace(index.xp) or index.metric == "precomputed" and n_jobs is None:
+        return 1
+    if n_jobs is None:
+        operations = num_queries * index.num_samples * index.num_features
+        worth_it = min(num_queries // MIN_DIRECT_QUERIES_PER_WORKER, operations // MIN_OPERATIONS_PER_WORKER)
+        return max(1, min(available_cores(), worth_it))
+    wanted = available_cores() if n_jobs == -1 else n_jobs
+    return max(1, min(wanted, num_queries))
+
+
+#: A worker thread is worth starting for this many |q_f - t_f| terms and queries.
+MIN_OPERATIONS_PER_WORKER = 2**26
+MIN_DIRECT_QUERIES_PER_WORKER = 64
 
 
 def search_direct(
@@ -241,7 +286,7 @@ def search_direct(
     distance_dtype: Any = None,
 ) -> tuple:
     """:func:`knn_gpu.search.search_index` for a :class:`DirectIndex` (same parameters and result)."""
-    from .search import default_memory_budget, search_workers
+    from .search import default_memory_budget
 
     xp = index.xp
     if reduce is None:
@@ -255,7 +300,7 @@ def search_direct(
                 xp.zeros((0, k), dtype=distance_dtype, device=index.device),
                 xp.zeros((0, k), dtype=xp.int64, device=index.device),
             )
-        num_workers = search_workers(index, num_queries, n_jobs)
+        num_workers = direct_workers(index, num_queries, n_jobs)
         if memory_budget is None:
             memory_budget = default_memory_budget(xp, index.device)
         batch_rows, block_rows = direct_plan(
@@ -269,7 +314,7 @@ def search_direct(
         )
         starts = list(range(0, num_queries, batch_rows))
         num_workers = min(num_workers, len(starts))
-        block_distances = _cdist_blocks if _cdist_available(index) else _broadcast_blocks
+        block_distances = BLOCK_FUNCTIONS[block_method(index)]
 
         def search_share(share: list[int]) -> list[tuple]:
             results = []
@@ -303,7 +348,7 @@ def _search_batch(index: DirectIndex, queries: Any, k: int, block_rows: int, blo
     best_distances = best_indices = None
     for start in range(0, index.num_samples, block_rows):
         stop = min(start + block_rows, index.num_samples)
-        if index.metric == "precomputed":
+        if block_distances is None:
             distances = queries[:, start:stop]
         else:
             block = xp.astype(index.rows[start:stop, ...], index.exact, copy=False)
@@ -323,7 +368,7 @@ def _search_batch(index: DirectIndex, queries: Any, k: int, block_rows: int, blo
             min(k, best_distances.shape[1] + kept),
             xp=xp,
         )
-    if index.metric == "minkowski" and block_distances is _broadcast_blocks and _has_root(index.p):
+    if index.metric == "minkowski" and _has_root(index.p):
         best_distances = best_distances ** (1.0 / index.p)
     return best_distances, xp.astype(best_indices, xp.int64, copy=False)
 
@@ -352,11 +397,51 @@ def _broadcast_blocks(queries: Any, block: Any, p: float, *, xp: ModuleType) -> 
 
 
 def _cdist_blocks(queries: Any, block: Any, p: float, *, xp: ModuleType) -> Any:
-    """NumPy: SciPy's cdist distances, root taken (compiled, no (rows, b, f) temporaries)."""
+    """NumPy, p = 1 or infinity: SciPy's cdist (compiled, no (rows, b, f) temporaries)."""
     from scipy.spatial.distance import cdist
 
-    if p == 1.0:
-        return cdist(queries, block, metric="cityblock")
-    if math.isinf(p):
-        return cdist(queries, block, metric="chebyshev")
-    return cdist(queries, block, metric="minkowski", p=p)
+    return cdist(queries, block, metric="cityblock" if p == 1.0 else "chebyshev")
+
+
+def _numpy_loop_blocks(queries: Any, block: Any, p: float, *, xp: ModuleType) -> Any:
+    """NumPy: ``sum |d|^p`` (no root; p = 1 and infinity: the distance) feature by feature into cache-sized tiles."""
+    import numpy as np
+
+    rows = queries.shape[0]
+    keys = np.empty((rows, block.shape[0]), dtype=queries.dtype)
+    columns = np.ascontiguousarray(block.T)
+    integer_power = int(p) if not math.isinf(p) and p == int(p) and p <= 4 else None
+    for start in range(0, block.shape[0], LOOP_TILE_ROWS):
+        tile = columns[:, start : start + LOOP_TILE_ROWS]
+        total = keys[:, start : start + tile.shape[1]]
+        total[...] = 0.0
+        difference = np.empty(total.shape, dtype=queries.dtype)
+        power = np.empty_like(difference)
+        for feature in range(queries.shape[1]):
+            np.subtract(queries[:, feature, None], tile[feature][None, :], out=difference)
+            np.abs(difference, out=difference)
+            if p == 1.0:
+                total += difference
+                continue
+            if math.isinf(p):
+                np.maximum(total, difference, out=total)
+                continue
+            if integer_power is None:
+                np.power(difference, p, out=power)
+            else:
+                np.multiply(difference, difference, out=power)
+                for _ in range(integer_power - 2):
+                    np.multiply(power, difference, out=power)
+            total += power
+    return keys
+
+
+#: Training rows per tile of the NumPy loop: (512, 256) float64 tiles stay in the L2 cache.
+LOOP_TILE_ROWS = 256
+
+BLOCK_FUNCTIONS = {
+    "select": None,
+    "cdist": _cdist_blocks,
+    "numpy_loop": _numpy_loop_blocks,
+    "broadcast": _broadcast_blocks,
+}
