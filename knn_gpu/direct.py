@@ -184,7 +184,8 @@ def direct_bytes(index: DirectIndex, block_rows: int, k: int, *, method: str) ->
     Per query and block row: the broadcast differences, their absolute
     values and powers (three ``features``-long float temporaries; none with
     cdist, three tiles of :data:`LOOP_TILE_ROWS` per query with the NumPy
-    loop), the block's distances, the selection's copies and masks (four
+    loop), the block's distances, on NumPy the survivors of the k-th-best
+    filter (five 8-byte values at most), the selection's copies and masks (four
     8-byte values). Per query: its exact copy, the block's k best and the
     merge's concatenation, order and result (distances and int64 indices).
     Per block row: the block's copy in the exact dtype when the rows are
@@ -203,6 +204,10 @@ def direct_bytes(index: DirectIndex, block_rows: int, k: int, *, method: str) ->
     per_query = features * exact + (kept + 3 * (k + kept)) * (exact + 8)
     if method == "numpy_loop":
         per_query += 3 * LOOP_TILE_ROWS * exact
+    if method in ("cdist", "numpy_loop"):
+        # The host merge of the entries below the k-th best: at worst every entry of the block
+        # (row, column, distance, index and the lexsort's order).
+        per_column += 5 * 8
     return per_query, per_column, per_block_row
 
 
@@ -346,6 +351,7 @@ def _search_batch(index: DirectIndex, queries: Any, k: int, block_rows: int, blo
     if index.metric == "minkowski":
         queries = xp.astype(queries, index.exact, copy=False)
     best_distances = best_indices = None
+    on_host = array_api_compat.is_numpy_namespace(xp)
     for start in range(0, index.num_samples, block_rows):
         stop = min(start + block_rows, index.num_samples)
         if block_distances is None:
@@ -353,6 +359,9 @@ def _search_batch(index: DirectIndex, queries: Any, k: int, block_rows: int, blo
         else:
             block = xp.astype(index.rows[start:stop, ...], index.exact, copy=False)
             distances = block_distances(queries, block, index.p, xp=xp)
+        if on_host and best_distances is not None and best_distances.shape[1] == k:
+            best_distances, best_indices = _merge_below_kth_numpy(best_distances, best_indices, distances, start)
+            continue
         kept = min(k, stop - start)
         columns = smallest_k_columns(distances, kept, xp=xp)
         distances = xp.take_along_axis(distances, columns, axis=1)
@@ -371,6 +380,31 @@ def _search_batch(index: DirectIndex, queries: Any, k: int, block_rows: int, blo
     if index.metric == "minkowski" and _has_root(index.p):
         best_distances = best_distances ** (1.0 / index.p)
     return best_distances, xp.astype(best_indices, xp.int64, copy=False)
+
+
+def _merge_below_kth_numpy(best_distances: Any, best_indices: Any, distances: Any, start: int) -> tuple[Any, Any]:
+    """NumPy: merge a block's entries below each row's current k-th best into the running list.
+
+    Host-only (data-dependent sizes): a value equal to the k-th best cannot
+    enter, as the running list's indices are all lower. Once a few blocks
+    are in, few entries per row pass, so one lexsort of the survivors and
+    the running lists by (row, distance, index) replaces the block's
+    partition (a third of the search's time at 2,000 x 20,000 x 32).
+    """
+    import numpy as np
+
+    rows, k = best_distances.shape
+    candidate_rows, candidate_columns = np.nonzero(distances < best_distances[:, -1:])
+    if candidate_rows.size == 0:
+        return best_distances, best_indices
+    all_rows = np.concatenate([np.repeat(np.arange(rows), k), candidate_rows])
+    all_distances = np.concatenate([best_distances.reshape(-1), distances[candidate_rows, candidate_columns]])
+    all_indices = np.concatenate([best_indices.reshape(-1), candidate_columns + start])
+    order = np.lexsort((all_indices, all_distances, all_rows))
+    counts = np.bincount(all_rows, minlength=rows)
+    first = np.cumsum(counts) - counts
+    taken = order[(first[:, None] + np.arange(k)).reshape(-1)]
+    return all_distances[taken].reshape(rows, k), all_indices[taken].reshape(rows, k)
 
 
 def _has_root(p: float) -> bool:
