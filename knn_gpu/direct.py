@@ -11,20 +11,26 @@ merged into the running k best by :func:`~knn_gpu.merge.merge_neighbor_lists`.
 As the blocks come in ascending index order, equal distances keep the lower
 training index, as in every other search.
 
-The standard path ranks by ``sum |q_f - t_f|^p`` (exact on integer data for
-integer p) and takes the p-th root of the k winners only, once per batch:
-vectorised ``pow`` may round the same value differently in different SIMD
-lanes (torch), which would reorder exact ties if the root were ranked.
+Every path ranks by ``sum |q_f - t_f|^p`` (exact on integer data for
+integer p, computed by multiplication) and takes the p-th root of the k
+winners only, once per batch: vectorised ``pow`` may round the same value
+differently in different SIMD lanes (torch), which would reorder exact ties
+if the root were ranked.
 
 Memory: the batch size and block size come from the memory budget, counting
 every temporary of a block: the ``(rows, block, features)`` differences,
 their absolute values and powers, the ``(rows, block)`` distances and their
 selection, and the merge's lists (:func:`direct_bytes`).
 
-NumPy fast path: with SciPy importable, ``scipy.spatial.distance.cdist``
-computes a block's distances without the ``(rows, block, features)``
-temporaries (and without holding the GIL, so the search's threads share
-the cores). Other namespaces use the standard-only broadcasting next to it.
+NumPy fast paths (:func:`block_method`), the standard-only broadcast next to
+them for every other namespace: with SciPy importable, p = 1 and infinity
+take ``scipy.spatial.distance.cdist`` per block (compiled, no
+``(rows, block, features)`` temporaries); other p a loop over features into
+cache-sized tiles with ``out=`` (SciPy's generic-p cdist is 5x slower). Both
+release the GIL, so the search's threads (:func:`direct_workers`) share the
+cores. Once a batch's running list is full, only the block entries below each
+row's k-th best are merged (one lexsort), instead of partitioning the block.
+SciPy stays optional: without it, p = 1 and infinity take the loop too.
 
 No step reads data back to the host: block and batch sizes are Python
 integers fixed before the loop.

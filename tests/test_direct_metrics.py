@@ -291,3 +291,26 @@ def test_dask_and_out_of_core_refuse_direct_metrics():
     da = pytest.importorskip("dask.array")
     with pytest.raises(ValueError, match="Dask"):
         knn_gpu.kneighbors(da.ones((2, 3)), da.ones((4, 3)), 2, metric="chebyshev")
+
+
+def test_models_stream_the_named_metrics_but_not_precomputed():
+    """A model's out-of-core search builds a direct index per chunk; precomputed rows cannot be chunked."""
+    queries, train = _integer_data(10)
+    labels = np.arange(train.shape[0]) % 3
+    model = knn_gpu.KNNClassifier(5, metric="chebyshev", out_of_core=True, memory_budget=2**14).fit(train, labels)
+    np.testing.assert_array_equal(model.kneighbors(queries)[1], oracle_kneighbors(queries, train, 5, "chebyshev")[1])
+    matrix = oracle_distances(train, train, "manhattan")
+    model = knn_gpu.KNNClassifier(5, metric="precomputed", out_of_core=True).fit(matrix, labels)
+    with pytest.raises(ValueError, match="out-of-core"):
+        model.kneighbors(oracle_distances(queries, train, "manhattan"))
+
+
+def test_models_take_precomputed_distances_and_leave_one_out():
+    queries, train = _integer_data(11)
+    labels = np.arange(train.shape[0]) % 3
+    matrix = oracle_distances(train, train, "manhattan")
+    model = knn_gpu.KNNClassifier(5, metric="precomputed").fit(matrix, labels)
+    indices = model.kneighbors(oracle_distances(queries, train, "manhattan"))[1]
+    np.testing.assert_array_equal(indices, oracle_kneighbors(queries, train, 5, "manhattan")[1])
+    reference = NearestNeighbors(n_neighbors=5, algorithm="brute", metric="precomputed").fit(matrix)
+    np.testing.assert_array_equal(model.kneighbors()[0], reference.kneighbors()[0])
