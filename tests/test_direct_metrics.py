@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import array_api_compat
+import array_api_compat.numpy
 import numpy as np
 import pytest
 from oracle import oracle_distances, oracle_kneighbors
@@ -314,3 +315,32 @@ def test_models_take_precomputed_distances_and_leave_one_out():
     np.testing.assert_array_equal(indices, oracle_kneighbors(queries, train, 5, "manhattan")[1])
     reference = NearestNeighbors(n_neighbors=5, algorithm="brute", metric="precomputed").fit(matrix)
     np.testing.assert_array_equal(model.kneighbors()[0], reference.kneighbors()[0])
+
+
+@pytest.mark.parametrize("method", ["cdist", "numpy_loop", "broadcast"])
+@pytest.mark.parametrize(
+    ("shape", "k", "p"), [((6_000, 32), 10, 1), ((4_000, 16), 500, 3), ((2_000, 100), 20, math.inf)]
+)
+def test_direct_temporaries_stay_within_the_budget(monkeypatch, method, shape, k, p):
+    """tracemalloc sees NumPy's buffers: one direct search's peak, less its output, is under the budget."""
+    import tracemalloc
+
+    if method == "cdist" and p == 3:
+        pytest.skip("cdist takes p = 1 and infinity only")
+    monkeypatch.setattr(direct, "block_method", lambda index: method)
+    rng = np.random.default_rng(13)
+    train = rng.standard_normal(shape, dtype=np.float32)
+    queries = rng.standard_normal((700, shape[1]), dtype=np.float32)
+    index = build_index(train, "minkowski", xp=array_api_compat.numpy, p=p)
+    budget = 8 * 2**20
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        distances, indices = search_index(index, queries, k, memory_budget=budget, n_jobs=2)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    output = distances.nbytes + indices.nbytes
+    assert peak - output <= budget, (peak / 2**20, output / 2**20)
+    np.testing.assert_array_equal(indices[:10], oracle_kneighbors(queries[:10], train, k, "minkowski", p)[1])
