@@ -138,7 +138,7 @@ class _NeighborsEstimator:
     # -- fitting ----------------------------------------------------------------
     def _check_params(self) -> None:
         """The constructor parameters that ``fit`` checks before any work (num_neighbors needs X)."""
-        metric = check_metric(self._engine_metric())
+        metric = check_metric(self._engine_metric(), direct=True)
         check_weights(getattr(self, "weights", "uniform"), metric)
         check_batch_size(self.batch_size)
         check_n_jobs(self.n_jobs)

@@ -6,18 +6,23 @@ from typing import Any
 
 import array_api_compat
 
+from .direct import is_direct, resolve_metric
 from .distances import public_distances
 from .search import build_index, search_index
 from .streaming import StreamedTrain, is_host_array, streamed_search
 from .validation import (
+    METRICS,
     as_feature_matrix,
     check_batch_size,
     check_memory_budget,
     check_metric,
     check_n_jobs,
+    check_nonnegative_distances,
     check_num_neighbors,
     check_out_of_core,
+    check_p,
     check_same_namespace,
+    check_square_distances,
     floating_dtype,
 )
 
@@ -45,6 +50,7 @@ def kneighbors(
     k: int,
     *,
     metric: str = "euclidean",
+    p: float | None = None,
     batch_size: int | None = None,
     n_jobs: int | None = None,
     memory_budget: int | None = None,
@@ -63,10 +69,26 @@ def kneighbors(
         Lists are converted with NumPy.
     k : int
         Number of neighbours, ``1 <= k <= n_samples``.
-    metric : {"euclidean", "sqeuclidean", "cosine", "inner_product"}
+    metric : str, default "euclidean"
+        ``"euclidean"`` (``"l2"``), ``"sqeuclidean"``, ``"cosine"`` and
+        ``"inner_product"`` rank through one matrix product.
         ``"inner_product"`` is maximum inner product search (as FAISS's
         ``IndexFlatIP``): the neighbours are the training rows with the
         largest ``q . t``, and the values returned are those inner products.
+        ``"minkowski"`` (``(sum |q - t|^p)^(1/p)``, power ``p``),
+        ``"manhattan"`` (``"l1"``, ``"cityblock"``: p = 1) and
+        ``"chebyshev"`` (``"infinity"``: p = infinity) are computed directly,
+        block by block of training rows, in float64 (float32 where the
+        device has no float64). ``"precomputed"``: ``train`` is a square
+        (n_samples, n_samples) matrix of distances and ``queries`` are
+        (n_queries, n_samples) rows of distances to the training samples;
+        the search only selects. Dask arrays and out-of-core streaming take
+        the four matrix-product metrics only.
+    p : float, optional
+        The Minkowski power for ``metric="minkowski"``: ``p >= 1``,
+        ``float("inf")`` allowed; None (the default) is 2, the euclidean
+        distance (matrix-product path). Ignored by the other metrics, as
+        scikit-learn ignores it.
     batch_size : int, optional
         Queries per batch; by default chosen so that all the temporaries of
         the batches in flight stay within ``memory_budget``.
@@ -117,19 +139,40 @@ def kneighbors(
     array([[0.141, 0.906]])
     >>> knn_gpu.kneighbors(np.array([[1.0, 1.0]]), train, 2, metric="inner_product")
     (array([[2., 1.]]), array([[2, 1]]))
+    >>> knn_gpu.kneighbors(np.array([[0.9, 0.1]]), train, 2, metric="manhattan")
+    (array([[0.2, 1. ]]), array([[1, 0]]))
+    >>> knn_gpu.kneighbors(np.array([[0.9, 0.1]]), train, 2, metric="minkowski", p=float("inf"))[1]
+    array([[1, 0]])
     """
-    metric = check_metric(metric)
+    metric = check_metric(metric, direct=True)
+    p = check_p(p)
     batch_size = check_batch_size(batch_size)
     n_jobs = check_n_jobs(n_jobs)
     memory_budget = check_memory_budget(memory_budget)
     out_of_core = check_out_of_core(out_of_core)
-    if array_api_compat.is_dask_array(train) or array_api_compat.is_dask_array(queries):
-        distances, indices = _dask_kneighbors(queries, train, k, metric)
+    engine_metric, p = resolve_metric(metric, p)
+    is_dask = array_api_compat.is_dask_array(train) or array_api_compat.is_dask_array(queries)
+    if is_dask and is_direct(engine_metric):
+        msg = f"metric={metric!r} is not supported for Dask arrays; use one of {', '.join(map(repr, METRICS))}"
+        raise ValueError(msg)
+    if is_dask:
+        distances, indices = _dask_kneighbors(queries, train, k, engine_metric)
         return public_distances(distances, metric), indices
     train = as_feature_matrix(train, "train")
     queries = as_feature_matrix(queries, "queries", allow_empty=True)
     k = check_num_neighbors(k, train.shape[0], name="k")
-    if out_of_core or (out_of_core is None and _streams(queries, train)):
+    if engine_metric == "precomputed":
+        check_square_distances(train, "train")
+        check_feature_count(queries, train.shape[1], name="queries", expected_by="train")
+        check_nonnegative_distances(queries, "queries")
+    streams = out_of_core or (out_of_core is None and _streams(queries, train))
+    if streams and is_direct(engine_metric):
+        msg = (
+            f"metric={metric!r} has no out-of-core search (training rows streamed from host memory); "
+            f"move train to the queries' device, or use one of {', '.join(map(repr, METRICS))}"
+        )
+        raise ValueError(msg)
+    if streams:
         xp = array_api_compat.array_namespace(queries)
         device = array_api_compat.device(queries)
         dtype = floating_dtype(xp.result_type(queries.dtype, dtype_in(xp, train.dtype)), xp, device)
@@ -146,7 +189,7 @@ def kneighbors(
         raise ValueError(msg)
     dtype = floating_dtype(xp.result_type(queries.dtype, train.dtype), xp, device)
     queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
-    index = build_index(xp.astype(train, dtype, copy=False), metric, xp=xp)
+    index = build_index(xp.astype(train, dtype, copy=False), engine_metric, xp=xp, p=p)
     distances, indices = search_index(
         index, queries, k, batch_rows=batch_size, n_jobs=n_jobs, memory_budget=memory_budget
     )

@@ -57,6 +57,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .devices import device_scope, free_device_bytes, is_gpu
+from .direct import DirectIndex, build_direct_index, is_direct, resolve_metric, search_direct
 from .distances import (
     EXACT_CHUNK_FEATURES,
     HALF_PADDING_KEY,
@@ -216,12 +217,24 @@ def ranking_dtype(xp: ModuleType, device: Any, dtype: Any) -> Any:
     return dtype
 
 
-def build_index(train: Any, metric: str, *, xp: ModuleType, rank_dtype: Any = None) -> TrainIndex:
+def build_index(
+    train: Any, metric: str, *, xp: ModuleType, rank_dtype: Any = None, p: float | None = None
+) -> TrainIndex | DirectIndex:
     """Prepare validated floating training rows for :func:`search_index`.
+
+    ``metric`` is any name :func:`~knn_gpu.validation.check_metric` accepts
+    with ``direct=True``, and ``p`` (checked by
+    :func:`~knn_gpu.validation.check_p`) the Minkowski power, used with
+    ``"minkowski"`` only. Metrics without a matrix-product form (Minkowski
+    with p != 2, its named cases, ``"precomputed"``) get a
+    :class:`~knn_gpu.direct.DirectIndex`, searched block by block.
 
     ``rank_dtype`` overrides :func:`ranking_dtype` (tests use it to prove the
     GPU's float32 ranking of float64 data exact on the CPU).
     """
+    metric, p = resolve_metric(metric, p)
+    if is_direct(metric):
+        return build_direct_index(train, metric, p, xp=xp)
     device = array_api_compat.device(train)
     with device_scope(xp, device):
         return _build_index(train, metric, xp=xp, device=device, rank_dtype=rank_dtype)
@@ -505,7 +518,7 @@ def search_workers(index: TrainIndex, num_queries: int, n_jobs: int | None) -> i
 
 
 def search_index(
-    index: TrainIndex,
+    index: TrainIndex | DirectIndex,
     queries: Any,
     k: int,
     *,
@@ -520,7 +533,9 @@ def search_index(
 
     Parameters
     ----------
-    index : TrainIndex
+    index : TrainIndex or DirectIndex
+        A :class:`~knn_gpu.direct.DirectIndex` is searched block by block
+        (:func:`knn_gpu.direct.search_direct`).
     queries : array, shape (n_queries, num_features)
         Validated, in the index's namespace, device and (data) dtype.
     k : int
@@ -550,6 +565,18 @@ def search_index(
         (float32 for half-precision data) and int64 — or what ``reduce``
         returns, batch results concatenated.
     """
+    if isinstance(index, DirectIndex):
+        return search_direct(
+            index,
+            queries,
+            k,
+            batch_rows=batch_rows,
+            n_jobs=n_jobs,
+            memory_budget=memory_budget,
+            reduce=reduce,
+            reduce_bytes_per_query=reduce_bytes_per_query,
+            distance_dtype=distance_dtype,
+        )
     xp = index.xp
     if reduce is None:
         reduce = _neighbors_themselves

@@ -109,6 +109,10 @@ def streamed_search(
     are validated and on ``train.device`` in ``train.dtype``. A ``reduce``
     runs after the merge, on batches of queries.
     """
+    if train.metric == "precomputed":
+        # Each chunk would need its own columns of the queries' distance rows.
+        msg = "metric='precomputed' has no out-of-core search; keep the distance matrix in memory (out_of_core=False)"
+        raise ValueError(msg)
     xp, device = train.xp, train.device
     with device_scope(xp, device):
         budget = stream_budget(train)

@@ -7,6 +7,7 @@ writes into the caller's arrays.
 
 from __future__ import annotations
 
+import math
 import numbers
 import sys
 import warnings
@@ -30,6 +31,10 @@ __all__ = [
     "check_batch_size",
     "check_memory_budget",
     "check_metric",
+    "check_p",
+    "check_nonnegative_distances",
+    "check_square_distances",
+    "DIRECT_METRICS",
     "check_out_of_core",
     "check_radius",
     "check_n_jobs",
@@ -44,6 +49,12 @@ __all__ = [
 #: Metrics that the search computes through one matrix product. "inner_product"
 #: is a similarity (maximum inner product search): larger is nearer.
 METRICS = ("euclidean", "sqeuclidean", "cosine", "inner_product")
+
+#: Metrics computed directly, block by block (:mod:`knn_gpu.direct`), and "l2" (euclidean):
+#: Minkowski with a power p ("minkowski"; p = 2 is euclidean), its names for p = 1
+#: ("manhattan", "l1", "cityblock") and p = infinity ("chebyshev", "infinity"), and
+#: "precomputed" distances. The k-nearest-neighbour search takes them; radius search does not.
+DIRECT_METRICS = ("l2", "minkowski", "manhattan", "l1", "cityblock", "chebyshev", "infinity", "precomputed")
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -447,12 +458,51 @@ def check_out_of_core(out_of_core: Any) -> bool | None:
     raise TypeError(msg)
 
 
-def check_metric(metric: Any) -> str:
-    """Return ``metric`` if it is one of :data:`METRICS`, else raise ``ValueError``."""
-    if metric not in METRICS:
-        msg = f"metric must be one of {', '.join(map(repr, METRICS))}; got {metric!r}"
+def check_metric(metric: Any, *, direct: bool = False) -> str:
+    """Return ``metric`` if it is one of :data:`METRICS` (or, with ``direct``, :data:`DIRECT_METRICS`), else raise ``ValueError``."""
+    accepted = METRICS + DIRECT_METRICS if direct else METRICS
+    if not isinstance(metric, str) or metric not in accepted:
+        msg = f"metric must be one of {', '.join(map(repr, accepted))}; got {metric!r}"
         raise ValueError(msg)
     return metric
+
+
+def check_p(p: Any) -> float | None:
+    """Return the Minkowski power ``p`` as a float (None stays None: p = 2), or raise.
+
+    ``TypeError`` unless a real number (bool refused); ``ValueError`` for NaN
+    or p < 1 (below 1 it is no distance: the triangle inequality fails).
+    ``float("inf")`` is the Chebyshev distance.
+    """
+    if p is None:
+        return None
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        msg = f"p must be a real number >= 1 (float('inf') for chebyshev), got {p!r} of type {type(p).__name__}"
+        raise TypeError(msg)
+    p = float(p)
+    if math.isnan(p) or p < 1:
+        msg = f"p must be >= 1 (a Minkowski distance needs p >= 1; float('inf') for chebyshev), got {p!r}"
+        raise ValueError(msg)
+    return p
+
+
+def check_square_distances(train: Any, name: str = "train") -> None:
+    """For ``metric="precomputed"``: ``train`` must be a square matrix of distances, none negative.
+
+    Reads one boolean back from the device (validation, before any work).
+    """
+    if train.shape[0] != train.shape[1]:
+        msg = f"with metric='precomputed', {name} must be a square matrix of distances; got shape {tuple(train.shape)}"
+        raise ValueError(msg)
+    check_nonnegative_distances(train, name)
+
+
+def check_nonnegative_distances(distances: Any, name: str) -> None:
+    """For ``metric="precomputed"``: raise ``ValueError`` if ``distances`` has a negative value (one read back)."""
+    xp = array_api_compat.array_namespace(distances)
+    if distances.shape[0] and bool(xp.any(distances < 0)):
+        msg = f"with metric='precomputed', {name} must hold distances (>= 0), but it has negative values"
+        raise ValueError(msg)
 
 
 def check_same_namespace(first: Any, second: Any, names: tuple[str, str]) -> ModuleType:

@@ -11,10 +11,32 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Minkowski powers of the named direct metrics.
+MINKOWSKI_NAMES = {"manhattan": 1.0, "l1": 1.0, "cityblock": 1.0, "chebyshev": np.inf, "infinity": np.inf}
 
-def oracle_distances(queries: np.ndarray, train: np.ndarray, metric: str = "euclidean") -> np.ndarray:
+
+def oracle_minkowski(queries: np.ndarray, train: np.ndarray, p: float) -> np.ndarray:
+    """(sum_f |q_f - t_f|^p)^(1/p), feature by feature in float64 (p = inf: the largest |q_f - t_f|)."""
     queries = np.asarray(queries, dtype=np.float64)
     train = np.asarray(train, dtype=np.float64)
+    total = np.zeros((queries.shape[0], train.shape[0]))
+    for feature in range(queries.shape[1]):
+        difference = np.abs(queries[:, feature][:, None] - train[:, feature][None, :])
+        total = np.maximum(total, difference) if np.isinf(p) else total + difference**p
+    return total if p == 1 or np.isinf(p) else total ** (1.0 / p)
+
+
+def oracle_distances(queries: np.ndarray, train: np.ndarray, metric: str = "euclidean", p: float = 2.0) -> np.ndarray:
+    queries = np.asarray(queries, dtype=np.float64)
+    train = np.asarray(train, dtype=np.float64)
+    if metric == "precomputed":
+        return queries
+    if metric in MINKOWSKI_NAMES:
+        return oracle_minkowski(queries, train, MINKOWSKI_NAMES[metric])
+    if metric == "minkowski" and p != 2:
+        return oracle_minkowski(queries, train, p)
+    if metric in ("l2", "minkowski"):
+        metric = "euclidean"
     if metric == "inner_product":
         return -(queries @ train.T)
     if metric == "cosine":
@@ -30,9 +52,9 @@ def oracle_distances(queries: np.ndarray, train: np.ndarray, metric: str = "eucl
     return np.sqrt(squared) if metric == "euclidean" else squared
 
 
-def oracle_kneighbors(queries, train, k, metric="euclidean"):
+def oracle_kneighbors(queries, train, k, metric="euclidean", p=2.0):
     """(distances, indices), shape (n_queries, k): ascending, ties by lower index."""
-    distances = oracle_distances(queries, train, metric)
+    distances = oracle_distances(queries, train, metric, p)
     order = np.argsort(distances, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(distances, order, axis=1), order
 

@@ -24,7 +24,7 @@ from oracle import oracle_distances  # noqa: E402
 
 import knn_gpu  # noqa: E402
 from knn_gpu import KNN, KNNClassifier  # noqa: E402
-from knn_gpu.validation import METRICS  # noqa: E402
+from knn_gpu.validation import DIRECT_METRICS, METRICS  # noqa: E402
 
 CUDA0 = torch.device("cuda", 0)
 CUDA1 = torch.device("cuda", 1)
@@ -34,6 +34,8 @@ CUDA1 = torch.device("cuda", 1)
 DELIBERATE_SYNC_SITES = (
     # One bool per input array, before any work (its docstring: "synchronises on purpose").
     "knn_gpu.validation.check_finite",
+    # metric="precomputed": one bool per distance matrix (no negative distances), before any work.
+    "knn_gpu.validation.check_nonnegative_distances",
     # The distinct labels of device labels: the number of classes is data-dependent.
     "knn_gpu.estimators.encode_class_labels",
 )
@@ -44,10 +46,25 @@ DELIBERATE_SYNC_SITES = (
 HALF_RESULT_DTYPES = {"float16": torch.float32, "bfloat16": torch.float32}
 
 #: Metrics that are exact on integer data (so ties between *different* vectors are exact too).
-EXACT_ON_INTEGERS = ("euclidean", "sqeuclidean", "inner_product", "manhattan", "cityblock", "l1", "chebyshev")
+EXACT_ON_INTEGERS = (
+    "euclidean",
+    "l2",
+    "minkowski",  # p = 2 by default: euclidean
+    "sqeuclidean",
+    "inner_product",
+    "manhattan",
+    "cityblock",
+    "l1",
+    "chebyshev",
+    "infinity",
+)
+
+#: Every metric of a search on vectors: the matrix-product ones and the direct ones
+#: ("precomputed" takes distance matrices: its own test below).
+SEARCH_METRICS = METRICS + tuple(metric for metric in DIRECT_METRICS if metric != "precomputed")
 
 #: The oracle of tests/oracle.py knows these; others are computed with scikit-learn in float64.
-ORACLE_METRICS = ("euclidean", "sqeuclidean", "cosine", "inner_product")
+ORACLE_METRICS = SEARCH_METRICS
 
 #: Similarities: the oracle's "distance" is the negated similarity (ascending = most similar first),
 #: while knn_gpu returns the similarity itself, largest first.
@@ -463,7 +480,7 @@ def random_data(seed: int, dtype=np.float32, num_train: int = N_TRAIN, num_queri
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("k", K_VALUES, ids=[f"k={k}" for k in K_VALUES])
-@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("metric", SEARCH_METRICS)
 def test_kneighbors_on_fake_cuda(gpu, metric, k, dtype):
     queries, train = random_data(1, np.float32 if dtype == torch.float32 else np.float64)
     distances, indices = knn_gpu.kneighbors(to_device(queries), to_device(train), k, metric=metric)
@@ -473,7 +490,7 @@ def test_kneighbors_on_fake_cuda(gpu, metric, k, dtype):
 
 
 @pytest.mark.parametrize("k", K_VALUES, ids=[f"k={k}" for k in K_VALUES])
-@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("metric", SEARCH_METRICS)
 def test_integer_ties_list_the_lower_index_first(gpu, metric, k):
     """Integer features, every training row at least twice: equal distances must list the lower index first."""
     rng = np.random.default_rng(2)
@@ -588,7 +605,7 @@ def _check_model_kneighbors(model, queries, train):
     np.testing.assert_allclose(self_distances, expected_distances[:, 1:], rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("metric", SEARCH_METRICS)
 @pytest.mark.parametrize("half", list(HALF_RESULT_DTYPES))
 def test_half_precision_input(gpu, half, metric):
     half_dtype = getattr(torch, half)
@@ -616,6 +633,23 @@ def test_half_precision_input(gpu, half, metric):
     # A model keeps the training rows in the half type on the device (no float32 copy), and answers in float32.
     targets = np.arange(N_TRAIN, dtype=np.float32) % 5
     model = KNN(10, metric=metric).fit(to_device(train).to(half_dtype), to_device(targets))
-    assert model._index.rows.dtype == half_dtype and model._index.rows.device == CUDA0
+    assert model._index.rows.dtype == half_dtype and model._index.rows.device == CUDA0, model._index.rows.dtype
     predicted = on_device(model.predict(to_device(queries).to(half_dtype)), CUDA0, (N_QUERIES,), result_dtype)
     np.testing.assert_allclose(predicted, targets[indices].mean(axis=1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("k", (1, 10, N_TRAIN))
+def test_precomputed_on_fake_cuda(gpu, k):
+    """Distance matrices from the oracle: the search selects on the device, ties to the lower index."""
+    rng = np.random.default_rng(12)
+    base = rng.integers(-3, 4, size=(N_TRAIN // 2, 4))
+    train = np.concatenate([base, base])
+    queries = rng.integers(-3, 4, size=(N_QUERIES, 4))
+    train_matrix = oracle_distances(train, train, "manhattan")
+    query_rows = oracle_distances(queries, train, "manhattan")
+    distances, indices = knn_gpu.kneighbors(to_device(query_rows), to_device(train_matrix), k, metric="precomputed")
+    distances = on_device(distances, CUDA0, (N_QUERIES, k), torch.float64)
+    indices = on_device(indices, CUDA0, (N_QUERIES, k), torch.int64)
+    expected_indices = np.argsort(query_rows, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_array_equal(distances, np.take_along_axis(query_rows, expected_indices, axis=1))
