@@ -63,6 +63,7 @@ class StreamedTrain:
     metric: str
     memory_budget: int | None = None
     chunk_rows: int | None = None
+    p: float | None = None  # Minkowski's power, for metric="minkowski"
 
     @property
     def xp(self) -> ModuleType:
@@ -122,7 +123,7 @@ def streamed_search(
         for start in range(0, train.num_samples, chunk_rows):
             stop = min(start + chunk_rows, train.num_samples)
             chunk = upload(train.rows[start:stop, ...], train.anchor, train.dtype)
-            index = build_index(chunk, train.metric, xp=xp)
+            index = build_index(chunk, train.metric, xp=xp, p=train.p)
             distances, indices = search_index(
                 index,
                 queries,

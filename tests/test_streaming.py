@@ -211,3 +211,24 @@ def test_half_precision_streams_in_half_and_answers_in_float32():
     np.testing.assert_array_equal(streamed[1], oracle_kneighbors(queries, train, 8)[1])
     model = knn_gpu.KNN(8, out_of_core=True, memory_budget=_budget_for_chunks(900, 6, 5)).fit(train, np.ones(900))
     assert model._index.rows.dtype == np.float16 and model._index.dtype == np.float16
+
+
+def test_streamed_minkowski_keeps_its_power():
+    """A streamed model with metric='minkowski' and p = 3 ranks by p = 3 in every chunk, not by euclidean.
+
+    Integer data: the p = 3 sums are exact, so the streamed and in-memory
+    searches must agree to the index.
+    """
+    from knn_gpu.streaming import StreamedTrain, streamed_search
+
+    rng = np.random.default_rng(11)
+    train = rng.integers(-9, 10, size=(500, 5)).astype(np.float32)
+    queries = rng.integers(-9, 10, size=(23, 5)).astype(np.float32)
+    budget = _budget_for_chunks(500, 5, chunks=4)
+    streamed = StreamedTrain(train, np.zeros(0, dtype=np.float32), np.float32, "minkowski", memory_budget=budget, p=3)
+    distances, indices = streamed_search(streamed, queries, 6)
+    expected = knn_gpu.kneighbors(queries, train, 6, metric="minkowski", p=3)
+    euclidean = knn_gpu.kneighbors(queries, train, 6)
+    np.testing.assert_array_equal(indices, expected[1])
+    np.testing.assert_allclose(distances, expected[0], rtol=1e-6)
+    assert not np.array_equal(expected[1], euclidean[1])  # the data tell p = 3 from p = 2
