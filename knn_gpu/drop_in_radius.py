@@ -44,11 +44,23 @@ __all__ = [
     "radius_neighbors_graph",
 ]
 
+_NO_K = "{} has no {} (a radius estimator, as in scikit-learn); use radius_neighbors or NearestNeighbors"
+
 NO_NEIGHBORS_NAN = "One or more samples have no neighbors within specified radius; predicting NaN."
 
 
 class _RadiusBase(RadiusQueries, _KNeighborsBase):
     """scikit-learn's ``NeighborsBase`` + ``RadiusNeighborsMixin``: the radius estimators' shared parts."""
+
+    @property
+    def kneighbors(self) -> Any:
+        """Absent, as on scikit-learn's radius estimators (``AttributeError``)."""
+        raise AttributeError(_NO_K.format(type(self).__name__, "kneighbors"))
+
+    @property
+    def kneighbors_graph(self) -> Any:
+        """Absent, as on scikit-learn's radius estimators (``AttributeError``)."""
+        raise AttributeError(_NO_K.format(type(self).__name__, "kneighbors_graph"))
 
     def _set_radius_common(self, radius, algorithm, leaf_size, metric, p, metric_params, n_jobs, extras) -> None:
         self.radius = radius

@@ -216,6 +216,9 @@ def test_parameters_and_errors():
         NearestNeighbors(out_of_core=True).fit(X).radius_neighbors(X)
     with pytest.raises(knn_gpu.NotFittedError):
         RadiusNeighborsRegressor().predict(X)
+    for name in ("RadiusNeighborsClassifier", "RadiusNeighborsRegressor", "RadiusNeighborsTransformer"):
+        for method in ("kneighbors", "kneighbors_graph"):
+            assert hasattr(getattr(sk, name)(), method) is hasattr(getattr(knn_gpu, name)(), method) is False
 
 
 def test_segment_sums_and_query_numbers(backend):
