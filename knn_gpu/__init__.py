@@ -11,6 +11,12 @@ from .drop_in import (
     NearestNeighbors,
     kneighbors_graph,
 )
+from .drop_in_radius import (
+    RadiusNeighborsClassifier,
+    RadiusNeighborsRegressor,
+    RadiusNeighborsTransformer,
+    radius_neighbors_graph,
+)
 from .estimators import KNN, KNNClassifier
 from .info import config_info, show_config
 from .neighbors import kneighbors
@@ -25,11 +31,15 @@ __all__ = [
     "KNeighborsTransformer",
     "NearestNeighbors",
     "NotFittedError",
+    "RadiusNeighborsClassifier",
+    "RadiusNeighborsRegressor",
+    "RadiusNeighborsTransformer",
     "available_backends",
     "config_info",
     "kneighbors",
     "kneighbors_graph",
     "radius_neighbors",
+    "radius_neighbors_graph",
     "show_config",
 ]
 __version__ = "0.1.0"

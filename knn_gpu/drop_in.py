@@ -13,8 +13,9 @@ exact brute-force neighbours (``_fit_method_ == "brute"``); ``leaf_size`` is
 accepted and unused. Metrics: ``"minkowski"`` with ``p=2`` (the default),
 ``"euclidean"``/``"l2"``, ``"sqeuclidean"``, ``"cosine"`` and knn_gpu's
 ``"inner_product"``; any other metric, or ``p != 2``, is a ``ValueError``
-saying it is not supported yet. Radius queries are not built yet
-(``NotImplementedError``).
+saying it is not supported yet. ``NearestNeighbors`` also answers radius
+queries (:class:`knn_gpu.radius_queries.RadiusQueries`); the radius classes
+are in :mod:`knn_gpu.drop_in_radius`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 from .backends import convert_like, to_host
 from .estimators import _move_to, _NeighborsEstimator, decode_class_labels, encode_class_labels
 from .predictions import ALL_ZERO_WEIGHTS, all_zero_rows, class_votes, weighted_mean
+from .radius_queries import GRAPH_MODES, RadiusQueries, csr_from_flat
 from .validation import as_targets, distance_dtype_for
 
 __all__ = [
@@ -50,19 +52,10 @@ ENGINE_METRICS = {
     "inner_product": "inner_product",  # knn_gpu's own: maximum inner product search
 }
 
-GRAPH_MODES = ("connectivity", "distance")
-
 
 def _invalid_parameter(name: str, owner: str, expected: str, value: Any) -> ValueError:
     """scikit-learn's wording for a constructor parameter out of its domain."""
     return ValueError(f"The {name!r} parameter of {owner} must be {expected}. Got {value!r} instead.")
-
-
-def _radius_not_built(method: str) -> NotImplementedError:
-    return NotImplementedError(
-        f"{method} needs radius search, which knn_gpu does not provide yet; use kneighbors "
-        "(k nearest neighbours) or scikit-learn's estimator for radius queries"
-    )
 
 
 class _KNeighborsBase(_NeighborsEstimator):
@@ -72,6 +65,10 @@ class _KNeighborsBase(_NeighborsEstimator):
 
     def _set_common(self, n_neighbors, algorithm, leaf_size, metric, p, metric_params, n_jobs, extras) -> None:
         self.n_neighbors = n_neighbors
+        self._set_shared(algorithm, leaf_size, metric, p, metric_params, n_jobs, extras)
+
+    def _set_shared(self, algorithm, leaf_size, metric, p, metric_params, n_jobs, extras) -> None:
+        """The parameters of every neighbours class but ``n_neighbors`` (the radius classes have none)."""
         self.algorithm = algorithm
         self.leaf_size = leaf_size
         self.metric = metric
@@ -91,9 +88,12 @@ class _KNeighborsBase(_NeighborsEstimator):
 
     def _check_params(self) -> None:
         owner = type(self).__name__
-        k = self.n_neighbors
+        k = getattr(self, "n_neighbors", None)
         if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
             raise _invalid_parameter("n_neighbors", owner, "an int in the range [1, inf) or None", k)
+        radius = getattr(self, "radius", None)
+        if radius is not None and (isinstance(radius, bool) or not isinstance(radius, numbers.Real) or not radius >= 0):
+            raise _invalid_parameter("radius", owner, "a float in the range [0.0, inf) or None", radius)
         if self.algorithm not in ALGORITHMS:
             raise _invalid_parameter("algorithm", owner, f"a str among {set(ALGORITHMS)}", self.algorithm)
         leaf = self.leaf_size
@@ -202,14 +202,6 @@ class _KNeighborsBase(_NeighborsEstimator):
         distances, indices = self.kneighbors(X, n_neighbors, return_distance=True)
         return _csr_graph(distances if mode == "distance" else None, indices, self.n_samples_fit_)
 
-    def radius_neighbors(self, X: Any = None, radius: float | None = None, **options: Any) -> Any:
-        """Not available yet: raises ``NotImplementedError``."""
-        raise _radius_not_built("radius_neighbors")
-
-    def radius_neighbors_graph(self, X: Any = None, radius: float | None = None, **options: Any) -> Any:
-        """Not available yet: raises ``NotImplementedError``."""
-        raise _radius_not_built("radius_neighbors_graph")
-
     def __sklearn_tags__(self) -> Any:
         from .sklearn_tags import estimator_tags
 
@@ -258,15 +250,17 @@ def _effective_metric(metric: str, metric_params: dict | None, p: Any) -> tuple[
     return "euclidean", params
 
 
-class NearestNeighbors(_KNeighborsBase):
+class NearestNeighbors(RadiusQueries, _KNeighborsBase):
     """Unsupervised learner for neighbour searches, as ``sklearn.neighbors.NearestNeighbors``.
 
     Parameters
     ----------
     n_neighbors : int, default 5
     radius : float, default 1.0
-        Stored for compatibility; radius queries are not built yet and raise
-        ``NotImplementedError``.
+        The default radius of ``radius_neighbors`` and ``radius_neighbors_graph``
+        (exact: distance ``<= radius``; see :func:`knn_gpu.radius_neighbors`).
+        Their neighbour lists are NumPy object arrays holding arrays of the
+        namespace and device of ``X`` (slices of one flat device result).
     algorithm : {"auto", "ball_tree", "kd_tree", "brute"}, default "auto"
         All give the same exact brute-force search on the backend.
     leaf_size : int, default 30
@@ -418,7 +412,33 @@ class _SupervisedMixin:
         return result, X
 
 
-class KNeighborsClassifier(_SupervisedMixin, _KNeighborsBase):
+class _ClassLabels:
+    """Class labels at fit (encoded on the device), and the mean accuracy, for the drop-in classifiers."""
+
+    def _fit_labels(self, X: Any, y: Any) -> None:
+        X_fit, index = self._fit_neighbors(X)
+        labels = _as_label_columns(y, index.num_samples)
+        self.outputs_2d_ = labels.ndim == 2
+        columns = [labels[:, j] for j in range(labels.shape[1])] if self.outputs_2d_ else [labels]
+        encoded = [encode_class_labels(column, index) for column in columns]
+        self._store_fit(X_fit, index)
+        self._codes = [codes for _, codes in encoded]
+        self.classes_ = [classes for classes, _ in encoded] if self.outputs_2d_ else encoded[0][0]
+
+    def _class_lists(self) -> list:
+        return self.classes_ if self.outputs_2d_ else [self.classes_]
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean accuracy (all outputs right, for several), weighted by ``sample_weight``."""
+        predicted = to_host(self.predict(X))
+        truth = np.asarray(to_host(_as_label_columns(y, predicted.shape[0], warn=False)))
+        right = predicted == truth.reshape(predicted.shape)
+        if right.ndim == 2:
+            right = right.all(axis=1)
+        return float(np.average(right, weights=None if sample_weight is None else to_host(sample_weight)))
+
+
+class KNeighborsClassifier(_ClassLabels, _SupervisedMixin, _KNeighborsBase):
     """Vote of the k nearest neighbours, as ``sklearn.neighbors.KNeighborsClassifier``.
 
     Parameters are those of :class:`NearestNeighbors` (no ``radius``), and
@@ -467,18 +487,8 @@ class KNeighborsClassifier(_SupervisedMixin, _KNeighborsBase):
 
     def fit(self, X: Any, y: Any) -> KNeighborsClassifier:
         """Fit on ``X`` with class labels ``y`` (1-D, or 2-D for several outputs)."""
-        X_fit, index = self._fit_neighbors(X)
-        labels = _as_label_columns(y, index.num_samples)
-        self.outputs_2d_ = labels.ndim == 2
-        columns = [labels[:, j] for j in range(labels.shape[1])] if self.outputs_2d_ else [labels]
-        encoded = [encode_class_labels(column, index) for column in columns]
-        self._store_fit(X_fit, index)
-        self._codes = [codes for _, codes in encoded]
-        self.classes_ = [classes for classes, _ in encoded] if self.outputs_2d_ else encoded[0][0]
+        self._fit_labels(X, y)
         return self
-
-    def _class_lists(self) -> list:
-        return self.classes_ if self.outputs_2d_ else [self.classes_]
 
     def _votes(self, X: Any, *, winners_only: bool) -> tuple[list, Any]:
         """Per output, each query's vote shares (or winning codes), on the backend; and the validated ``X``."""
@@ -508,17 +518,35 @@ class KNeighborsClassifier(_SupervisedMixin, _KNeighborsBase):
         votes = [v if X_checked is None else convert_like(v, X_checked) for v in votes]
         return votes if self.outputs_2d_ else votes[0]
 
+
+class _Targets:
+    """Targets at fit (on the device, in the distances' dtype), and R², for the drop-in regressors."""
+
+    def _fit_targets(self, X: Any, y: Any) -> None:
+        X_fit, index = self._fit_neighbors(X)
+        y = as_targets(y, "y", index.num_samples)
+        targets = index.xp.astype(_move_to(y, index.xp, index.device), distance_dtype_for(index.dtype, index.xp))
+        self._store_fit(X_fit, index)
+        self._targets = targets[:, None] if targets.ndim == 1 else targets
+        self._targets_1d = y.ndim == 1
+
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """Mean accuracy (all outputs right, for several), weighted by ``sample_weight``."""
-        predicted = to_host(self.predict(X))
-        truth = np.asarray(to_host(_as_label_columns(y, predicted.shape[0], warn=False)))
-        right = predicted == truth.reshape(predicted.shape)
-        if right.ndim == 2:
-            right = right.all(axis=1)
-        return float(np.average(right, weights=None if sample_weight is None else to_host(sample_weight)))
+        """Coefficient of determination R² (uniform average over outputs), weighted by ``sample_weight``."""
+        predicted = to_host(self.predict(X)).astype(np.float64)
+        truth = to_host(as_targets(y, "y", predicted.shape[0])).astype(np.float64).reshape(predicted.shape)
+        if truth.ndim == 1:
+            truth, predicted = truth[:, None], predicted[:, None]
+        weight = np.ones(truth.shape[0]) if sample_weight is None else to_host(sample_weight).astype(np.float64)
+        weight = weight[:, None]
+        residual = (weight * (truth - predicted) ** 2).sum(axis=0)
+        mean = np.average(truth, axis=0, weights=weight[:, 0])
+        total = (weight * (truth - mean) ** 2).sum(axis=0)
+        safe_total = np.where(total == 0, 1.0, total)
+        r2 = np.where(total == 0, np.where(residual == 0, 1.0, 0.0), 1 - residual / safe_total)
+        return float(np.mean(r2))
 
 
-class KNeighborsRegressor(_SupervisedMixin, _KNeighborsBase):
+class KNeighborsRegressor(_Targets, _SupervisedMixin, _KNeighborsBase):
     """Mean of the k nearest neighbours' targets, as ``sklearn.neighbors.KNeighborsRegressor``.
 
     Parameters are those of :class:`KNeighborsClassifier`. A ``weights``
@@ -560,12 +588,7 @@ class KNeighborsRegressor(_SupervisedMixin, _KNeighborsBase):
 
     def fit(self, X: Any, y: Any) -> KNeighborsRegressor:
         """Fit on ``X`` with targets ``y`` (1-D, or 2-D for several outputs)."""
-        X_fit, index = self._fit_neighbors(X)
-        y = as_targets(y, "y", index.num_samples)
-        targets = index.xp.astype(_move_to(y, index.xp, index.device), distance_dtype_for(index.dtype, index.xp))
-        self._store_fit(X_fit, index)
-        self._targets = targets[:, None] if targets.ndim == 1 else targets
-        self._targets_1d = y.ndim == 1
+        self._fit_targets(X, y)
         return self
 
     def predict(self, X: Any) -> Any:
@@ -580,21 +603,6 @@ class KNeighborsRegressor(_SupervisedMixin, _KNeighborsBase):
         if self._targets_1d:
             prediction = prediction[:, 0]
         return prediction if X is None else convert_like(prediction, X)
-
-    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """Coefficient of determination R² (uniform average over outputs), weighted by ``sample_weight``."""
-        predicted = to_host(self.predict(X)).astype(np.float64)
-        truth = to_host(as_targets(y, "y", predicted.shape[0])).astype(np.float64).reshape(predicted.shape)
-        if truth.ndim == 1:
-            truth, predicted = truth[:, None], predicted[:, None]
-        weight = np.ones(truth.shape[0]) if sample_weight is None else to_host(sample_weight).astype(np.float64)
-        weight = weight[:, None]
-        residual = (weight * (truth - predicted) ** 2).sum(axis=0)
-        mean = np.average(truth, axis=0, weights=weight[:, 0])
-        total = (weight * (truth - mean) ** 2).sum(axis=0)
-        safe_total = np.where(total == 0, 1.0, total)
-        r2 = np.where(total == 0, np.where(residual == 0, 1.0, 0.0), 1 - residual / safe_total)
-        return float(np.mean(r2))
 
 
 def _as_label_columns(y: Any, num_samples: int, *, warn: bool = True) -> Any:
@@ -614,24 +622,12 @@ def _as_label_columns(y: Any, num_samples: int, *, warn: bool = True) -> Any:
 
 
 def _csr_graph(distances: Any, indices: Any, num_columns: int) -> Any:
-    """A CSR matrix with the neighbours of row i in row i: ones (``distances=None``) or the distances."""
+    """A CSR matrix with the k neighbours of row i in row i: ones (``distances=None``) or the distances."""
+    xp = array_api_compat.array_namespace(indices)
     rows, k = indices.shape
-    if array_api_compat.is_cupy_array(indices):
-        import cupy
-        import cupyx.scipy.sparse
-
-        data = cupy.ones(rows * k) if distances is None else cupy.reshape(distances, (-1,))
-        indptr = cupy.arange(0, rows * k + 1, k)
-        return cupyx.scipy.sparse.csr_matrix((data, cupy.reshape(indices, (-1,)), indptr), shape=(rows, num_columns))
-    try:
-        import scipy.sparse
-    except ImportError as exc:
-        msg = "kneighbors_graph needs SciPy for its sparse result: pip install 'knn-gpu[sparse]' (or scipy)"
-        raise ImportError(msg) from exc
-    host_indices = to_host(indices).reshape(-1)
-    data = np.ones(rows * k) if distances is None else to_host(distances).reshape(-1)
-    indptr = np.arange(0, rows * k + 1, k)
-    return scipy.sparse.csr_matrix((data, host_indices, indptr), shape=(rows, num_columns))
+    offsets = xp.arange(0, rows * k + 1, k, dtype=xp.int64, device=array_api_compat.device(indices))
+    data = None if distances is None else xp.reshape(distances, (-1,))
+    return csr_from_flat(data, xp.reshape(indices, (-1,)), offsets, num_columns)
 
 
 def kneighbors_graph(

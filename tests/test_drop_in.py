@@ -204,8 +204,8 @@ def test_query_time_errors():
         model.kneighbors(X, 2.5)
     with pytest.raises(ValueError, match='Unsupported mode, must be one of "connectivity"'):
         NearestNeighbors(n_neighbors=2).fit(X).kneighbors_graph(X, mode="blah")
-    with pytest.raises(NotImplementedError, match="radius search"):
-        NearestNeighbors(n_neighbors=2).fit(X).radius_neighbors(X)
+    with pytest.raises(ValueError, match="return_distance must be True if sort_results is True"):
+        NearestNeighbors(n_neighbors=2).fit(X).radius_neighbors(X, return_distance=False, sort_results=True)
 
 
 def test_dask_training_data_is_refused_with_the_alternative():

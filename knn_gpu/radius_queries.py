@@ -1,0 +1,217 @@
+"""scikit-learn's radius queries on a fitted estimator, and per-query reductions of their flat result.
+
+:class:`RadiusQueries` gives the drop-in classes ``radius_neighbors`` and
+``radius_neighbors_graph`` over the radius engine
+(:func:`knn_gpu.radius.radius_search_index`, on the estimator's index).
+Every query has its own number of neighbours, so the engine's result is flat:
+``(distances, indices, offsets)``, query ``i``'s neighbours at
+``offsets[i]:offsets[i + 1]``. The reductions here (:func:`segment_sums`,
+:func:`query_numbers`) work on that flat form on the device, with
+cumulative sums taken at the offsets: no Python loop over queries.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from .backends import to_host
+from .estimators import _move_to
+from .neighbors import prepare_queries
+from .radius import radius_search_index, read_counts
+from .streaming import StreamedTrain
+from .topk import positions_of_true
+from .validation import as_feature_matrix, check_batch_size, check_feature_names, check_memory_budget, check_radius
+
+__all__ = ["RadiusQueries", "segment_sums", "query_numbers", "csr_from_flat", "GRAPH_MODES"]
+
+GRAPH_MODES = ("connectivity", "distance")
+
+
+def query_numbers(offsets: Any, num_neighbors: int, *, xp: ModuleType) -> Any:
+    """The query of each flat neighbour (int64, shape (num_neighbors,)), from the offsets."""
+    positions = xp.arange(num_neighbors, dtype=offsets.dtype, device=array_api_compat.device(offsets))
+    return xp.astype(xp.searchsorted(offsets[1:], positions, side="right"), xp.int64)
+
+
+def segment_sums(values: Any, offsets: Any, *, xp: ModuleType) -> Any:
+    """Per query, the sum of its neighbours' ``values`` along axis 0.
+
+    Parameters
+    ----------
+    values : array, shape (n_neighbours,) or (n_neighbours, m)
+    offsets : array of int64, shape (n_queries + 1,)
+
+    Returns
+    -------
+    array, shape (n_queries,) or (n_queries, m), ``values``' dtype
+        The difference of the running sum at each query's two offsets (0 for
+        a query without neighbours).
+    """
+    zero = xp.zeros((1, *values.shape[1:]), dtype=values.dtype, device=array_api_compat.device(values))
+    running = xp.concat([zero, xp.cumulative_sum(values, axis=0)], axis=0)
+    return xp.take(running, offsets[1:], axis=0) - xp.take(running, offsets[:-1], axis=0)
+
+
+def csr_from_flat(data: Any, indices: Any, offsets: Any, num_columns: int) -> Any:
+    """A CSR matrix whose row i holds ``indices[offsets[i]:offsets[i + 1]]`` (ones where ``data`` is None).
+
+    ``cupyx.scipy.sparse.csr_matrix`` on the GPU for CuPy; ``scipy.sparse.csr_matrix``
+    on the host for every other library (SciPy has no sparse matrix of torch or
+    array_api_strict arrays).
+    """
+    rows = offsets.shape[0] - 1
+    if array_api_compat.is_cupy_array(indices):
+        import cupy
+        import cupyx.scipy.sparse
+
+        values = cupy.ones(indices.shape[0]) if data is None else data
+        return cupyx.scipy.sparse.csr_matrix((values, indices, offsets), shape=(rows, num_columns))
+    try:
+        import scipy.sparse
+    except ImportError as exc:
+        msg = "this neighbour graph needs SciPy for its sparse result: pip install 'knn-gpu[sparse]' (or scipy)"
+        raise ImportError(msg) from exc
+    host_indices = to_host(indices)
+    values = np.ones(host_indices.shape[0]) if data is None else to_host(data)
+    return scipy.sparse.csr_matrix((values, host_indices, to_host(offsets)), shape=(rows, num_columns))
+
+
+def _exclude_self_flat(distances: Any, indices: Any, offsets: Any, *, xp: ModuleType) -> tuple[Any, Any, Any]:
+    """Drop each training point from its own neighbours (the training set as queries), as scikit-learn does.
+
+    Only the point itself goes (by index); its exact duplicates stay. One
+    read of the kept count (a synchronisation), then a compaction.
+    """
+    query_of = query_numbers(offsets, indices.shape[0], xp=xp)
+    keep = indices != query_of
+    (count,) = read_counts(xp.count_nonzero(keep), xp=xp)
+    positions = positions_of_true(keep, count, xp=xp)
+    zero = xp.zeros(1, dtype=xp.int64, device=array_api_compat.device(offsets))
+    running = xp.concat([zero, xp.cumulative_sum(xp.astype(keep, xp.int64))])
+    return xp.take(distances, positions), xp.take(indices, positions), xp.take(running, offsets)
+
+
+def _per_query(values: Any, bounds: list[int]) -> np.ndarray:
+    """scikit-learn's container: a NumPy object array holding query ``i``'s slice of ``values``."""
+    per_query = np.empty(len(bounds) - 1, dtype=object)
+    for query in range(len(bounds) - 1):
+        per_query[query] = values[bounds[query] : bounds[query + 1]]
+    return per_query
+
+
+class RadiusQueries:
+    """``radius_neighbors`` and ``radius_neighbors_graph`` for the drop-in classes (``self.radius`` by default)."""
+
+    def _radius_flat(self, X: Any, radius: Any, sort_results: bool = False) -> tuple[Any, Any, Any, Any]:
+        """``(distances, indices, offsets, validated X)`` on the model's backend; ``X=None``: leave-one-out."""
+        index = self._check_fitted()
+        if index is None or isinstance(index, StreamedTrain):
+            msg = (
+                f"radius queries of {type(self).__name__} need the training rows in memory; this model was fitted "
+                "out of core (fit with out_of_core=False) or on Dask arrays (pass X.compute())"
+            )
+            raise ValueError(msg)
+        if self._engine_metric() == "inner_product":
+            msg = "metric='inner_product' has no radius search (a similarity, not a distance); use another metric"
+            raise ValueError(msg)
+        radius = check_radius(self.radius if radius is None else radius)
+        xp = index.xp
+        if X is None:
+            queries = self._fit_X
+        else:
+            check_feature_names(self, X)
+            X = as_feature_matrix(X, "X", allow_empty=True)
+            queries = prepare_queries(
+                _move_to(X, xp, index.device), index.num_features, index.dtype, xp=xp, expected_by=type(self).__name__
+            )
+        distances, indices, offsets = radius_search_index(
+            index,
+            queries,
+            radius,
+            sort_results=sort_results,
+            batch_rows=check_batch_size(self.batch_size),
+            memory_budget=check_memory_budget(self.memory_budget),
+            train=self._fit_X,
+        )
+        if X is None:
+            distances, indices, offsets = _exclude_self_flat(distances, indices, offsets, xp=xp)
+        return distances, indices, offsets, X
+
+    def radius_neighbors(
+        self, X: Any = None, radius: float | None = None, return_distance: bool = True, sort_results: bool = False
+    ) -> Any:
+        """Every training row within ``radius`` (distance ``<= radius``) of each row of ``X``, as scikit-learn's.
+
+        Parameters
+        ----------
+        X : array, shape (n_queries, n_features), optional
+            ``None``: the training set, each point excluding itself (its
+            exact duplicates stay).
+        radius : float, optional
+            Defaults to the constructor's ``radius``.
+        return_distance : bool, default True
+        sort_results : bool, default False
+            Each query's neighbours by ascending distance (else by ascending
+            index); needs ``return_distance=True``.
+
+        Returns
+        -------
+        neigh_dist : ndarray of dtype object, shape (n_queries,)
+            Only if ``return_distance``. Element ``i`` holds query ``i``'s
+            distances.
+        neigh_ind : ndarray of dtype object, shape (n_queries,)
+            Element ``i`` holds query ``i``'s training indices (int64).
+
+        The containers are NumPy object arrays, as scikit-learn's; their
+        elements are arrays of the namespace and device of ``X`` (of the
+        training data for ``X=None``): NumPy for NumPy, lists and DataFrames,
+        and for CuPy, torch and array_api_strict slices of one flat result
+        left on the device (no copy of the neighbours to the host, only of the
+        ``n_queries + 1`` offsets, once). :func:`knn_gpu.radius_neighbors`
+        returns the flat ``(distances, indices, offsets)`` itself.
+        """
+        if not isinstance(return_distance, bool) or not isinstance(sort_results, bool):
+            msg = f"return_distance and sort_results must be True or False, got {return_distance!r}, {sort_results!r}"
+            raise TypeError(msg)
+        if sort_results and not return_distance:
+            msg = "return_distance must be True if sort_results is True."
+            raise ValueError(msg)
+        distances, indices, offsets, X = self._radius_flat(X, radius, sort_results)
+        xp = self._index.xp
+        bounds = read_counts(offsets, xp=xp)
+        neigh_ind = _per_query(self._like_input(indices, X), bounds)
+        if not return_distance:
+            return neigh_ind
+        return _per_query(self._like_input(distances, X), bounds), neigh_ind
+
+    def radius_neighbors_graph(
+        self, X: Any = None, radius: float | None = None, mode: str = "connectivity", sort_results: bool = False
+    ) -> Any:
+        """Sparse graph of the neighbours within ``radius``: row i lists row i of ``X``'s.
+
+        Parameters
+        ----------
+        X : array, shape (n_queries, n_features), optional
+            ``None``: the training set, each point excluding itself.
+        radius : float, optional
+        mode : {"connectivity", "distance"}
+        sort_results : bool, default False
+            In "distance" mode, each row's entries by ascending distance.
+
+        Returns
+        -------
+        sparse matrix in CSR format, shape (n_queries, n_samples_fit_)
+            Built from the flat result without a loop over queries;
+            ``cupyx.scipy.sparse.csr_matrix`` on the GPU for CuPy, else
+            ``scipy.sparse.csr_matrix`` on the host.
+        """
+        if mode not in GRAPH_MODES:
+            msg = f'Unsupported mode, must be one of "connectivity", or "distance" but got "{mode}" instead'
+            raise ValueError(msg)
+        distance_mode = mode == "distance"
+        distances, indices, offsets, _ = self._radius_flat(X, radius, sort_results and distance_mode)
+        return csr_from_flat(distances if distance_mode else None, indices, offsets, self.n_samples_fit_)
