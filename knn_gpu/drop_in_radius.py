@@ -32,7 +32,7 @@ import numpy as np
 
 from .backends import convert_like, to_host
 from .drop_in import NearestNeighbors, _ClassLabels, _KNeighborsBase, _Targets, decode_class_labels
-from .predictions import check_weights
+from .predictions import check_weights, quiet_divide
 from .radius import read_counts
 from .radius_queries import GRAPH_MODES, RadiusQueries, _per_query, query_numbers, segment_sums
 from .topk import positions_of_true
@@ -245,7 +245,8 @@ class RadiusNeighborsClassifier(_ClassLabels, _RadiusBase):
                         stacklevel=3,
                     )
             total = xp.sum(votes, axis=1, keepdims=True)
-            probabilities.append(votes / xp.where(total == 0, xp.ones_like(total), total))
+            # scikit-learn: a zero total divides by 1 (all shares 0); inf weights give IEEE's NaN.
+            probabilities.append(quiet_divide(votes, xp.where(total == 0, xp.ones_like(total), total), xp=xp))
         return probabilities, X_checked, empty, num_outliers
 
     def predict_proba(self, X: Any) -> Any:
@@ -332,8 +333,9 @@ class RadiusNeighborsRegressor(_Targets, _RadiusBase):
         targets = xp.take(self._targets, indices, axis=0)
         sums = segment_sums(weights[:, None] * xp.astype(targets, weights.dtype), offsets, xp=xp)
         total = segment_sums(weights, offsets, xp=xp)[:, None]
+        # No neighbour (or weights summing to 0): NaN, as scikit-learn; inf weights: IEEE's results.
         safe = xp.where(total == 0, xp.ones_like(total), total)
-        prediction = xp.where(total == 0, xp.full_like(sums, float("nan")), sums / safe)
+        prediction = xp.where(total == 0, xp.full_like(sums, float("nan")), quiet_divide(sums, safe, xp=xp))
         if bool(xp.any(xp.isnan(prediction))):
             warnings.warn(NO_NEIGHBORS_NAN, stacklevel=2)
         if self._targets_1d:

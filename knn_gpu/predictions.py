@@ -96,10 +96,34 @@ def _gather_rows(values: Any, indices: Any, *, xp: ModuleType) -> Any:
     return xp.reshape(flat, (*indices.shape, *values.shape[1:]))
 
 
+def quiet_divide(numerator: Any, denominator: Any, *, xp: ModuleType) -> Any:
+    """``numerator / denominator`` with IEEE's results but no floating-point warnings.
+
+    0/0 and inf/inf are NaN, x/0 is +-inf, x/inf is 0 — what the division
+    gives — computed so that NumPy raises no ``RuntimeWarning`` (a weight
+    function may return inf, a query's weights may all be 0).
+
+    Examples
+    --------
+    >>> import array_api_compat.numpy as xp
+    >>> quiet_divide(xp.asarray([[0.0, 1.0, 3.0]]), xp.asarray([[0.0]]), xp=xp)
+    array([[nan, inf, inf]])
+    """
+    zero = denominator == 0
+    infinite = xp.isinf(denominator)
+    quotient = numerator / xp.where(zero | infinite, xp.ones_like(denominator), denominator)
+    nan = xp.full_like(quotient, float("nan"))
+    undefined = (numerator == 0) | xp.isnan(numerator)
+    signed_inf = xp.where(numerator > 0, xp.full_like(quotient, float("inf")), xp.full_like(quotient, -float("inf")))
+    over_zero = xp.where(undefined, nan, signed_inf)
+    over_inf = xp.where(xp.isinf(numerator) | xp.isnan(numerator), nan, xp.zeros_like(quotient))
+    return xp.where(zero, over_zero, xp.where(infinite, over_inf, quotient))
+
+
 def mean_of_neighbors(neighbor_targets: Any, weights: Any, *, xp: ModuleType) -> Any:
-    """Weighted mean over axis 1 of ``(rows, k, n_outputs)`` targets."""
+    """Weighted mean over axis 1 of ``(rows, k, n_outputs)`` targets (NaN where a row's weights are all 0)."""
     weighted = xp.sum(weights[:, :, None] * neighbor_targets, axis=1)
-    return weighted / xp.sum(weights, axis=1, keepdims=True)
+    return quiet_divide(weighted, xp.sum(weights, axis=1, keepdims=True), xp=xp)
 
 
 def votes_of_neighbors(neighbor_codes: Any, weights: Any, num_classes: int, *, xp: ModuleType) -> Any:
@@ -107,7 +131,7 @@ def votes_of_neighbors(neighbor_codes: Any, weights: Any, num_classes: int, *, x
     class_ids = xp.arange(num_classes, dtype=neighbor_codes.dtype, device=array_api_compat.device(neighbor_codes))
     one_hot = xp.astype(neighbor_codes[:, :, None] == class_ids, weights.dtype)
     votes = xp.sum(weights[:, :, None] * one_hot, axis=1)
-    return votes / xp.sum(votes, axis=1, keepdims=True)
+    return quiet_divide(votes, xp.sum(votes, axis=1, keepdims=True), xp=xp)
 
 
 def weighted_mean(targets: Any, indices: Any, weights: Any, *, xp: ModuleType) -> Any:
