@@ -101,8 +101,30 @@ def is_direct(metric: str) -> bool:
     return metric in ("minkowski", "precomputed")
 
 
+class StoredRows:
+    """What every index derives from its ``rows`` and ``data_dtype`` (shared by the matrix-product and direct indices)."""
+
+    rows: Any
+    data_dtype: Any
+
+    @property
+    def xp(self) -> ModuleType:
+        """Namespace of the stored rows (derived, so that the index pickles)."""
+        return array_api_compat.array_namespace(self.rows)
+
+    @property
+    def dtype(self) -> Any:
+        """Floating dtype of the data (and of the queries searched)."""
+        return self.data_dtype
+
+    @property
+    def distance_dtype(self) -> Any:
+        """Floating dtype of returned distances: the data's, float32 for half precision."""
+        return distance_dtype_for(self.data_dtype, self.xp)
+
+
 @dataclass(frozen=True)
-class DirectIndex:
+class DirectIndex(StoredRows):
     """Training rows for a direct search, on their own namespace and device.
 
     ``rows`` are the training rows as given (``"minkowski"``), or for
@@ -119,18 +141,6 @@ class DirectIndex:
     rows: Any
     exact: Any
     data_dtype: Any
-
-    @property
-    def xp(self) -> ModuleType:
-        return array_api_compat.array_namespace(self.rows)
-
-    @property
-    def dtype(self) -> Any:
-        return self.data_dtype
-
-    @property
-    def distance_dtype(self) -> Any:
-        return distance_dtype_for(self.data_dtype, self.xp)
 
     @property
     def num_stored(self) -> int:

@@ -57,7 +57,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .devices import device_scope, free_device_bytes, is_gpu
-from .direct import DirectIndex, build_direct_index, is_direct, resolve_metric, search_direct
+from .direct import DirectIndex, StoredRows, build_direct_index, is_direct, resolve_metric, search_direct
 from .distances import (
     EXACT_CHUNK_FEATURES,
     HALF_PADDING_KEY,
@@ -70,7 +70,7 @@ from .distances import (
     ranking_keys,
 )
 from .topk import smallest_k_columns
-from .validation import distance_dtype_for, exact_dtype, is_half_precision
+from .validation import exact_dtype, is_half_precision
 
 __all__ = [
     "TrainIndex",
@@ -123,7 +123,7 @@ FINE_BLOCK_DIVISOR = 4096
 
 
 @dataclass(frozen=True)
-class TrainIndex:
+class TrainIndex(StoredRows):
     """A training set prepared for searching, on its own namespace and device.
 
     ``rows`` are in the ranking dtype. Where that is lower than the data's
@@ -153,21 +153,6 @@ class TrainIndex:
     key_column: Any = None  # half precision: (num_stored,) float32 augmented column, else None
     row_scale: Any = None  # half precision and cosine: (num_stored,) float32 1 / ||t||, else None
     rank_offset: Any = None  # half precision: (num_features,) float32 shift of the ranking, else None
-
-    @property
-    def xp(self) -> ModuleType:
-        """Namespace of the stored rows (derived, so that the index pickles)."""
-        return array_api_compat.array_namespace(self.rows)
-
-    @property
-    def dtype(self) -> Any:
-        """Floating dtype of the data (and of the queries searched)."""
-        return self.data_dtype
-
-    @property
-    def distance_dtype(self) -> Any:
-        """Floating dtype of returned distances: the data's, float32 for half precision."""
-        return distance_dtype_for(self.data_dtype, self.xp)
 
     @property
     def rank_dtype(self) -> Any:
