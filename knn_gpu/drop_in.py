@@ -21,6 +21,7 @@ are in :mod:`knn_gpu.drop_in_radius`.
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +51,13 @@ ENGINE_METRICS = {
     "sqeuclidean": "sqeuclidean",
     "cosine": "cosine",
     "inner_product": "inner_product",  # knn_gpu's own: maximum inner product search
+    # Computed directly (knn_gpu.direct): no matrix-product form.
+    "manhattan": "manhattan",
+    "l1": "manhattan",
+    "cityblock": "manhattan",
+    "chebyshev": "chebyshev",
+    "infinity": "chebyshev",
+    "precomputed": "precomputed",
 }
 
 
@@ -86,6 +94,9 @@ class _KNeighborsBase(_NeighborsEstimator):
     def _effective_p(self) -> Any:
         return (self.metric_params or {}).get("p", self.p)
 
+    def _engine_p(self) -> float | None:
+        return self._effective_p() if self._engine_metric() == "minkowski" else None
+
     def _check_params(self) -> None:
         owner = type(self).__name__
         k = getattr(self, "n_neighbors", None)
@@ -105,6 +116,26 @@ class _KNeighborsBase(_NeighborsEstimator):
         if self.metric_params is not None and not isinstance(self.metric_params, dict):
             raise _invalid_parameter("metric_params", owner, "a dict or None", self.metric_params)
         super()._check_params()
+        if self.metric_params is not None and "p" in self.metric_params and self.p is not None:
+            warnings.warn(
+                "Parameter p is found in metric_params. The corresponding parameter from __init__ is ignored.",
+                SyntaxWarning,
+                stacklevel=3,
+            )
+        effective_p = self._effective_p()
+        if self.metric == "minkowski" and effective_p is not None and 0 < effective_p < 1:
+            # scikit-learn's rule: a semi-metric, fine for brute force (every knn_gpu search), not for trees.
+            if self.algorithm in ("kd_tree", "ball_tree"):
+                msg = (
+                    f'algorithm="{self.algorithm}" does not support 0 < p < 1 for the Minkowski metric. To resolve '
+                    'this problem either set p >= 1 or algorithm="brute".'
+                )
+                raise ValueError(msg)
+            warnings.warn(
+                "Mind that for 0 < p < 1, Minkowski metrics are not distance metrics. Continuing the execution "
+                "with `algorithm='brute'`.",
+                stacklevel=3,
+            )
 
     def _fit_neighbors(self, X: Any) -> tuple[Any, Any]:
         """Validate, fit the engine, and set scikit-learn's fitted attributes.
@@ -227,15 +258,13 @@ def _training_rows_of(X: Any) -> Any:
 def _engine_metric_of(metric: Any, p: Any) -> str:
     """The engine's metric for scikit-learn's ``metric`` and ``p``, or a ``ValueError`` naming what is missing."""
     if metric == "minkowski":
-        if p == 2:
-            return "euclidean"
-        msg = f"metric='minkowski' with p={p!r} is not supported yet by knn_gpu; only p=2 (euclidean) is"
-        raise ValueError(msg)
+        # p = 2 takes the matrix-product path; any other p (checked by the engine: >= 1) is computed directly.
+        return "euclidean" if p == 2 else "minkowski"
     if isinstance(metric, str) and metric in ENGINE_METRICS:
         return ENGINE_METRICS[metric]
     name = getattr(metric, "__name__", metric) if callable(metric) else metric
     msg = (
-        f"metric={name!r} is not supported yet by knn_gpu; supported: 'minkowski' (p=2), "
+        f"metric={name!r} is not supported yet by knn_gpu; supported: 'minkowski' (any p >= 1), "
         f"{', '.join(map(repr, ENGINE_METRICS))}"
     )
     raise ValueError(msg)

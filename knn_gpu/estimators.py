@@ -103,8 +103,12 @@ class _NeighborsEstimator:
         return self.num_neighbors
 
     def _engine_metric(self) -> str:
-        """The search engine's metric name (one of :data:`~knn_gpu.validation.METRICS`)."""
+        """The search engine's metric name (one of :data:`~knn_gpu.validation.METRICS` or the direct ones)."""
         return self.metric
+
+    def _engine_p(self) -> float | None:
+        """Minkowski's power for the engine (``metric="minkowski"``); None elsewhere."""
+        return None
 
     # -- the estimator protocol -------------------------------------------------
     @classmethod
@@ -163,9 +167,11 @@ class _NeighborsEstimator:
         anchor = xp.zeros((0,), device=device)  # the compute namespace and device, as an array
         dtype = floating_dtype(dtype_in(xp, X.dtype), xp, array_api_compat.device(anchor))
         if self._streams(X, anchor, dtype):
-            return None, StreamedTrain(X, xp.astype(anchor, dtype), dtype, self._engine_metric(), self.memory_budget)
+            return None, StreamedTrain(
+                X, xp.astype(anchor, dtype), dtype, self._engine_metric(), self.memory_budget, p=self._engine_p()
+            )
         X = xp.astype(_move_to(X, xp, array_api_compat.device(anchor)), dtype, copy=False)
-        return X, build_index(X, self._engine_metric(), xp=xp)
+        return X, build_index(X, self._engine_metric(), xp=xp, p=self._engine_p())
 
     def _streams(self, X: Any, anchor: Any, dtype: Any) -> bool:
         """Keep ``X`` in host memory? Always if ``out_of_core``; if None, when it would not fit on the GPU."""

@@ -24,7 +24,14 @@ from .neighbors import prepare_queries
 from .radius import radius_search_index, read_counts
 from .streaming import StreamedTrain
 from .topk import positions_of_true
-from .validation import as_feature_matrix, check_batch_size, check_feature_names, check_memory_budget, check_radius
+from .validation import (
+    METRICS,
+    as_feature_matrix,
+    check_batch_size,
+    check_feature_names,
+    check_memory_budget,
+    check_radius,
+)
 
 __all__ = ["RadiusQueries", "segment_sums", "query_numbers", "csr_from_flat", "GRAPH_MODES"]
 
@@ -117,6 +124,12 @@ class RadiusQueries:
             raise ValueError(msg)
         if self._engine_metric() == "inner_product":
             msg = "metric='inner_product' has no radius search (a similarity, not a distance); use another metric"
+            raise ValueError(msg)
+        if self._engine_metric() not in METRICS:
+            msg = (
+                f"radius search supports the matrix-product metrics (euclidean, minkowski with p=2, sqeuclidean, "
+                f"cosine); metric={self.metric!r} is computed directly and has k-neighbour queries only for now"
+            )
             raise ValueError(msg)
         radius = check_radius(self.radius if radius is None else radius)
         xp = index.xp

@@ -175,10 +175,10 @@ def test_parameters_defaults_and_fitted_attributes():
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"metric": "manhattan"}, "metric='manhattan' is not supported yet"),
-        ({"p": 1}, "p=1 is not supported yet"),
-        ({"metric_params": {"p": 3}}, "p=3 is not supported yet"),
-        ({"metric": "precomputed"}, "metric='precomputed' is not supported yet"),
+        ({"metric": "hamming"}, "metric='hamming' is not supported yet"),
+        ({"metric": "seuclidean"}, "metric='seuclidean' is not supported yet"),
+        ({"metric": lambda a, b: 0.0}, "metric='<lambda>' is not supported yet"),
+        ({"p": 0.5, "algorithm": "kd_tree"}, 'algorithm="kd_tree" does not support 0 < p < 1'),
         ({"algorithm": "annoy"}, "The 'algorithm' parameter of KNeighborsClassifier must be"),
         ({"n_neighbors": 0}, "The 'n_neighbors' parameter of KNeighborsClassifier must be"),
         ({"leaf_size": 0}, "The 'leaf_size' parameter"),
@@ -189,6 +189,45 @@ def test_parameters_defaults_and_fitted_attributes():
 def test_bad_parameters_raise_at_fit(params, message):
     with pytest.raises(ValueError, match=message):
         KNeighborsClassifier(**params).fit(np.eye(3), [0, 1, 1])
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"metric": "manhattan"}, {"p": 1}, {"metric_params": {"p": 3}}, {"metric": "chebyshev"}, {"p": 1.5}],
+)
+def test_directly_computed_metrics_equal_scikit_learn(params):
+    """The engine's direct metrics behind scikit-learn's names: neighbours, distances and votes as scikit-learn's."""
+    from sklearn.neighbors import KNeighborsClassifier as SklearnClassifier
+
+    X, y = datasets.load_wine(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    ours = KNeighborsClassifier(5, **params).fit(X, y)
+    theirs = SklearnClassifier(5, algorithm="brute", **params).fit(X, y)
+    distances, indices = ours.kneighbors(X[:40])
+    expected_distances, expected_indices = theirs.kneighbors(X[:40])
+    # Chebyshev has exact ties; knn_gpu lists them lower index first, scikit-learn in no set order.
+    order = np.lexsort((expected_indices, np.round(expected_distances, 12)), axis=1)
+    np.testing.assert_array_equal(indices, np.take_along_axis(expected_indices, order, axis=1))
+    np.testing.assert_allclose(distances, np.take_along_axis(expected_distances, order, axis=1), rtol=1e-10)
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+
+
+def test_minkowski_below_one_warns_as_scikit_learn_and_answers_the_same():
+    from sklearn.neighbors import NearestNeighbors as SklearnNeighbors
+
+    X = np.random.default_rng(3).standard_normal((60, 4))
+    with pytest.warns(UserWarning, match="Mind that for 0 < p < 1"):
+        distances, indices = NearestNeighbors(n_neighbors=4, p=0.5).fit(X).kneighbors(X[:10])
+    with pytest.warns(UserWarning, match="Mind that for 0 < p < 1"):
+        expected = SklearnNeighbors(n_neighbors=4, p=0.5, algorithm="brute").fit(X).kneighbors(X[:10])
+    np.testing.assert_array_equal(indices, expected[1])
+    np.testing.assert_allclose(distances, expected[0], rtol=1e-10)
+
+
+def test_radius_search_refuses_directly_computed_metrics():
+    X = np.random.default_rng(4).standard_normal((30, 3))
+    with pytest.raises(ValueError, match="radius search supports the matrix-product metrics"):
+        NearestNeighbors(metric="manhattan").fit(X).radius_neighbors(X[:2], radius=1.0)
 
 
 def test_query_time_errors():
