@@ -14,6 +14,7 @@ import array_api_compat
 import array_api_compat.numpy
 import numpy as np
 import pytest
+from guards import refusing_host_conversions, traced_peak
 from oracle import oracle_distances, oracle_kneighbors
 from sklearn.datasets import load_digits
 from sklearn.neighbors import NearestNeighbors
@@ -227,7 +228,6 @@ def test_threads_give_the_same_neighbours():
 def test_no_host_synchronisation_in_the_blocked_search(monkeypatch, metric, p):
     """device1, every conversion refused and no data-dependent shapes inside the search and predictions."""
     xp = pytest.importorskip("array_api_strict")
-    from test_engine import _refusing_host_conversions
 
     device = xp.Device("device1")
     rng = np.random.default_rng(6)
@@ -239,7 +239,7 @@ def test_no_host_synchronisation_in_the_blocked_search(monkeypatch, metric, p):
     strict_search = search.search_index
 
     def guarded_search(*args, **kwargs):
-        with _refusing_host_conversions(monkeypatch, type(train), xp):
+        with refusing_host_conversions(monkeypatch, xp):
             return strict_search(*args, **kwargs)
 
     monkeypatch.setattr(knn_gpu.neighbors, "search_index", guarded_search)
@@ -323,8 +323,6 @@ def test_models_take_precomputed_distances_and_leave_one_out():
 )
 def test_direct_temporaries_stay_within_the_budget(monkeypatch, method, shape, k, p):
     """tracemalloc sees NumPy's buffers: one direct search's peak, less its output, is under the budget."""
-    import tracemalloc
-
     if method == "cdist" and p == 3:
         pytest.skip("cdist takes p = 1 and infinity only")
     monkeypatch.setattr(direct, "block_method", lambda index: method)
@@ -333,14 +331,7 @@ def test_direct_temporaries_stay_within_the_budget(monkeypatch, method, shape, k
     queries = rng.standard_normal((700, shape[1]), dtype=np.float32)
     index = build_index(train, "minkowski", xp=array_api_compat.numpy, p=p)
     budget = 8 * 2**20
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        distances, indices = search_index(index, queries, k, memory_budget=budget, n_jobs=2)
-        peak = tracemalloc.get_traced_memory()[1] - before
-    finally:
-        tracemalloc.stop()
+    (distances, indices), peak = traced_peak(lambda: search_index(index, queries, k, memory_budget=budget, n_jobs=2))
     output = distances.nbytes + indices.nbytes
     assert peak - output <= budget, (peak / 2**20, output / 2**20)
     np.testing.assert_array_equal(indices[:10], oracle_kneighbors(queries[:10], train, k, "minkowski", p)[1])

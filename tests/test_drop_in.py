@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse
+from guards import refusing_host_conversions
 from sklearn import datasets
 from sklearn import neighbors as sk
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
@@ -345,7 +346,6 @@ def test_readme_migration_example_runs():
 @pytest.mark.parametrize("weights", ["distance", "callable"])
 def test_no_host_synchronisation_inside_the_batches(monkeypatch, weights):
     """On array_api_strict's device1, the drop-in reductions (and the all-zero-weights flag) run without a host sync."""
-    from test_engine import _refusing_host_conversions
 
     from knn_gpu import estimators, search
 
@@ -358,7 +358,7 @@ def test_no_host_synchronisation_inside_the_batches(monkeypatch, weights):
     strict_search = search.search_index
 
     def guarded_search(*args, **kwargs):
-        with _refusing_host_conversions(monkeypatch, type(train), xp):
+        with refusing_host_conversions(monkeypatch, xp):
             return strict_search(*args, **kwargs)
 
     monkeypatch.setattr(estimators, "search_index", guarded_search)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import tracemalloc
-
 import array_api_compat
 import numpy as np
 import pytest
+from guards import refusing_host_conversions, traced_peak
 from oracle import oracle_kneighbors
 
 import knn_gpu
@@ -154,14 +152,7 @@ def test_batch_temporaries_stay_within_the_budget(shape, k):
     queries = rng.standard_normal((600, shape[1]), dtype=np.float32)
     index = build_index(train, "euclidean", xp=array_api_compat.numpy)
     budget = 24 * 2**20
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        distances, indices = search_index(index, queries, k, memory_budget=budget, n_jobs=2)
-        peak = tracemalloc.get_traced_memory()[1] - before
-    finally:
-        tracemalloc.stop()
+    (distances, indices), peak = traced_peak(lambda: search_index(index, queries, k, memory_budget=budget, n_jobs=2))
     output = distances.nbytes + indices.nbytes
     assert peak - output <= budget, (peak / 2**20, output / 2**20)
     np.testing.assert_array_equal(indices[:20], oracle_kneighbors(queries[:20], train, k)[1])
@@ -176,39 +167,13 @@ def test_classifier_votes_of_many_classes_stay_within_the_budget(monkeypatch):
     budget = 16 * 2**20
     monkeypatch.setattr(search, "DEFAULT_MEMORY_BUDGET", budget)
     model = knn_gpu.KNNClassifier(num_neighbors=5).fit(X, y)
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        proba = model.predict_proba(queries)
-        peak_proba = tracemalloc.get_traced_memory()[1] - before
-        tracemalloc.reset_peak()
-        predicted = model.predict(queries)
-        peak_predict = tracemalloc.get_traced_memory()[1] - before - proba.nbytes
-    finally:
-        tracemalloc.stop()
+    proba, peak_proba = traced_peak(lambda: model.predict_proba(queries))
+    predicted, peak_predict = traced_peak(lambda: model.predict(queries))  # proba is held before, not counted
     assert peak_proba - proba.nbytes <= budget
     assert peak_predict - predicted.nbytes <= budget
     _, neighbors = oracle_kneighbors(queries[:50], X, 5)
     votes = np.stack([np.bincount(y[row], minlength=1_000) for row in neighbors])
     np.testing.assert_array_equal(predicted[:50], np.argmax(votes, axis=1))
-
-
-@contextlib.contextmanager
-def _refusing_host_conversions(monkeypatch, array_type, xp):
-    """Inside: bool/int/float/index/array conversions and data-dependent shapes raise (device1 ~ CuPy)."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("host conversion inside the search")
-
-    with monkeypatch.context() as patch:
-        for method in ("__bool__", "__int__", "__float__", "__index__", "__array__"):
-            patch.setattr(array_type, method, refuse, raising=False)
-        xp.set_array_api_strict_flags(data_dependent_shapes=False)
-        try:
-            yield
-        finally:
-            xp.reset_array_api_strict_flags()
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -228,7 +193,7 @@ def test_no_host_synchronisation_in_any_search_or_prediction(monkeypatch, metric
     strict_search = search.search_index
 
     def guarded_search(*args, **kwargs):
-        with _refusing_host_conversions(monkeypatch, type(train), xp):
+        with refusing_host_conversions(monkeypatch, xp):
             return strict_search(*args, **kwargs)
 
     monkeypatch.setattr(knn_gpu.neighbors, "search_index", guarded_search)

@@ -9,11 +9,10 @@ skip.
 
 from __future__ import annotations
 
-import tracemalloc
-
 import array_api_compat
 import numpy as np
 import pytest
+from guards import traced_peak
 from oracle import oracle_kneighbors, unambiguous_rows
 
 import knn_gpu
@@ -181,18 +180,8 @@ def test_build_index_never_copies_the_training_set_to_float32(metric):
     train = rng.standard_normal((100_000, 64)).astype(np.float16)
     float32_copy = train.size * 4
     xp = array_api_compat.array_namespace(train)
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        index = build_index(train, metric, xp=xp)
-        peak_build = tracemalloc.get_traced_memory()[1] - before
-        del index
-        tracemalloc.reset_peak()
-        model = KNN(3, metric=metric).fit(train, np.zeros(train.shape[0], dtype=np.float32))
-        peak_fit = tracemalloc.get_traced_memory()[1] - before
-    finally:
-        tracemalloc.stop()
+    _, peak_build = traced_peak(lambda: build_index(train, metric, xp=xp))
+    model, peak_fit = traced_peak(lambda: KNN(3, metric=metric).fit(train, np.zeros(train.shape[0], dtype=np.float32)))
     assert model._index.rows.dtype == np.float16
     # The stored rows (one float16 copy, in the block layout: half a float32 copy), the layout's int64
     # row numbers and chunk-sized temporaries: well under a float32 copy.
@@ -206,14 +195,7 @@ def test_half_batch_temporaries_stay_within_the_budget():
     queries = rng.standard_normal((700, 48)).astype(np.float16)
     index = build_index(train, "euclidean", xp=array_api_compat.array_namespace(train))
     budget = 24 * 2**20
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        distances, indices = search_index(index, queries, 50, memory_budget=budget, n_jobs=2)
-        peak = tracemalloc.get_traced_memory()[1] - before
-    finally:
-        tracemalloc.stop()
+    (distances, indices), peak = traced_peak(lambda: search_index(index, queries, 50, memory_budget=budget, n_jobs=2))
     output = distances.nbytes + indices.nbytes
     assert peak - output <= budget, (peak / 2**20, output / 2**20)
     assert search.batch_fixed_bytes(index) > 0

@@ -8,12 +8,10 @@ training index (or by (distance, index) with ``sort_results=True``).
 
 from __future__ import annotations
 
-import contextlib
-import tracemalloc
-
 import array_api_compat
 import numpy as np
 import pytest
+from guards import refusing_host_conversions, traced_peak
 from oracle import oracle_distances
 
 import knn_gpu
@@ -263,43 +261,12 @@ def test_temporaries_stay_within_the_budget(radius):
     queries = rng.standard_normal((600, 32), dtype=np.float32)
     index = build_index(train, "euclidean", xp=array_api_compat.numpy)
     budget = 8 * 2**20
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        distances, indices, offsets = radius_search_index(index, queries, radius, memory_budget=budget, train=train)
-        peak = tracemalloc.get_traced_memory()[1] - before
-    finally:
-        tracemalloc.stop()
+    (distances, indices, offsets), peak = traced_peak(
+        lambda: radius_search_index(index, queries, radius, memory_budget=budget, train=train)
+    )
     assert peak <= budget + BYTES_PER_NEIGHBOUR * int(offsets[-1]), (peak / 2**20, int(offsets[-1]))
     expected = oracle_radius(queries[:20], train, radius)
     np.testing.assert_array_equal(indices[: offsets[20]], expected[1])
-
-
-@contextlib.contextmanager
-def _refusing_device1_conversions(monkeypatch, xp):
-    """bool/int/float/index/array conversions of device1 arrays raise; data-dependent shapes are off."""
-    device1 = xp.Device("device1")
-    array_type = type(xp.asarray(0))
-
-    def refusing(method):
-        original = getattr(array_type, method)
-
-        def guarded(self, *args, **kwargs):
-            if self.device == device1:
-                raise AssertionError(f"implicit host conversion ({method}) of device1 data inside the search")
-            return original(self, *args, **kwargs)
-
-        return guarded
-
-    with monkeypatch.context() as patch:
-        for method in ("__bool__", "__int__", "__float__", "__index__", "__array__"):
-            patch.setattr(array_type, method, refusing(method))
-        xp.set_array_api_strict_flags(data_dependent_shapes=False)
-        try:
-            yield
-        finally:
-            xp.reset_array_api_strict_flags()
 
 
 @pytest.mark.parametrize("metric", RADIUS_METRICS)
@@ -321,7 +288,7 @@ def test_device1_reads_only_the_documented_counts(monkeypatch, metric):
     guarded_search = radius_module.radius_search_index
 
     def search(*args, **kwargs):
-        with _refusing_device1_conversions(monkeypatch, xp):
+        with refusing_host_conversions(monkeypatch, xp, only_device=xp.Device("device1")):
             return guarded_search(*args, **kwargs)
 
     monkeypatch.setattr(radius_module, "radius_search_index", search)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import tracemalloc
-
 import array_api_compat
 import numpy as np
 import pytest
+from guards import traced_peak
 from oracle import oracle_kneighbors
 
 import knn_gpu
@@ -71,14 +70,9 @@ def test_out_of_core_peak_is_within_the_budget_plus_the_output():
     train = rng.standard_normal((60_000, 32), dtype=np.float32)
     queries = rng.standard_normal((2_000, 32), dtype=np.float32)
     budget = 16 * 2**20
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        distances, indices = knn_gpu.kneighbors(queries, train, 10, out_of_core=True, memory_budget=budget)
-        peak = tracemalloc.get_traced_memory()[1] - before
-    finally:
-        tracemalloc.stop()
+    (distances, indices), peak = traced_peak(
+        lambda: knn_gpu.kneighbors(queries, train, 10, out_of_core=True, memory_budget=budget)
+    )
     # The running k best, a chunk's k best and their merge are (queries, 2k)-sized: output-sized.
     output = distances.nbytes + indices.nbytes
     assert peak <= budget + 4 * output, (peak / 2**20, budget / 2**20, output / 2**20)
