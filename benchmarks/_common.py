@@ -9,6 +9,7 @@ engine's internals change. The programs are run as scripts
 from __future__ import annotations
 
 import resource
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,3 +67,15 @@ def peak_rss_mib() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def interleaved(runs: dict[str, Callable], repeats: int) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Seconds of each run per round, rounds interleaved (noise hits every run alike), and each run's last result."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    results: dict[str, Any] = {}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            results[name] = run()
+            times[name].append(time.perf_counter() - start)
+    return times, results

@@ -20,11 +20,10 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from _common import machine_line, make_data
+from _common import interleaved, machine_line, make_data
 
 import knn_gpu
 from knn_gpu.radius import to_object_arrays
@@ -75,13 +74,7 @@ def main() -> int:
         f"knn_gpu.kneighbors (k={shape['k']})": lambda: knn_gpu.kneighbors(queries, train, shape["k"]),
         "sklearn brute radius_neighbors": lambda: model.radius_neighbors(queries, radius),
     }
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    results = {}
-    for _ in range(args.repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            results[name] = run()
-            times[name].append(time.perf_counter() - start)
+    times, results = interleaved(runs, args.repeats)
     medians = {name: statistics.median(values) for name, values in times.items()}
     radius_name, k_name, sklearn_name = runs
     for name in runs:

@@ -21,12 +21,11 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
-from _common import machine_line, make_data
+from _common import interleaved, machine_line, make_data
 
 import knn_gpu
 
@@ -69,13 +68,7 @@ def main() -> int:
         "in-memory": lambda: knn_gpu.kneighbors(queries, train, shape["k"], memory_budget=budget),
         "out-of-core": lambda: knn_gpu.kneighbors(queries, train, shape["k"], out_of_core=True, memory_budget=budget),
     }
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    results = {}
-    for _ in range(args.repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            results[name] = run()
-            times[name].append(time.perf_counter() - start)
+    times, results = interleaved(runs, args.repeats)
     medians = {name: statistics.median(values) for name, values in times.items()}
     identical = bool(np.array_equal(results["in-memory"][1], results["out-of-core"][1]))
     for name in runs:
