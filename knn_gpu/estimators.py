@@ -181,7 +181,7 @@ class _NeighborsEstimator:
         if not is_host_array(X) or not is_gpu(xp, device):
             return False
         with device_scope(xp, device):
-            budget = stream_budget(StreamedTrain(X, anchor, dtype, self._engine_metric(), self.memory_budget))
+            budget = stream_budget(self.memory_budget, xp, device)
         # The stored rows and the copies made while building them.
         return 2 * X.shape[0] * (X.shape[1] + 1) * dtype_itemsize(xp, dtype) > budget
 
@@ -294,7 +294,9 @@ class _NeighborsEstimator:
         if not isinstance(index, StreamedTrain):
             distances, indices = search(index, self._fit_X, k + 1, **options)
             return _exclude_self(distances, indices, k, xp=xp)
-        step = chunk_rows_for(index.num_features, dtype_itemsize(xp, index.dtype), stream_budget(index))
+        step = chunk_rows_for(
+            index.num_features, dtype_itemsize(xp, index.dtype), stream_budget(index.memory_budget, xp, index.device)
+        )
         pieces = []
         for start in range(0, index.num_samples, step):
             queries = upload(index.rows[start : start + step, ...], index.anchor, index.dtype)

@@ -26,7 +26,7 @@ from typing import Any
 
 import array_api_compat
 
-from .backends import convert_like
+from .backends import convert_like, to_host
 from .devices import device_scope
 from .merge import merge_neighbor_lists
 from .search import build_index, default_memory_budget, dtype_itemsize, search_index
@@ -82,11 +82,9 @@ class StreamedTrain:
         return int(self.rows.shape[1])
 
 
-def stream_budget(train: StreamedTrain) -> int:
-    """The device bytes a streamed search may use: the model's budget, or half the device's free memory."""
-    if train.memory_budget is not None:
-        return train.memory_budget
-    return default_memory_budget(train.xp, train.device)
+def stream_budget(memory_budget: int | None, xp: ModuleType, device: Any) -> int:
+    """The device bytes a streamed search may use: ``memory_budget``, or half the device's free memory."""
+    return default_memory_budget(xp, device) if memory_budget is None else memory_budget
 
 
 def chunk_rows_for(num_features: int, itemsize: int, memory_budget: int) -> int:
@@ -116,7 +114,7 @@ def streamed_search(
         raise ValueError(msg)
     xp, device = train.xp, train.device
     with device_scope(xp, device):
-        budget = stream_budget(train)
+        budget = stream_budget(train.memory_budget, xp, device)
         chunk_rows = train.chunk_rows or chunk_rows_for(train.num_features, dtype_itemsize(xp, train.dtype), budget)
         exact = exact_dtype(xp, device)
         best_distances = best_indices = None
@@ -174,16 +172,10 @@ def upload(chunk: Any, like: Any, dtype: Any) -> Any:
     if array_api_compat.is_torch_array(like) and like.device.type == "cuda":
         import torch
 
-        host = chunk if array_api_compat.is_torch_array(chunk) else torch.as_tensor(_host_numpy(chunk))
+        host = chunk if array_api_compat.is_torch_array(chunk) else torch.as_tensor(to_host(chunk))
         try:
             host = host.pin_memory()
         except RuntimeError:  # no CUDA context for pinning (e.g. a fake device in tests): an ordinary copy
             pass
         return xp.astype(host.to(like.device, non_blocking=True), dtype, copy=False)
     return xp.astype(convert_like(chunk, like), dtype, copy=False)
-
-
-def _host_numpy(chunk: Any) -> Any:
-    from .backends import to_host
-
-    return to_host(chunk)
