@@ -294,19 +294,19 @@ def exact_distances(
     ``exact`` precision stay (rows, num_candidates, 64)-sized whatever the
     dimension.
     """
-    # The stored rows were shifted in the data's own dtype: shift the queries the same way, so that a
-    # query equal to a training row has the same bits, and distance exactly 0 (float32 data too).
-    shifted = xp.astype(queries - xp.astype(offset, queries.dtype), exact)
-    queries = xp.astype(queries, exact)
     if metric == "inner_product":
-        return -_rescore_in_steps(queries, candidates, _dot, xp=xp, exact=exact)
+        return -_rescore_in_steps(xp.astype(queries, exact), candidates, _dot, xp=xp, exact=exact)
     if metric == "cosine":
-        dots = _rescore_in_steps(unit_rows(queries, xp=xp), candidates, _dot_and_square_norm, xp=xp, exact=exact)
+        unit_queries = unit_rows(xp.astype(queries, exact), xp=xp)
+        dots = _rescore_in_steps(unit_queries, candidates, _dot_and_square_norm, xp=xp, exact=exact)
         dots, candidate_sq_norms = dots[..., 0], dots[..., 1]
         safe_norms = xp.sqrt(xp.where(candidate_sq_norms == 0, xp.ones_like(candidate_sq_norms), candidate_sq_norms))
         # A clamp by maximum/minimum: the generic clip of array-api-compat assigns through boolean masks (host syncs).
         zero = xp.zeros((), dtype=exact, device=array_api_compat.device(queries))
         return xp.minimum(xp.maximum(1 - dots / safe_norms, zero), zero + 2)
+    # The stored rows were shifted in the data's own dtype: shift the queries the same way, so that a
+    # query equal to a training row has the same bits, and distance exactly 0 (float32 data too).
+    shifted = xp.astype(queries - xp.astype(offset, queries.dtype), exact)
     squared = _rescore_in_steps(shifted, candidates, _squared_distance, xp=xp, exact=exact)
     if metric == "euclidean":
         return xp.sqrt(squared)
