@@ -32,8 +32,10 @@ from .validation import (
     check_memory_budget,
     check_metric,
     check_n_jobs,
+    check_nonnegative_distances,
     check_num_neighbors,
     check_out_of_core,
+    check_square_distances,
     distance_dtype_for,
     feature_names_of,
     floating_dtype,
@@ -158,6 +160,8 @@ class _NeighborsEstimator:
         self._check_params()
         names = feature_names_of(X)
         X = as_feature_matrix(X, "X")
+        if self._engine_metric() == "precomputed":
+            check_square_distances(X, "X")
         if self._checks_k_at_fit:
             check_num_neighbors(self._default_k(), X.shape[0])
         self._fit_feature_names = names
@@ -270,6 +274,8 @@ class _NeighborsEstimator:
             return self._leave_one_out(index, k, search, batch_rows=batch_rows, n_jobs=n_jobs), None
         check_feature_names(self, X)
         X = as_feature_matrix(X, "X", allow_empty=True)
+        if self._engine_metric() == "precomputed":
+            check_nonnegative_distances(X, "X")
         k = check_num_neighbors(num_neighbors, index.num_samples)
         queries = prepare_queries(
             _move_to(X, xp, index.device), index.num_features, index.dtype, xp=xp, expected_by=type(self).__name__

@@ -335,3 +335,17 @@ def test_direct_temporaries_stay_within_the_budget(monkeypatch, method, shape, k
     output = distances.nbytes + indices.nbytes
     assert peak - output <= budget, (peak / 2**20, output / 2**20)
     np.testing.assert_array_equal(indices[:10], oracle_kneighbors(queries[:10], train, k, "minkowski", p)[1])
+
+
+@pytest.mark.parametrize("model_class", [knn_gpu.KNN, knn_gpu.KNNClassifier, knn_gpu.KNeighborsClassifier])
+def test_models_refuse_bad_precomputed_distances(model_class):
+    """As the functional call and scikit-learn: a precomputed X must be square and nonnegative, queries too."""
+    y = np.arange(6) % 2
+    with pytest.raises(ValueError, match="square matrix of distances"):
+        model_class(3, metric="precomputed").fit(np.ones((6, 4)), y)
+    with pytest.raises(ValueError, match="negative values"):
+        model_class(3, metric="precomputed").fit(-np.ones((6, 6)), y)
+    model = model_class(3, metric="precomputed").fit(np.ones((6, 6)) - np.eye(6), y)
+    with pytest.raises(ValueError, match="negative values"):
+        model.predict(-np.ones((2, 6)))
+    assert model.predict(np.ones((2, 6))).shape == (2,)  # still usable after the rejected call
