@@ -336,9 +336,13 @@ class _NeighborsEstimator:
 
         Parameters
         ----------
-        X : array, shape (n_queries, n_features), optional
+        X : array or sparse matrix, shape (n_queries, n_features), optional
             Queries. ``None`` queries the training set itself, and a point is
-            never its own neighbour (its exact duplicates may be).
+            never its own neighbour (its exact duplicates may be). Sparse
+            queries are densified per call; the results are then arrays of
+            their library (NumPy for SciPy). With ``metric="precomputed"`` a
+            sparse ``X`` is a neighbour graph (see
+            :func:`knn_gpu.sparse_input.densify_distances`).
         num_neighbors : int, optional
             Defaults to the model's ``num_neighbors``.
         return_distance : bool
@@ -550,9 +554,11 @@ class KNN(_NeighborsEstimator):
 
         Parameters
         ----------
-        X : array, shape (n_samples, n_features)
+        X : array or sparse matrix, shape (n_samples, n_features)
             Half-precision rows (float16, torch's bfloat16) are kept as
-            given; distances and predictions are then float32.
+            given; distances and predictions are then float32. A sparse
+            matrix (SciPy, ``cupyx.scipy.sparse``, torch) is densified as
+            it enters (:mod:`knn_gpu.sparse_input`), as are sparse queries.
         y : array, shape (n_samples,) or (n_samples, n_outputs)
 
         Returns

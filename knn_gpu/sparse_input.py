@@ -159,7 +159,11 @@ def densify_distances(x: Any, name: str) -> Any:
 
     Memory: the dense copy takes ``n_queries x n_samples x itemsize`` bytes
     (float64 unless the graph is float32 or half precision), the whole graph
-    at once, plus a COO copy of the stored entries.
+    at once, plus a COO copy of the stored entries; at ``fit`` the training
+    graph becomes ``n_samples x n_samples`` (kept: it answers ``X=None``).
+    Querying in slices of rows bounds the query side; the training side
+    limits sparse graphs to what fits densely (80 MB at 3,000 samples,
+    800 MB at 10,000 in float64).
 
     Parameters
     ----------
@@ -170,6 +174,15 @@ def densify_distances(x: Any, name: str) -> Any:
     -------
     array, shape (n_queries, n_samples)
         Floating (integer graphs become float64).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import scipy.sparse
+    >>> graph = scipy.sparse.csr_matrix((np.array([0.0, 2.0]), np.array([0, 1]), np.array([0, 1, 2])), shape=(2, 2))
+    >>> densify_distances(graph, "X")  # the stored 0 stays a distance, the missing entries are no neighbours
+    array([[ 0., inf],
+           [inf,  2.]])
     """
     _check_two_dimensional(x, name)
     module, rows, columns, values = _stored_entries(x, name)
@@ -188,9 +201,12 @@ def densify_distances(x: Any, name: str) -> Any:
 
 
 def fewest_stored_per_row(dense: Any, xp: Any) -> int:
-    """The fewest finite entries in a row of a densified graph (its stored neighbours); one read back."""
+    """The fewest finite entries in a row of a densified graph (its stored neighbours); one read back.
+
+    A graph of no rows lacks nothing: its number of columns.
+    """
     if dense.shape[0] == 0:
-        return 0
+        return int(dense.shape[1])
     counts = xp.sum(xp.astype(xp.isfinite(dense), xp.int64), axis=1)
     return int(xp.min(counts))
 

@@ -322,6 +322,13 @@ def test_negative_or_non_finite_stored_distances_are_refused():
         model.kneighbors(scipy_sparse.csr_matrix(np.array([[-2.0, 1.0]])))
 
 
+def test_an_empty_sparse_query_graph_has_no_neighbours_to_lack():
+    train_graph, _, _, _, _, _ = _graphs(3)
+    model = knn_gpu.NearestNeighbors(n_neighbors=4, metric="precomputed").fit(train_graph)
+    distances, indices = model.kneighbors(scipy_sparse.csr_matrix((0, train_graph.shape[1])))
+    assert distances.shape == indices.shape == (0, 4)
+
+
 def test_a_sparse_graph_must_be_square_at_fit():
     with pytest.raises(ValueError, match="must be a square matrix of distances"):
         knn_gpu.NearestNeighbors(n_neighbors=1, metric="precomputed").fit(scipy_sparse.csr_matrix(np.ones((3, 2))))
