@@ -32,6 +32,7 @@ from .backends import convert_like, to_host
 from .estimators import _move_to, _NeighborsEstimator, decode_class_labels, encode_class_labels
 from .predictions import ALL_ZERO_WEIGHTS, all_zero_rows, class_votes, weighted_mean
 from .radius_queries import GRAPH_MODES, RadiusQueries, csr_from_flat
+from .sparse_input import is_sparse
 from .validation import as_targets, distance_dtype_for
 
 __all__ = [
@@ -150,7 +151,11 @@ class _KNeighborsBase(_NeighborsEstimator):
                 "which keep Dask training data distributed, or pass X.compute()"
             )
             raise TypeError(msg)
-        X_fit, index = self._fit_features(_training_rows_of(X))
+        X = _training_rows_of(X)
+        self._fit_sparse = is_sparse(X)
+        if self._fit_sparse and self.algorithm not in ("auto", "brute"):
+            warnings.warn("cannot use tree with sparse input: using brute force", UserWarning, stacklevel=3)
+        X_fit, index = self._fit_features(X)
         self.effective_metric_, self.effective_metric_params_ = _effective_metric(
             self.metric, self.metric_params, self.p
         )
@@ -164,6 +169,17 @@ class _KNeighborsBase(_NeighborsEstimator):
         return self
 
     # -- queries ---------------------------------------------------------------
+    def _check_sparse_queries(self, X: Any) -> None:
+        """scikit-learn's ``ValueError`` for sparse queries to a model fitted densely with a tree ``algorithm``.
+
+        knn_gpu builds no tree and could answer, but scikit-learn refuses
+        (its tree would be searched); after a sparse fit it searches by brute
+        force, as knn_gpu always does, and takes them.
+        """
+        if is_sparse(X) and self.algorithm in ("kd_tree", "ball_tree") and not getattr(self, "_fit_sparse", False):
+            msg = f"{self.algorithm} does not work with sparse matrices. Densify the data, or set algorithm='brute'"
+            raise ValueError(msg)
+
     def _query_k(self, X: Any, n_neighbors: Any) -> int:
         """``n_neighbors`` (the model's if None) checked against the fitted data, with scikit-learn's errors."""
         if n_neighbors is None:

@@ -22,6 +22,7 @@ from .distances import public_distances
 from .neighbors import dtype_in, prepare_queries
 from .predictions import check_weights, class_votes, neighbor_weights, weighted_mean
 from .search import TrainIndex, build_index, dtype_itemsize, search_index
+from .sparse_input import check_stored_neighbors, fewest_stored_per_row, is_sparse
 from .streaming import StreamedTrain, chunk_rows_for, is_host_array, stream_budget, streamed_search, upload
 from .topk import columns_of_true
 from .validation import (
@@ -159,9 +160,13 @@ class _NeighborsEstimator:
         """
         self._check_params()
         names = feature_names_of(X)
-        X = as_feature_matrix(X, "X")
-        if self._engine_metric() == "precomputed":
+        precomputed = self._engine_metric() == "precomputed"
+        graph = precomputed and is_sparse(X)
+        X = as_feature_matrix(X, "X", distances=precomputed)
+        if precomputed:
             check_square_distances(X, "X")
+        # A sparse precomputed graph: the fewest neighbours a training row stores, for queries of X=None.
+        self._fit_stored = fewest_stored_per_row(X, array_api_compat.array_namespace(X)) if graph else None
         if self._checks_k_at_fit:
             check_num_neighbors(self._default_k(), X.shape[0])
         self._fit_feature_names = names
@@ -271,12 +276,19 @@ class _NeighborsEstimator:
         search = streamed_search if isinstance(index, StreamedTrain) else self._search_in_memory
         if X is None:
             k = check_num_neighbors(num_neighbors, index.num_samples - 1)
+            if getattr(self, "_fit_stored", None) is not None:
+                check_stored_neighbors(self._fit_stored, k + 1)  # each point is found among its own, then dropped
             return self._leave_one_out(index, k, search, batch_rows=batch_rows, n_jobs=n_jobs), None
         check_feature_names(self, X)
-        X = as_feature_matrix(X, "X", allow_empty=True)
-        if self._engine_metric() == "precomputed":
+        self._check_sparse_queries(X)
+        precomputed = self._engine_metric() == "precomputed"
+        graph = precomputed and is_sparse(X)
+        X = as_feature_matrix(X, "X", allow_empty=True, distances=precomputed)
+        if precomputed:
             check_nonnegative_distances(X, "X")
         k = check_num_neighbors(num_neighbors, index.num_samples)
+        if graph:
+            check_stored_neighbors(fewest_stored_per_row(X, array_api_compat.array_namespace(X)), k)
         queries = prepare_queries(
             _move_to(X, xp, index.device), index.num_features, index.dtype, xp=xp, expected_by=type(self).__name__
         )
@@ -290,6 +302,9 @@ class _NeighborsEstimator:
             reduce_bytes_per_query=reduce_bytes_per_query,
         )
         return result, X
+
+    def _check_sparse_queries(self, X: Any) -> None:
+        """Refuse sparse queries where the model cannot take them (the drop-in classes' tree algorithms); here: never."""
 
     def _search_in_memory(self, index: TrainIndex, queries: Any, k: int, **options: Any) -> tuple:
         return search_index(index, queries, k, memory_budget=check_memory_budget(self.memory_budget), **options)
@@ -321,9 +336,13 @@ class _NeighborsEstimator:
 
         Parameters
         ----------
-        X : array, shape (n_queries, n_features), optional
+        X : array or sparse matrix, shape (n_queries, n_features), optional
             Queries. ``None`` queries the training set itself, and a point is
-            never its own neighbour (its exact duplicates may be).
+            never its own neighbour (its exact duplicates may be). Sparse
+            queries are densified per call; the results are then arrays of
+            their library (NumPy for SciPy). With ``metric="precomputed"`` a
+            sparse ``X`` is a neighbour graph (see
+            :func:`knn_gpu.sparse_input.densify_distances`).
         num_neighbors : int, optional
             Defaults to the model's ``num_neighbors``.
         return_distance : bool
@@ -535,9 +554,11 @@ class KNN(_NeighborsEstimator):
 
         Parameters
         ----------
-        X : array, shape (n_samples, n_features)
+        X : array or sparse matrix, shape (n_samples, n_features)
             Half-precision rows (float16, torch's bfloat16) are kept as
-            given; distances and predictions are then float32.
+            given; distances and predictions are then float32. A sparse
+            matrix (SciPy, ``cupyx.scipy.sparse``, torch) is densified as
+            it enters (:mod:`knn_gpu.sparse_input`), as are sparse queries.
         y : array, shape (n_samples,) or (n_samples, n_outputs)
 
         Returns

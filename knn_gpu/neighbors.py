@@ -9,6 +9,7 @@ import array_api_compat
 from .direct import is_direct, resolve_metric
 from .distances import public_distances
 from .search import build_index, search_index
+from .sparse_input import check_stored_neighbors, fewest_stored_per_row, is_sparse
 from .streaming import StreamedTrain, is_host_array, streamed_search
 from .validation import (
     METRICS,
@@ -84,6 +85,12 @@ def kneighbors(
         (n_queries, n_samples) rows of distances to the training samples;
         the search only selects. Dask arrays and out-of-core streaming take
         the four matrix-product metrics only.
+
+        Sparse input (SciPy, ``cupyx.scipy.sparse``, torch) is densified
+        in its own library (:mod:`knn_gpu.sparse_input`): missing features
+        are 0; with ``"precomputed"`` a sparse matrix is a neighbour graph,
+        as in scikit-learn: missing entries are no neighbours, and each query
+        row must store at least ``k`` entries.
     p : float, optional
         The Minkowski power for ``metric="minkowski"``: ``p >= 1``,
         ``float("inf")`` allowed; None (the default) is 2, the euclidean
@@ -158,13 +165,17 @@ def kneighbors(
     if is_dask:
         distances, indices = _dask_kneighbors(queries, train, k, engine_metric)
         return public_distances(distances, metric), indices
-    train = as_feature_matrix(train, "train")
-    queries = as_feature_matrix(queries, "queries", allow_empty=True)
+    precomputed = engine_metric == "precomputed"
+    graph = precomputed and is_sparse(queries)
+    train = as_feature_matrix(train, "train", distances=precomputed)
+    queries = as_feature_matrix(queries, "queries", allow_empty=True, distances=precomputed)
     k = check_num_neighbors(k, train.shape[0], name="k")
-    if engine_metric == "precomputed":
+    if precomputed:
         check_square_distances(train, "train")
         check_feature_count(queries, train.shape[1], name="queries", expected_by="train")
         check_nonnegative_distances(queries, "queries")
+    if graph:
+        check_stored_neighbors(fewest_stored_per_row(queries, array_api_compat.array_namespace(queries)), k)
     streams = out_of_core or (out_of_core is None and _streams(queries, train))
     if streams and is_direct(engine_metric):
         msg = (

@@ -137,6 +137,7 @@ class RadiusQueries:
             queries = self._fit_X
         else:
             check_feature_names(self, X)
+            self._check_sparse_queries(X)
             X = as_feature_matrix(X, "X", allow_empty=True)
             queries = prepare_queries(
                 _move_to(X, xp, index.device), index.num_features, index.dtype, xp=xp, expected_by=type(self).__name__

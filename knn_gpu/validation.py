@@ -17,6 +17,8 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from .sparse_input import densify_distances, densify_features, is_sparse
+
 __all__ = [
     "NotFittedError",
     "DataConversionWarning",
@@ -110,8 +112,11 @@ def _as_array(x: Any, name: str) -> Any:
     if x is None:
         msg = f"{name} must be an array of numbers, got None"
         raise TypeError(msg)
-    if hasattr(x, "tocsr") or type(x).__module__.startswith("scipy.sparse"):
-        msg = f"{name} is a sparse matrix, and sparse input is not supported; pass {name}.toarray()"
+    if is_sparse(x) or hasattr(x, "tocsr"):
+        msg = (
+            f"{name} is a sparse matrix; {name} must be dense here "
+            "(feature matrices and precomputed distances may be SciPy, CuPy or torch sparse matrices)"
+        )
         raise TypeError(msg)
     if isinstance(x, (str, bytes)):
         msg = f"{name} must be an array of numbers, got a string: {x!r:.40}"
@@ -312,25 +317,34 @@ def check_finite(x: Any, name: str, xp: ModuleType) -> None:
         raise ValueError(msg)
 
 
-def as_feature_matrix(x: Any, name: str, *, allow_empty: bool = False) -> Any:
+def as_feature_matrix(x: Any, name: str, *, allow_empty: bool = False, distances: bool = False) -> Any:
     """Validate a 2-D array of features and return it (never a modified copy).
 
     Parameters
     ----------
-    x : array_like
-        Anything NumPy can convert, or an array of an Array API library.
+    x : array_like or sparse matrix
+        Anything NumPy can convert, an array of an Array API library, or a
+        sparse matrix (``scipy.sparse``, ``cupyx.scipy.sparse``, torch
+        sparse), densified by :mod:`knn_gpu.sparse_input`.
     name : str
         The argument's name, used in error messages.
     allow_empty : bool
         Accept zero rows (a query batch may be empty; a training set may not).
+    distances : bool
+        ``x`` holds precomputed distances (``metric="precomputed"``): a sparse
+        ``x`` is a neighbour graph, its missing entries +infinity (no
+        neighbour), its stored entries checked finite and non-negative.
 
     Returns
     -------
     array
         ``x`` itself when it is already an array, else ``numpy.asarray(x)``
         (a DataFrame's values, nullable columns as float64; an object array
-        of numbers as float64).
+        of numbers as float64), or the dense copy of a sparse ``x``, of its
+        own library.
     """
+    if is_sparse(x):
+        return _dense_of_sparse(x, name, allow_empty=allow_empty, distances=distances)
     array = _numbers_of_objects(_as_array(x, name))
     xp = array_api_compat.array_namespace(array)
     _check_numeric_dtype(array, name, xp)
@@ -343,6 +357,31 @@ def as_feature_matrix(x: Any, name: str, *, allow_empty: bool = False) -> Any:
             f"(Found array with dim {array.ndim}){hint}"
         )
         raise ValueError(msg)
+    _check_matrix_size(array, name, allow_empty=allow_empty)
+    check_finite(array, name, xp)
+    return array
+
+
+def _dense_of_sparse(x: Any, name: str, *, allow_empty: bool, distances: bool) -> Any:
+    """A validated sparse matrix's dense copy (see :func:`as_feature_matrix`).
+
+    Precomputed graphs: the stored entries were checked when densifying; the
+    missing ones are +infinity on purpose, so no finiteness check follows.
+    """
+    if distances:
+        array = densify_distances(x, name)
+        _check_matrix_size(array, name, allow_empty=allow_empty)
+        return array
+    array = densify_features(x, name)
+    xp = array_api_compat.array_namespace(array)
+    _check_numeric_dtype(array, name, xp)
+    _check_matrix_size(array, name, allow_empty=allow_empty)
+    check_finite(array, name, xp)
+    return array
+
+
+def _check_matrix_size(array: Any, name: str, *, allow_empty: bool) -> None:
+    """scikit-learn's errors for zero rows (unless ``allow_empty``) or zero columns."""
     rows, features = array.shape
     if rows == 0 and not allow_empty:
         msg = f"{name} has 0 sample(s): Found array with 0 sample(s) (shape={tuple(array.shape)}) while a minimum of 1 is required."
@@ -350,8 +389,6 @@ def as_feature_matrix(x: Any, name: str, *, allow_empty: bool = False) -> Any:
     if features == 0:
         msg = f"{name} has 0 feature(s): Found array with 0 feature(s) (shape={tuple(array.shape)}) while a minimum of 1 is required."
         raise ValueError(msg)
-    check_finite(array, name, xp)
-    return array
 
 
 def as_targets(y: Any, name: str, num_samples: int, *, numeric: bool = True) -> Any:
