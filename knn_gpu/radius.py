@@ -91,6 +91,7 @@ from .validation import (
     check_memory_budget,
     check_metric,
     check_radius,
+    check_radius_shape,
     check_same_namespace,
     floating_dtype,
 )
@@ -157,15 +158,16 @@ def max_sq_norm(index: TrainIndex) -> Any:
     return xp.astype(xp.max(real), index.exact)
 
 
-def key_thresholds(index: TrainIndex, queries: Any, radius: float, sq_norm_bound: Any = None) -> Any:
+def key_thresholds(index: TrainIndex, queries: Any, radius: Any, sq_norm_bound: Any = None) -> Any:
     """Per query, the largest key a training row within ``radius`` can have (the module notes).
 
     Parameters
     ----------
     index : TrainIndex
     queries : array, shape (rows, n_features)
-    radius : float
-        In the metric's units, ``>= 0`` (infinity allowed).
+    radius : float or array, shape (rows,)
+        In the metric's units, ``>= 0`` (infinity allowed): one for every
+        query, or one per query (the exact dtype, on the index's device).
     sq_norm_bound : 0-d array, optional
         :func:`max_sq_norm` of the index (computed here when not given); not
         used for cosine.
@@ -183,10 +185,12 @@ def key_thresholds(index: TrainIndex, queries: Any, radius: float, sq_norm_bound
     gamma = _gamma(num_features + 4, rank, xp)
     gamma_exact = _gamma(num_features + 4, exact, xp)
     queries = xp.astype(queries, exact)
+    radius = radius if isinstance(radius, float) else radius[:, None]
     if index.metric == "cosine":
         norms = xp.linalg.vector_norm(queries, axis=-1, keepdims=True)
         # Distances never exceed 2: a larger radius is 2 (and (r - 1) * 0 stays finite).
-        threshold = (min(radius, 2.0) - 1.0) * norms
+        capped = min(radius, 2.0) if isinstance(radius, float) else xp.clip(radius, max=2.0)
+        threshold = (capped - 1.0) * norms
         margin = 6 * gamma * norms + 2 * gamma_exact * norms
     else:
         offset = index.offset if index.key_column is None else index.rank_offset
@@ -261,7 +265,7 @@ def radius_batch_rows(index: TrainIndex, num_queries: int, memory_budget: int) -
 def radius_search_index(
     index: TrainIndex,
     queries: Any,
-    radius: float,
+    radius: Any,
     *,
     sort_results: bool = False,
     batch_rows: int | None = None,
@@ -276,8 +280,10 @@ def radius_search_index(
         Of a metric other than ``"inner_product"``.
     queries : array, shape (n_queries, n_features)
         Validated, in the index's namespace, device and (data) dtype.
-    radius : float
-        Validated: ``>= 0``, infinity allowed.
+    radius : float or array, shape (n_queries,)
+        Checked by :func:`~knn_gpu.validation.check_radius`: ``>= 0``,
+        infinity allowed; an array holds one radius per query (any
+        namespace: moved to the index's device once).
     sort_results : bool
         Order each query's neighbours by (distance, index) instead of index.
     batch_rows : int, optional
@@ -307,11 +313,8 @@ def radius_search_index(
         if memory_budget is None:
             memory_budget = default_memory_budget(xp, device)
         if num_queries == 0:
-            return (
-                xp.zeros(0, dtype=index.distance_dtype, device=device),
-                xp.zeros(0, dtype=xp.int64, device=device),
-                xp.zeros(1, dtype=xp.int64, device=device),
-            )
+            return empty_radius_result(index.distance_dtype, xp=xp, device=device)
+        radius = radius_on_device(radius, num_queries, xp=xp, device=device, dtype=index.exact)
         if batch_rows is None:
             batch_rows = radius_batch_rows(index, num_queries, memory_budget)
         chunk = rescore_chunk(index, memory_budget)
@@ -325,39 +328,116 @@ def radius_search_index(
             )
         parts = []
         for start in range(0, num_queries, batch_rows):
-            batch = queries[start : min(start + batch_rows, num_queries), ...]
+            stop = min(start + batch_rows, num_queries)
+            batch = queries[start:stop, ...]
             out = None if keys_buffer is None else keys_buffer[: batch.shape[0], ...]
             parts.append(
-                _radius_batch(index, batch, start, radius, sq_norm_bound, block_of_position, chunk, train, keys_out=out)
+                _radius_batch(
+                    index,
+                    batch,
+                    start,
+                    batch_radius(radius, start, stop),
+                    sq_norm_bound,
+                    block_of_position,
+                    chunk,
+                    train,
+                    keys_out=out,
+                )
             )
         del keys_buffer
-        # The final compaction: every batch's kept count in one read, once per search; each batch's
-        # candidates are dropped as soon as they are compacted (their peak is not doubled by a concat).
-        kept_counts = read_counts(xp.stack([xp.count_nonzero(part[3]) for part in parts]), xp=xp)
-        for number, count in enumerate(kept_counts):
-            query_of, indices, distances, kept = parts[number]
-            if count < kept.shape[0]:
-                positions = positions_of_true(kept, count, xp=xp)
-                query_of, indices, distances = (xp.take(values, positions) for values in (query_of, indices, distances))
-            parts[number] = (query_of, indices, distances)
-        query_of, indices, distances = (part[0] if len(parts) == 1 else xp.concat(part, axis=0) for part in zip(*parts))
-        del parts
-        if sort_results:
-            # Stable sorts: by distance, then by query; equal distances keep ascending index.
-            by_distance = xp.argsort(distances, stable=True)
-            order = xp.take(by_distance, xp.argsort(xp.take(query_of, by_distance), stable=True))
-            indices = xp.take(indices, order)
-            distances = xp.take(distances, order)
-        boundaries = xp.arange(num_queries + 1, dtype=xp.int64, device=device)
-        offsets = xp.astype(xp.searchsorted(query_of, boundaries, side="left"), xp.int64)
-        return xp.astype(distances, index.distance_dtype), indices, offsets
+        return finish_radius_search(parts, num_queries, sort_results=sort_results, distance_dtype=index.distance_dtype)
+
+
+def empty_radius_result(distance_dtype: Any, *, xp: ModuleType, device: Any) -> tuple[Any, Any, Any]:
+    """The result of a search without queries: no neighbours, offsets ``[0]``."""
+    return (
+        xp.zeros(0, dtype=distance_dtype, device=device),
+        xp.zeros(0, dtype=xp.int64, device=device),
+        xp.zeros(1, dtype=xp.int64, device=device),
+    )
+
+
+def finish_radius_search(
+    parts: list[tuple[Any, Any, Any, Any]], num_queries: int, *, sort_results: bool, distance_dtype: Any
+) -> tuple[Any, Any, Any]:
+    """The common tail of every radius engine: the batches' candidates to the flat result.
+
+    Parameters
+    ----------
+    parts : list of (query number, training index, distance, kept) per batch
+        Each a 1-D array over the batch's candidates, ordered by (query,
+        training index), the batches in query order; ``kept`` (bool) marks
+        the neighbours. The list is emptied as the parts are compacted.
+    num_queries : int
+    sort_results : bool
+        Order each query's neighbours by (distance, index) instead of index.
+    distance_dtype : dtype
+        Of the returned distances.
+
+    Returns
+    -------
+    distances, indices (int64), offsets (int64, shape (num_queries + 1,))
+
+    Notes
+    -----
+    One read of every batch's kept count, then a compaction per batch
+    (dropped as soon as compacted, so the peak is not doubled by the
+    concatenation) and the offsets from one ``searchsorted`` of the
+    neighbours' query numbers.
+    """
+    xp = array_api_compat.array_namespace(parts[0][0])
+    device = array_api_compat.device(parts[0][0])
+    kept_counts = read_counts(xp.stack([xp.count_nonzero(part[3]) for part in parts]), xp=xp)
+    for number, count in enumerate(kept_counts):
+        query_of, indices, distances, kept = parts[number]
+        if count < kept.shape[0]:
+            positions = positions_of_true(kept, count, xp=xp)
+            query_of, indices, distances = (xp.take(values, positions) for values in (query_of, indices, distances))
+        parts[number] = (query_of, indices, distances)
+    query_of, indices, distances = (part[0] if len(parts) == 1 else xp.concat(part, axis=0) for part in zip(*parts))
+    parts.clear()
+    if sort_results:
+        # Stable sorts: by distance, then by query; equal distances keep ascending index.
+        by_distance = xp.argsort(distances, stable=True)
+        order = xp.take(by_distance, xp.argsort(xp.take(query_of, by_distance), stable=True))
+        indices = xp.take(indices, order)
+        distances = xp.take(distances, order)
+    boundaries = xp.arange(num_queries + 1, dtype=xp.int64, device=device)
+    offsets = xp.astype(xp.searchsorted(query_of, boundaries, side="left"), xp.int64)
+    return xp.astype(distances, distance_dtype), xp.astype(indices, xp.int64, copy=False), offsets
+
+
+def radius_on_device(radius: Any, num_queries: int, *, xp: ModuleType, device: Any, dtype: Any) -> Any:
+    """A radius checked by :func:`~knn_gpu.validation.check_radius` as the engines take it.
+
+    A float stays a float; an array (of any namespace, e.g. NumPy radii for
+    device queries: moved once; its values already checked) must have shape
+    ``(num_queries,)`` and comes back in ``xp``, on ``device``, in ``dtype``
+    (the exact dtype).
+    """
+    if isinstance(radius, float):
+        return radius
+    from .estimators import _move_to
+
+    check_radius_shape(radius, num_queries)
+    return xp.astype(_move_to(radius, xp, device), dtype)
+
+
+def batch_radius(radius: Any, start: int, stop: int) -> Any:
+    """The radius of queries ``start:stop``: the float itself, or their slice of the per-query array."""
+    return radius if isinstance(radius, float) else radius[start:stop]
+
+
+def candidate_radius(radius: Any, query_of: Any, *, xp: ModuleType) -> Any:
+    """The radius of each candidate (``query_of``: its query within the batch): the float, or a gather."""
+    return radius if isinstance(radius, float) else xp.take(radius, query_of)
 
 
 def _radius_batch(
     index: TrainIndex,
     queries: Any,
     start: int,
-    radius: float,
+    radius: Any,
     sq_norm_bound: Any,
     block_of_position: Any,
     chunk: int,
@@ -384,7 +464,7 @@ def _radius_batch(
     train = xp.take(train, order)
     distances = _rescore(index, queries, query_of, stored, train, chunk, train_rows)
     real = train < index.num_samples  # padding rows pass only a threshold at the rank dtype's maximum
-    kept = (distances <= radius) & real
+    kept = (distances <= candidate_radius(radius, query_of, xp=xp)) & real
     return query_of + start, train, distances, kept
 
 
