@@ -72,8 +72,9 @@ import array_api_compat
 import numpy as np
 
 from .devices import device_scope, is_gpu
+from .direct import resolve_metric
 from .distances import EXACT_CHUNK_FEATURES, HALF_PADDING_KEY, exact_distances
-from .neighbors import prepare_queries
+from .neighbors import check_precomputed_inputs, prepare_queries
 from .search import (
     HOST_MAX_BATCH_ROWS,
     TrainIndex,
@@ -90,6 +91,7 @@ from .validation import (
     check_batch_size,
     check_memory_budget,
     check_metric,
+    check_p,
     check_radius,
     check_radius_shape,
     check_same_namespace,
@@ -536,9 +538,10 @@ def to_object_arrays(distances: Any, indices: Any, offsets: Any) -> tuple[np.nda
 def radius_neighbors(
     queries: Any,
     train: Any,
-    radius: float,
+    radius: Any,
     *,
     metric: str = "euclidean",
+    p: float | None = None,
     sort_results: bool = False,
     return_distance: bool = True,
     batch_size: int | None = None,
@@ -547,10 +550,13 @@ def radius_neighbors(
     """Every training row within ``radius`` of each query, exactly.
 
     A training row is a neighbour of a query where their distance is
-    ``<= radius`` (scikit-learn's rule), decided on distances recomputed
+    ``<= radius`` (scikit-learn's rule). For ``"euclidean"``,
+    ``"sqeuclidean"`` and ``"cosine"`` it is decided on distances recomputed
     exactly (float64 direct differences where the device has float64): the
     float32 ranking product only proposes candidates, with a safety margin
-    that covers its rounding (:mod:`knn_gpu.radius`).
+    that covers its rounding (:mod:`knn_gpu.radius`). The directly computed
+    metrics decide on their exact keys, ``sum |q - t|^p <= radius ** p`` as
+    scikit-learn's brute search does (:mod:`knn_gpu.radius_direct`).
 
     Parameters
     ----------
@@ -559,13 +565,22 @@ def radius_neighbors(
         From the same array library and on the same device as ``queries``
         (NumPy, CuPy, torch, array_api_strict, ...). Lists are converted
         with NumPy.
-    radius : float
+    radius : float or array of shape (n_queries,)
         ``>= 0`` (infinity allowed), in the metric's units: a distance for
-        ``"euclidean"`` and ``"cosine"`` (``1 - cos``), a squared distance
-        for ``"sqeuclidean"``.
-    metric : {"euclidean", "sqeuclidean", "cosine"}
-        ``"inner_product"`` is a similarity without a radius in
-        scikit-learn's sense, and is refused.
+        every metric but ``"sqeuclidean"`` (a squared distance) and
+        ``"cosine"`` (``1 - cos``). An array (any library; a list) gives
+        each query its own radius; it is moved to the queries' device once.
+    metric : str, default "euclidean"
+        ``"euclidean"`` (``"l2"``), ``"sqeuclidean"``, ``"cosine"``, or the
+        directly computed ``"minkowski"`` (power ``p``), ``"manhattan"``
+        (``"l1"``, ``"cityblock"``), ``"chebyshev"`` (``"infinity"``) and
+        ``"precomputed"`` (``train`` a square matrix of distances, ``queries``
+        rows of distances to the training samples), as
+        :func:`knn_gpu.kneighbors` takes them. ``"inner_product"`` is a
+        similarity without a radius in scikit-learn's sense, and is refused.
+    p : float, optional
+        The Minkowski power for ``metric="minkowski"`` (``>= 1``, infinity
+        allowed; None: 2); ignored by the other metrics.
     sort_results : bool
         List each query's neighbours by ascending (distance, index) instead
         of ascending index. Needs ``return_distance=True``, as in
@@ -612,14 +627,22 @@ def radius_neighbors(
     (array([0, 1]), array([0, 2, 2]))
     >>> distances
     array([0., 1.])
+    >>> knn_gpu.radius_neighbors(np.array([[0.0, 0.0]]), train, 2.0, metric="manhattan")
+    (array([0., 1., 2.]), array([0, 1, 2]), array([0, 3]))
+    >>> knn_gpu.radius_neighbors(np.array([[0.0, 0.0], [0.0, 0.0]]), train, [0.5, 1.0], return_distance=False)
+    (array([0, 0, 1]), array([0, 1, 3]))
     """
-    metric = check_metric(metric)
+    # Imported here: the engine dispatcher lives with the direct engine, which builds on this module.
+    from .radius_direct import radius_search
+
+    metric = check_metric(metric, direct=True)
     if metric == "inner_product":
         msg = (
             "metric='inner_product' has no radius search: it is a similarity, not a distance; "
-            "use 'euclidean', 'sqeuclidean' or 'cosine'"
+            "use 'euclidean', 'sqeuclidean', 'cosine' or a directly computed metric"
         )
         raise ValueError(msg)
+    p = check_p(p)
     radius = check_radius(radius)
     for name, value in (("sort_results", sort_results), ("return_distance", return_distance)):
         if not isinstance(value, bool):
@@ -635,6 +658,11 @@ def radius_neighbors(
         raise TypeError(msg)
     train = as_feature_matrix(train, "train")
     queries = as_feature_matrix(queries, "queries", allow_empty=True)
+    engine_metric, p = resolve_metric(metric, p)
+    if engine_metric == "precomputed":
+        check_precomputed_inputs(queries, train)
+    if not isinstance(radius, float):
+        check_radius_shape(radius, queries.shape[0])
     xp = check_same_namespace(queries, train, ("queries", "train"))
     device = array_api_compat.device(train)
     if array_api_compat.device(queries) != device:
@@ -643,8 +671,8 @@ def radius_neighbors(
     dtype = floating_dtype(xp.result_type(queries.dtype, train.dtype), xp, device)
     queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
     train = xp.astype(train, dtype, copy=False)
-    index = build_index(train, metric, xp=xp)
-    distances, indices, offsets = radius_search_index(
+    index = build_index(train, engine_metric, xp=xp, p=p)
+    distances, indices, offsets = radius_search(
         index,
         queries,
         radius,

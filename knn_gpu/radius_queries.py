@@ -2,7 +2,8 @@
 
 :class:`RadiusQueries` gives the drop-in classes ``radius_neighbors`` and
 ``radius_neighbors_graph`` over the radius engine
-(:func:`knn_gpu.radius.radius_search_index`, on the estimator's index).
+(:func:`knn_gpu.radius_direct.radius_search`: the matrix-product engine for a
+``TrainIndex``, the direct one for a ``DirectIndex``, on the estimator's index).
 Every query has its own number of neighbours, so the engine's result is flat:
 ``(distances, indices, offsets)``, query ``i``'s neighbours at
 ``offsets[i]:offsets[i + 1]``. The reductions here (:func:`segment_sums`,
@@ -21,16 +22,18 @@ import numpy as np
 from .backends import to_host
 from .estimators import _move_to
 from .neighbors import prepare_queries
-from .radius import radius_search_index, read_counts
+from .radius import read_counts
+from .radius_direct import radius_search
 from .streaming import StreamedTrain
 from .topk import positions_of_true
 from .validation import (
-    METRICS,
     as_feature_matrix,
     check_batch_size,
     check_feature_names,
     check_memory_budget,
+    check_nonnegative_distances,
     check_radius,
+    check_radius_shape,
 )
 
 __all__ = ["RadiusQueries", "segment_sums", "query_numbers", "csr_from_flat", "GRAPH_MODES"]
@@ -125,12 +128,6 @@ class RadiusQueries:
         if self._engine_metric() == "inner_product":
             msg = "metric='inner_product' has no radius search (a similarity, not a distance); use another metric"
             raise ValueError(msg)
-        if self._engine_metric() not in METRICS:
-            msg = (
-                f"radius search supports the matrix-product metrics (euclidean, minkowski with p=2, sqeuclidean, "
-                f"cosine); metric={self.metric!r} is computed directly and has k-neighbour queries only for now"
-            )
-            raise ValueError(msg)
         radius = check_radius(self.radius if radius is None else radius)
         xp = index.xp
         if X is None:
@@ -138,10 +135,14 @@ class RadiusQueries:
         else:
             check_feature_names(self, X)
             X = as_feature_matrix(X, "X", allow_empty=True)
+            if self._engine_metric() == "precomputed":
+                check_nonnegative_distances(X, "X")
             queries = prepare_queries(
                 _move_to(X, xp, index.device), index.num_features, index.dtype, xp=xp, expected_by=type(self).__name__
             )
-        distances, indices, offsets = radius_search_index(
+        if not isinstance(radius, float):
+            check_radius_shape(radius, queries.shape[0])
+        distances, indices, offsets = radius_search(
             index,
             queries,
             radius,
@@ -164,8 +165,10 @@ class RadiusQueries:
         X : array, shape (n_queries, n_features), optional
             ``None``: the training set, each point excluding itself (its
             exact duplicates stay).
-        radius : float, optional
-            Defaults to the constructor's ``radius``.
+        radius : float or array of shape (n_queries,), optional
+            Defaults to the constructor's ``radius``; an array (any library,
+            or a list) gives each query its own radius, as scikit-learn's
+            tree searches accept (its brute search does not).
         return_distance : bool, default True
         sort_results : bool, default False
             Each query's neighbours by ascending distance (else by ascending
@@ -210,7 +213,8 @@ class RadiusQueries:
         ----------
         X : array, shape (n_queries, n_features), optional
             ``None``: the training set, each point excluding itself.
-        radius : float, optional
+        radius : float or array of shape (n_queries,), optional
+            Defaults to the constructor's ``radius``; one per query as an array.
         mode : {"connectivity", "distance"}
         sort_results : bool, default False
             In "distance" mode, each row's entries by ascending distance.
