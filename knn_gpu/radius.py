@@ -65,6 +65,7 @@ concatenation: about 50 bytes per neighbour above the budget at the peak
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -360,7 +361,12 @@ def empty_radius_result(distance_dtype: Any, *, xp: ModuleType, device: Any) -> 
 
 
 def finish_radius_search(
-    parts: list[tuple[Any, Any, Any, Any]], num_queries: int, *, sort_results: bool, distance_dtype: Any
+    parts: list[tuple[Any, Any, Any, Any]],
+    num_queries: int,
+    *,
+    sort_results: bool,
+    distance_dtype: Any,
+    distances_of: Callable[[Any], Any] | None = None,
 ) -> tuple[Any, Any, Any]:
     """The common tail of every radius engine: the batches' candidates to the flat result.
 
@@ -375,6 +381,10 @@ def finish_radius_search(
         Order each query's neighbours by (distance, index) instead of index.
     distance_dtype : dtype
         Of the returned distances.
+    distances_of : callable, optional
+        Turns the parts' values into distances, after the sort: the direct
+        engine sorts its keys ``sum |d|^p`` and takes the root of the result
+        (a vectorised ``pow`` may round equal keys apart).
 
     Returns
     -------
@@ -404,6 +414,8 @@ def finish_radius_search(
         order = xp.take(by_distance, xp.argsort(xp.take(query_of, by_distance), stable=True))
         indices = xp.take(indices, order)
         distances = xp.take(distances, order)
+    if distances_of is not None:
+        distances = distances_of(distances)
     boundaries = xp.arange(num_queries + 1, dtype=xp.int64, device=device)
     offsets = xp.astype(xp.searchsorted(query_of, boundaries, side="left"), xp.int64)
     return xp.astype(distances, distance_dtype), xp.astype(indices, xp.int64, copy=False), offsets

@@ -16,7 +16,9 @@ batch of queries, without a Python loop over queries:
    batch's one synchronisation;
 4. the neighbours' flat positions (:func:`~knn_gpu.topk.positions_of_true`),
    hence their queries and training indices, already in (query, index)
-   order, and their keys; the p-th root of those keys only.
+   order, and their keys; the p-th root of those keys only, after the final
+   sort (``sort_results`` orders by key, as scikit-learn orders its reduced
+   distances: a vectorised ``pow`` may round equal keys apart).
 
 The decision is the key's, as scikit-learn's brute radius search decides
 (``RadiusNeighbors64`` compares ``sum |d|^p`` with ``radius ** p``), not the
@@ -152,7 +154,15 @@ def radius_search_direct(
             stop = min(start + batch_rows, num_queries)
             batch_threshold = batch_radius(thresholds, start, stop)
             parts.append(_radius_batch(index, queries[start:stop, ...], start, batch_threshold, block_rows, block_keys))
-        return finish_radius_search(parts, num_queries, sort_results=sort_results, distance_dtype=index.distance_dtype)
+        root = None
+        if index.metric == "minkowski" and _has_root(index.p):
+
+            def root(keys: Any) -> Any:
+                return keys ** (1.0 / index.p)
+
+        return finish_radius_search(
+            parts, num_queries, sort_results=sort_results, distance_dtype=index.distance_dtype, distances_of=root
+        )
 
 
 def direct_keys(index: DirectIndex, queries: Any, block_rows: int, block_keys: Callable | None) -> Any:
@@ -180,7 +190,7 @@ def direct_keys(index: DirectIndex, queries: Any, block_rows: int, block_keys: C
 def _radius_batch(
     index: DirectIndex, queries: Any, start: int, threshold: Any, block_rows: int, block_keys: Callable | None
 ) -> tuple[Any, Any, Any, Any]:
-    """One batch's neighbours: ``(query number, training index, distance, kept)``, by (query, index)."""
+    """One batch's neighbours: ``(query number, training index, key, kept)``, by (query, index)."""
     xp = index.xp
     num_samples = index.num_samples
     keys = direct_keys(index, queries, block_rows, block_keys)
@@ -188,13 +198,11 @@ def _radius_batch(
     (count,) = read_counts(xp.count_nonzero(mask), xp=xp)  # the batch's one synchronisation
     positions = positions_of_true(mask, count, xp=xp)
     del mask
-    distances = xp.take(xp.reshape(keys, (-1,)), positions)
+    neighbor_keys = xp.take(xp.reshape(keys, (-1,)), positions)  # their root is taken after the final sort
     del keys
-    if index.metric == "minkowski" and _has_root(index.p):
-        distances = distances ** (1.0 / index.p)
     query_of = positions // num_samples
     kept = xp.ones(count, dtype=xp.bool, device=index.device)
-    return query_of + start, positions % num_samples, distances, kept
+    return query_of + start, positions % num_samples, neighbor_keys, kept
 
 
 def radius_search(
