@@ -1,5 +1,12 @@
 """Radius search: every training row within ``radius`` of each query, exactly.
 
+This module is the engine of the matrix-product metrics (euclidean,
+sqeuclidean, cosine over a :class:`~knn_gpu.search.TrainIndex`); the
+directly computed ones (Minkowski with p != 2, precomputed) have theirs in
+:mod:`knn_gpu.radius_direct`, which shares this module's final compaction
+(:func:`finish_radius_search`) and count reads. ``radius`` is one float, or
+an array of one radius per query (:func:`radius_on_device`).
+
 Data flows one way, batch by batch of queries, without a Python loop over
 queries:
 
@@ -274,6 +281,7 @@ def radius_search_index(
     batch_rows: int | None = None,
     memory_budget: int | None = None,
     train: Any = None,
+    distance_dtype: Any = None,
 ) -> tuple[Any, Any, Any]:
     """Every stored row within ``radius`` of each query, as flat arrays and offsets.
 
@@ -301,10 +309,13 @@ def radius_search_index(
         rows rounded to the data dtype, so that orthogonal integer vectors
         would no longer be exactly at distance 1). Without it, from the
         index's stored rows, as the k-search does.
+    distance_dtype : dtype, optional
+        Of the returned distances; ``index.distance_dtype`` by default (the
+        out-of-core search keeps the exact dtype until its final sort).
 
     Returns
     -------
-    distances : array, shape (n_neighbours,), ``index.distance_dtype``
+    distances : array, shape (n_neighbours,), ``distance_dtype``
     indices : array of int64, shape (n_neighbours,)
     offsets : array of int64, shape (n_queries + 1,)
         Query ``i``'s neighbours are ``indices[offsets[i]:offsets[i + 1]]``.
@@ -315,8 +326,10 @@ def radius_search_index(
         num_queries = queries.shape[0]
         if memory_budget is None:
             memory_budget = default_memory_budget(xp, device)
+        if distance_dtype is None:
+            distance_dtype = index.distance_dtype
         if num_queries == 0:
-            return empty_radius_result(index.distance_dtype, xp=xp, device=device)
+            return empty_radius_result(distance_dtype, xp=xp, device=device)
         radius = radius_on_device(radius, num_queries, xp=xp, device=device, dtype=index.exact)
         if batch_rows is None:
             batch_rows = radius_batch_rows(index, num_queries, memory_budget)
@@ -348,7 +361,13 @@ def radius_search_index(
                 )
             )
         del keys_buffer
-        return finish_radius_search(parts, num_queries, sort_results=sort_results, distance_dtype=index.distance_dtype)
+        return finish_radius_search(parts, num_queries, sort_results=sort_results, distance_dtype=distance_dtype)
+
+
+def query_numbers(offsets: Any, num_neighbors: int, *, xp: ModuleType) -> Any:
+    """The query of each flat neighbour (int64, shape (num_neighbors,)), from the offsets."""
+    positions = xp.arange(num_neighbors, dtype=offsets.dtype, device=array_api_compat.device(offsets))
+    return xp.astype(xp.searchsorted(offsets[1:], positions, side="right"), xp.int64)
 
 
 def empty_radius_result(distance_dtype: Any, *, xp: ModuleType, device: Any) -> tuple[Any, Any, Any]:
@@ -375,7 +394,8 @@ def finish_radius_search(
     parts : list of (query number, training index, distance, kept) per batch
         Each a 1-D array over the batch's candidates, ordered by (query,
         training index), the batches in query order; ``kept`` (bool) marks
-        the neighbours. The list is emptied as the parts are compacted.
+        the neighbours, None where every candidate is one (nothing to
+        compact, nothing to read). The list is emptied.
     num_queries : int
     sort_results : bool
         Order each query's neighbours by (distance, index) instead of index.
@@ -392,21 +412,26 @@ def finish_radius_search(
 
     Notes
     -----
-    One read of every batch's kept count, then a compaction per batch
+    One read of every batch's kept count (none if no part has a ``kept``), then a compaction per batch
     (dropped as soon as compacted, so the peak is not doubled by the
     concatenation) and the offsets from one ``searchsorted`` of the
     neighbours' query numbers.
     """
     xp = array_api_compat.array_namespace(parts[0][0])
     device = array_api_compat.device(parts[0][0])
-    kept_counts = read_counts(xp.stack([xp.count_nonzero(part[3]) for part in parts]), xp=xp)
-    for number, count in enumerate(kept_counts):
+    filtered = [number for number, part in enumerate(parts) if part[3] is not None]
+    kept_counts = (
+        read_counts(xp.stack([xp.count_nonzero(parts[number][3]) for number in filtered]), xp=xp) if filtered else []
+    )
+    for number, count in zip(filtered, kept_counts):
         query_of, indices, distances, kept = parts[number]
         if count < kept.shape[0]:
             positions = positions_of_true(kept, count, xp=xp)
             query_of, indices, distances = (xp.take(values, positions) for values in (query_of, indices, distances))
-        parts[number] = (query_of, indices, distances)
-    query_of, indices, distances = (part[0] if len(parts) == 1 else xp.concat(part, axis=0) for part in zip(*parts))
+        parts[number] = (query_of, indices, distances, None)
+    query_of, indices, distances = (
+        part[0] if len(parts) == 1 else xp.concat(part, axis=0) for part in list(zip(*parts))[:3]
+    )
     parts.clear()
     if sort_results:
         # Stable sorts: by distance, then by query; equal distances keep ascending index.

@@ -27,9 +27,10 @@ against ``3.0 ** 3`` = 27, where ``27 ** (1/3)`` may round to either side of
 3 depending on the library's ``pow``). No candidate is re-scored: the keys
 are the k-search's exact keys, so there is no safety margin to cover.
 
-The common tail (one read of the kept counts, compaction, ``sort_results``,
-offsets) is :func:`knn_gpu.radius.finish_radius_search`. ``B`` batches read
-``B + 1`` times.
+The common tail (``sort_results``, offsets) is
+:func:`knn_gpu.radius.finish_radius_search`; with every candidate a
+neighbour there is nothing to compact and no count to read at the end:
+``B`` batches read ``B`` times.
 
 Memory: per query of a batch, its keys (exact dtype), the mask (one byte)
 and, but on NumPy, the compaction's running count (16 bytes) for every
@@ -98,6 +99,7 @@ def radius_search_direct(
     sort_results: bool = False,
     batch_rows: int | None = None,
     memory_budget: int | None = None,
+    distance_dtype: Any = None,
 ) -> tuple[Any, Any, Any]:
     """Every training row within ``radius`` of each query, for a :class:`~knn_gpu.direct.DirectIndex`.
 
@@ -118,10 +120,12 @@ def radius_search_direct(
     memory_budget : int, optional
         Bytes for a batch's temporaries (not the result); the k-search's
         default when None.
+    distance_dtype : dtype, optional
+        Of the returned distances; ``index.distance_dtype`` by default.
 
     Returns
     -------
-    distances : array, shape (n_neighbours,), ``index.distance_dtype``
+    distances : array, shape (n_neighbours,), ``distance_dtype``
     indices : array of int64, shape (n_neighbours,)
     offsets : array of int64, shape (n_queries + 1,)
         As :func:`knn_gpu.radius.radius_search_index`: query ``i``'s
@@ -134,8 +138,10 @@ def radius_search_direct(
     device = index.device
     with device_scope(xp, device):
         num_queries = queries.shape[0]
+        if distance_dtype is None:
+            distance_dtype = index.distance_dtype
         if num_queries == 0:
-            return empty_radius_result(index.distance_dtype, xp=xp, device=device)
+            return empty_radius_result(distance_dtype, xp=xp, device=device)
         if memory_budget is None:
             memory_budget = default_memory_budget(xp, device)
         radius = radius_on_device(radius, num_queries, xp=xp, device=device, dtype=index.exact)
@@ -161,7 +167,7 @@ def radius_search_direct(
                 return keys ** (1.0 / index.p)
 
         return finish_radius_search(
-            parts, num_queries, sort_results=sort_results, distance_dtype=index.distance_dtype, distances_of=root
+            parts, num_queries, sort_results=sort_results, distance_dtype=distance_dtype, distances_of=root
         )
 
 
@@ -190,7 +196,10 @@ def direct_keys(index: DirectIndex, queries: Any, block_rows: int, block_keys: C
 def _radius_batch(
     index: DirectIndex, queries: Any, start: int, threshold: Any, block_rows: int, block_keys: Callable | None
 ) -> tuple[Any, Any, Any, Any]:
-    """One batch's neighbours: ``(query number, training index, key, kept)``, by (query, index)."""
+    """One batch's neighbours: ``(query number, training index, key, None)``, by (query, index).
+
+    Every candidate is a neighbour (``kept`` None: nothing to compact).
+    """
     xp = index.xp
     num_samples = index.num_samples
     keys = direct_keys(index, queries, block_rows, block_keys)
@@ -201,8 +210,7 @@ def _radius_batch(
     neighbor_keys = xp.take(xp.reshape(keys, (-1,)), positions)  # their root is taken after the final sort
     del keys
     query_of = positions // num_samples
-    kept = xp.ones(count, dtype=xp.bool, device=index.device)
-    return query_of + start, positions % num_samples, neighbor_keys, kept
+    return query_of + start, positions % num_samples, neighbor_keys, None
 
 
 def radius_search(
@@ -214,6 +222,7 @@ def radius_search(
     batch_rows: int | None = None,
     memory_budget: int | None = None,
     train: Any = None,
+    distance_dtype: Any = None,
 ) -> tuple[Any, Any, Any]:
     """The radius engine of ``index``: :func:`radius_search_direct` for a DirectIndex, else the product engine.
 
@@ -221,7 +230,12 @@ def radius_search(
     (``train``, the rows the index was built from, is used by the product
     engine's re-scoring only).
     """
-    options = {"sort_results": sort_results, "batch_rows": batch_rows, "memory_budget": memory_budget}
+    options = {
+        "sort_results": sort_results,
+        "batch_rows": batch_rows,
+        "memory_budget": memory_budget,
+        "distance_dtype": distance_dtype,
+    }
     if isinstance(index, DirectIndex):
         return radius_search_direct(index, queries, radius, **options)
     return radius_search_index(index, queries, radius, train=train, **options)

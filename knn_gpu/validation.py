@@ -54,7 +54,7 @@ METRICS = ("euclidean", "sqeuclidean", "cosine", "inner_product")
 #: Metrics computed directly, block by block (:mod:`knn_gpu.direct`), and "l2" (euclidean):
 #: Minkowski with a power p ("minkowski"; p = 2 is euclidean), its names for p = 1
 #: ("manhattan", "l1", "cityblock") and p = infinity ("chebyshev", "infinity"), and
-#: "precomputed" distances. The k-nearest-neighbour search takes them; radius search does not.
+#: "precomputed" distances. The k-nearest-neighbour and radius searches take them.
 DIRECT_METRICS = ("l2", "minkowski", "manhattan", "l1", "cityblock", "chebyshev", "infinity", "precomputed")
 
 

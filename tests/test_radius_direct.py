@@ -272,7 +272,10 @@ def _counting(function, calls):
 
 @pytest.mark.parametrize(("metric", "p"), [("manhattan", None), ("minkowski", 3.0), ("precomputed", None)])
 def test_many_batches_read_once_each(backend, monkeypatch, metric, p):
-    """A one-byte budget (one query per batch) and batch_size=3: same answer, one count read per batch plus one."""
+    """A one-byte budget (one query per batch) and batch_size=3: same answer, one count read per batch.
+
+    Every candidate of the direct engine is a neighbour: nothing is compacted, so no count is read at the end.
+    """
     queries, train = _integer_data(7)
     if metric == "precomputed":
         queries, train = oracle_keys(queries, train, 1.0), oracle_keys(train, train, 1.0)
@@ -289,12 +292,12 @@ def test_many_batches_read_once_each(backend, monkeypatch, metric, p):
         dtype = backend.xp.float32 if metric != "precomputed" or not backend.has_float64() else backend.xp.float64
         _assert_same(check_result(backend, result, queries.shape[0], dtype), expected)
         batches = queries.shape[0] if "batch_size" not in options else -(-queries.shape[0] // 3)
-        assert len(reads) == batches + 1, (options, len(reads))
+        assert len(reads) == batches, (options, len(reads))
 
 
 @pytest.mark.parametrize(("metric", "p"), [("manhattan", None), ("minkowski", 3.0), ("minkowski", math.inf)])
 def test_device1_reads_only_the_documented_counts(monkeypatch, metric, p):
-    """On device1 nothing is converted to the host but read_counts's explicit copies: one per batch, one at the end."""
+    """On device1 nothing is converted to the host but read_counts's explicit copies: one per batch."""
     xp = pytest.importorskip("array_api_strict")
     device = xp.Device("device1")
     queries_host, train = _integer_data(8)
@@ -322,7 +325,7 @@ def test_device1_reads_only_the_documented_counts(monkeypatch, metric, p):
             knn_gpu.radius_neighbors(queries, train_device, radius, metric=metric, p=p, batch_size=6, sort_results=True)
         )
         # The radius array's check reads one boolean (validation, before the search): not a to_device.
-        assert len(reads) == -(-queries_host.shape[0] // 6) + 1
+        assert len(reads) == -(-queries_host.shape[0] // 6)
         assert len(crossings) == len(reads)  # the only device-to-host movements are the counts'
     monkeypatch.undo()
     for result, radius in zip(results, (2.0, radii_host)):
@@ -358,7 +361,7 @@ def test_torch_on_fake_cuda_syncs_only_to_read_counts(dtype_name):
         with allow_sync():
             host = [array.cpu().numpy() for array in result]
     counts = [site for _, site in syncs if site == "knn_gpu.radius.read_counts"]
-    assert len(counts) == -(-queries.shape[0] // 8) + 1
+    assert len(counts) == -(-queries.shape[0] // 8)
     assert {site for _, site in syncs} <= set(sites)
     for got, want in zip(host, expected):
         np.testing.assert_allclose(got, want, rtol=1e-6)
@@ -388,3 +391,50 @@ def test_temporaries_stay_within_the_budget(metric, p, quantile):
     expected = oracle_radius_keys(keys, radius, power)
     np.testing.assert_array_equal(indices[: offsets[10]], expected[1])
     np.testing.assert_array_equal(offsets[:11], expected[2])
+
+
+@pytest.mark.parametrize(("metric", "p"), [("euclidean", None), ("manhattan", None), ("minkowski", 3.0)])
+def test_out_of_core_models_answer_as_in_memory_ones(backend, monkeypatch, metric, p):
+    """out_of_core=True: the rows stream in chunks; same neighbours, in the same order, as the in-memory model.
+
+    Each chunk's search reads its batches' counts (the product engine one more, for its compaction), nothing else.
+    """
+    from knn_gpu.streaming import chunk_rows_for
+
+    queries, train = _integer_data(11)
+    budget = 2 * 3 * (train.shape[1] + 1) * 4 * 70  # chunks of 70 rows: 4 chunks of the 240 rows
+    chunks = -(-train.shape[0] // chunk_rows_for(train.shape[1], 4, budget))
+    assert chunks == 4
+    params = {"metric": metric} if p is None else {"metric": metric, "p": p}
+    in_memory = knn_gpu.NearestNeighbors(**params).fit(train)
+    streamed = knn_gpu.NearestNeighbors(**params, out_of_core=True, memory_budget=budget, batch_size=6)
+    streamed.fit(backend.asarray(train))
+    reads = []
+    counted = _counting(radius_module.read_counts, reads)
+    monkeypatch.setattr(radius_module, "read_counts", counted)
+    monkeypatch.setattr(radius_direct, "read_counts", counted)
+    radii = np.linspace(0.0, 3.0, queries.shape[0])
+    for radius in (2.0, radii, backend.asarray(radii)):
+        for sort_results in (False, True):
+            reads.clear()
+            got = streamed.radius_neighbors(backend.asarray(queries), radius, sort_results=sort_results)
+            batches = -(-queries.shape[0] // 6)
+            assert len(reads) == chunks * (batches + (metric == "euclidean"))
+            host_radius = radius if isinstance(radius, float) else to_host(radius)
+            want = in_memory.radius_neighbors(queries, host_radius, sort_results=sort_results)
+            for got_d, got_i, want_d, want_i in zip(*got, *want):
+                np.testing.assert_array_equal(backend.check(got_i, want_i.shape, backend.xp.int64), want_i)
+                np.testing.assert_allclose(backend.check(got_d, want_d.shape, backend.xp.float32), want_d, rtol=1e-6)
+    graph = streamed.radius_neighbors_graph(backend.asarray(queries), 2.0, mode="distance")
+    np.testing.assert_allclose(
+        graph.toarray(), in_memory.radius_neighbors_graph(queries, 2.0, mode="distance").toarray()
+    )
+    with pytest.raises(ValueError, match="need the training rows in memory"):
+        streamed.radius_neighbors()
+
+
+def test_out_of_core_precomputed_radius_is_refused():
+    square = oracle_keys(np.eye(5), np.eye(5), 1.0)
+    model = knn_gpu.NearestNeighbors(metric="precomputed", out_of_core=True).fit(square)
+    with pytest.raises(ValueError, match="precomputed"):
+        model.radius_neighbors(square, 1.0)
