@@ -82,6 +82,7 @@ import numpy as np
 from .devices import device_scope, is_gpu
 from .direct import resolve_metric
 from .distances import EXACT_CHUNK_FEATURES, HALF_PADDING_KEY, exact_distances
+from .estimators import _move_to
 from .neighbors import check_precomputed_inputs, prepare_queries
 from .search import (
     HOST_MAX_BATCH_ROWS,
@@ -456,8 +457,6 @@ def radius_on_device(radius: Any, num_queries: int, *, xp: ModuleType, device: A
     """
     if isinstance(radius, float):
         return radius
-    from .estimators import _move_to
-
     check_radius_shape(radius, num_queries)
     return xp.astype(_move_to(radius, xp, device), dtype)
 
