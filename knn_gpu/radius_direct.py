@@ -59,6 +59,7 @@ from .radius import (
     radius_search_index,
     read_counts,
 )
+from .search import default_memory_budget
 from .topk import positions_of_true
 
 __all__ = ["radius_search", "radius_search_direct", "key_radius", "radius_bytes_per_query"]
@@ -132,8 +133,6 @@ def radius_search_direct(
         neighbours are ``indices[offsets[i]:offsets[i + 1]]``, with distance
         ``<= radius`` (decided in key units, see the module notes).
     """
-    from .search import default_memory_budget
-
     xp = index.xp
     device = index.device
     with device_scope(xp, device):
