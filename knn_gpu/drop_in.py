@@ -10,12 +10,15 @@ reductions): each adds only its names and its reduction (vote, mean, graph).
 
 Every ``algorithm`` ("auto", "brute", "kd_tree", "ball_tree") gives the same
 exact brute-force neighbours (``_fit_method_ == "brute"``); ``leaf_size`` is
-accepted and unused. Metrics: ``"minkowski"`` with ``p=2`` (the default),
-``"euclidean"``/``"l2"``, ``"sqeuclidean"``, ``"cosine"`` and knn_gpu's
-``"inner_product"``; any other metric, or ``p != 2``, is a ``ValueError``
-saying it is not supported yet. ``NearestNeighbors`` also answers radius
-queries (:class:`knn_gpu.radius_queries.RadiusQueries`); the radius classes
-are in :mod:`knn_gpu.drop_in_radius`.
+accepted and unused. Metrics: ``"minkowski"`` (any ``p > 0``; ``p=2``, the
+default, is the matrix-product path), ``"euclidean"``/``"l2"``,
+``"sqeuclidean"``, ``"cosine"``, knn_gpu's ``"inner_product"``, the
+directly computed ``"manhattan"``/``"l1"``/``"cityblock"``,
+``"chebyshev"``/``"infinity"`` and ``"precomputed"``; any other metric is a
+``ValueError`` saying it is not supported yet. ``NearestNeighbors`` also
+answers radius queries, with every metric but ``"inner_product"``
+(:class:`knn_gpu.radius_queries.RadiusQueries`); the radius classes are in
+:mod:`knn_gpu.drop_in_radius`.
 """
 
 from __future__ import annotations

@@ -268,7 +268,6 @@ class _NeighborsEstimator:
         itself (no ``reduce`` then).
         """
         index = self._check_fitted()
-        xp = index.xp
         if num_neighbors is None:
             num_neighbors = self._default_k()
         batch_rows = check_batch_size(self.batch_size)
@@ -279,19 +278,8 @@ class _NeighborsEstimator:
             if getattr(self, "_fit_stored", None) is not None:
                 check_stored_neighbors(self._fit_stored, k + 1)  # each point is found among its own, then dropped
             return self._leave_one_out(index, k, search, batch_rows=batch_rows, n_jobs=n_jobs), None
-        check_feature_names(self, X)
-        self._check_sparse_queries(X)
-        precomputed = self._engine_metric() == "precomputed"
-        graph = precomputed and is_sparse(X)
-        X = as_feature_matrix(X, "X", allow_empty=True, distances=precomputed)
-        if precomputed:
-            check_nonnegative_distances(X, "X")
         k = check_num_neighbors(num_neighbors, index.num_samples)
-        if graph:
-            check_stored_neighbors(fewest_stored_per_row(X, array_api_compat.array_namespace(X)), k)
-        queries = prepare_queries(
-            _move_to(X, xp, index.device), index.num_features, index.dtype, xp=xp, expected_by=type(self).__name__
-        )
+        X, queries = self._validated_queries(X, index, k)
         result = search(
             index,
             queries,
@@ -302,6 +290,32 @@ class _NeighborsEstimator:
             reduce_bytes_per_query=reduce_bytes_per_query,
         )
         return result, X
+
+    def _validated_queries(self, X: Any, index: Any, k: int | None = None) -> tuple[Any, Any]:
+        """``(X, queries)``: ``X`` checked as the model's queries, and its copy on the model's backend and dtype.
+
+        Feature names, sparse rules, and for ``metric="precomputed"``
+        distances (a sparse graph read as scikit-learn reads one, holding at
+        least ``k`` neighbours per row for a k-search; ``k=None`` for radius
+        queries).
+        """
+        check_feature_names(self, X)
+        self._check_sparse_queries(X)
+        precomputed = self._engine_metric() == "precomputed"
+        graph = precomputed and is_sparse(X)
+        X = as_feature_matrix(X, "X", allow_empty=True, distances=precomputed)
+        if precomputed:
+            check_nonnegative_distances(X, "X")
+        if graph and k is not None:
+            check_stored_neighbors(fewest_stored_per_row(X, array_api_compat.array_namespace(X)), k)
+        queries = prepare_queries(
+            _move_to(X, index.xp, index.device),
+            index.num_features,
+            index.dtype,
+            xp=index.xp,
+            expected_by=type(self).__name__,
+        )
+        return X, queries
 
     def _check_sparse_queries(self, X: Any) -> None:
         """Refuse sparse queries where the model cannot take them (the drop-in classes' tree algorithms); here: never."""

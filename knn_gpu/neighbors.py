@@ -27,7 +27,7 @@ from .validation import (
     floating_dtype,
 )
 
-__all__ = ["kneighbors", "prepare_queries"]
+__all__ = ["kneighbors", "prepare_queries", "check_precomputed_inputs"]
 
 
 def prepare_queries(
@@ -43,6 +43,13 @@ def check_feature_count(queries: Any, num_features: int, *, name: str, expected_
     if queries.shape[1] != num_features:
         msg = f"{name} has {queries.shape[1]} features, but {expected_by} is expecting {num_features} features as input"
         raise ValueError(msg)
+
+
+def check_precomputed_inputs(queries: Any, train: Any) -> None:
+    """For ``metric="precomputed"``: a square ``train`` of distances, and query rows of distances to its samples."""
+    check_square_distances(train, "train")
+    check_feature_count(queries, train.shape[1], name="queries", expected_by="train")
+    check_nonnegative_distances(queries, "queries")
 
 
 def kneighbors(
@@ -171,9 +178,7 @@ def kneighbors(
     queries = as_feature_matrix(queries, "queries", allow_empty=True, distances=precomputed)
     k = check_num_neighbors(k, train.shape[0], name="k")
     if precomputed:
-        check_square_distances(train, "train")
-        check_feature_count(queries, train.shape[1], name="queries", expected_by="train")
-        check_nonnegative_distances(queries, "queries")
+        check_precomputed_inputs(queries, train)
     if graph:
         check_stored_neighbors(fewest_stored_per_row(queries, array_api_compat.array_namespace(queries)), k)
     streams = out_of_core or (out_of_core is None and _streams(queries, train))

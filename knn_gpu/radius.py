@@ -1,5 +1,12 @@
 """Radius search: every training row within ``radius`` of each query, exactly.
 
+This module is the engine of the matrix-product metrics (euclidean,
+sqeuclidean, cosine over a :class:`~knn_gpu.search.TrainIndex`); the
+directly computed ones (Minkowski with p != 2, precomputed) have theirs in
+:mod:`knn_gpu.radius_direct`, which shares this module's final compaction
+(:func:`finish_radius_search`) and count reads. ``radius`` is one float, or
+an array of one radius per query (:func:`radius_on_device`).
+
 Data flows one way, batch by batch of queries, without a Python loop over
 queries:
 
@@ -65,6 +72,7 @@ concatenation: about 50 bytes per neighbour above the budget at the peak
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -72,8 +80,10 @@ import array_api_compat
 import numpy as np
 
 from .devices import device_scope, is_gpu
+from .direct import resolve_metric
 from .distances import EXACT_CHUNK_FEATURES, HALF_PADDING_KEY, exact_distances
-from .neighbors import prepare_queries
+from .estimators import _move_to
+from .neighbors import check_precomputed_inputs, prepare_queries
 from .search import (
     HOST_MAX_BATCH_ROWS,
     TrainIndex,
@@ -90,7 +100,9 @@ from .validation import (
     check_batch_size,
     check_memory_budget,
     check_metric,
+    check_p,
     check_radius,
+    check_radius_shape,
     check_same_namespace,
     floating_dtype,
 )
@@ -157,15 +169,16 @@ def max_sq_norm(index: TrainIndex) -> Any:
     return xp.astype(xp.max(real), index.exact)
 
 
-def key_thresholds(index: TrainIndex, queries: Any, radius: float, sq_norm_bound: Any = None) -> Any:
+def key_thresholds(index: TrainIndex, queries: Any, radius: Any, sq_norm_bound: Any = None) -> Any:
     """Per query, the largest key a training row within ``radius`` can have (the module notes).
 
     Parameters
     ----------
     index : TrainIndex
     queries : array, shape (rows, n_features)
-    radius : float
-        In the metric's units, ``>= 0`` (infinity allowed).
+    radius : float or array, shape (rows,)
+        In the metric's units, ``>= 0`` (infinity allowed): one for every
+        query, or one per query (the exact dtype, on the index's device).
     sq_norm_bound : 0-d array, optional
         :func:`max_sq_norm` of the index (computed here when not given); not
         used for cosine.
@@ -183,10 +196,12 @@ def key_thresholds(index: TrainIndex, queries: Any, radius: float, sq_norm_bound
     gamma = _gamma(num_features + 4, rank, xp)
     gamma_exact = _gamma(num_features + 4, exact, xp)
     queries = xp.astype(queries, exact)
+    radius = radius if isinstance(radius, float) else radius[:, None]
     if index.metric == "cosine":
         norms = xp.linalg.vector_norm(queries, axis=-1, keepdims=True)
         # Distances never exceed 2: a larger radius is 2 (and (r - 1) * 0 stays finite).
-        threshold = (min(radius, 2.0) - 1.0) * norms
+        capped = min(radius, 2.0) if isinstance(radius, float) else xp.clip(radius, max=2.0)
+        threshold = (capped - 1.0) * norms
         margin = 6 * gamma * norms + 2 * gamma_exact * norms
     else:
         offset = index.offset if index.key_column is None else index.rank_offset
@@ -261,12 +276,13 @@ def radius_batch_rows(index: TrainIndex, num_queries: int, memory_budget: int) -
 def radius_search_index(
     index: TrainIndex,
     queries: Any,
-    radius: float,
+    radius: Any,
     *,
     sort_results: bool = False,
     batch_rows: int | None = None,
     memory_budget: int | None = None,
     train: Any = None,
+    distance_dtype: Any = None,
 ) -> tuple[Any, Any, Any]:
     """Every stored row within ``radius`` of each query, as flat arrays and offsets.
 
@@ -276,8 +292,10 @@ def radius_search_index(
         Of a metric other than ``"inner_product"``.
     queries : array, shape (n_queries, n_features)
         Validated, in the index's namespace, device and (data) dtype.
-    radius : float
-        Validated: ``>= 0``, infinity allowed.
+    radius : float or array, shape (n_queries,)
+        Checked by :func:`~knn_gpu.validation.check_radius`: ``>= 0``,
+        infinity allowed; an array holds one radius per query (any
+        namespace: moved to the index's device once).
     sort_results : bool
         Order each query's neighbours by (distance, index) instead of index.
     batch_rows : int, optional
@@ -292,10 +310,13 @@ def radius_search_index(
         rows rounded to the data dtype, so that orthogonal integer vectors
         would no longer be exactly at distance 1). Without it, from the
         index's stored rows, as the k-search does.
+    distance_dtype : dtype, optional
+        Of the returned distances; ``index.distance_dtype`` by default (the
+        out-of-core search keeps the exact dtype until its final sort).
 
     Returns
     -------
-    distances : array, shape (n_neighbours,), ``index.distance_dtype``
+    distances : array, shape (n_neighbours,), ``distance_dtype``
     indices : array of int64, shape (n_neighbours,)
     offsets : array of int64, shape (n_queries + 1,)
         Query ``i``'s neighbours are ``indices[offsets[i]:offsets[i + 1]]``.
@@ -306,12 +327,11 @@ def radius_search_index(
         num_queries = queries.shape[0]
         if memory_budget is None:
             memory_budget = default_memory_budget(xp, device)
+        if distance_dtype is None:
+            distance_dtype = index.distance_dtype
         if num_queries == 0:
-            return (
-                xp.zeros(0, dtype=index.distance_dtype, device=device),
-                xp.zeros(0, dtype=xp.int64, device=device),
-                xp.zeros(1, dtype=xp.int64, device=device),
-            )
+            return empty_radius_result(distance_dtype, xp=xp, device=device)
+        radius = radius_on_device(radius, num_queries, xp=xp, device=device, dtype=index.exact)
         if batch_rows is None:
             batch_rows = radius_batch_rows(index, num_queries, memory_budget)
         chunk = rescore_chunk(index, memory_budget)
@@ -325,39 +345,137 @@ def radius_search_index(
             )
         parts = []
         for start in range(0, num_queries, batch_rows):
-            batch = queries[start : min(start + batch_rows, num_queries), ...]
+            stop = min(start + batch_rows, num_queries)
+            batch = queries[start:stop, ...]
             out = None if keys_buffer is None else keys_buffer[: batch.shape[0], ...]
             parts.append(
-                _radius_batch(index, batch, start, radius, sq_norm_bound, block_of_position, chunk, train, keys_out=out)
+                _radius_batch(
+                    index,
+                    batch,
+                    start,
+                    batch_radius(radius, start, stop),
+                    sq_norm_bound,
+                    block_of_position,
+                    chunk,
+                    train,
+                    keys_out=out,
+                )
             )
         del keys_buffer
-        # The final compaction: every batch's kept count in one read, once per search; each batch's
-        # candidates are dropped as soon as they are compacted (their peak is not doubled by a concat).
-        kept_counts = read_counts(xp.stack([xp.count_nonzero(part[3]) for part in parts]), xp=xp)
-        for number, count in enumerate(kept_counts):
-            query_of, indices, distances, kept = parts[number]
-            if count < kept.shape[0]:
-                positions = positions_of_true(kept, count, xp=xp)
-                query_of, indices, distances = (xp.take(values, positions) for values in (query_of, indices, distances))
-            parts[number] = (query_of, indices, distances)
-        query_of, indices, distances = (part[0] if len(parts) == 1 else xp.concat(part, axis=0) for part in zip(*parts))
-        del parts
-        if sort_results:
-            # Stable sorts: by distance, then by query; equal distances keep ascending index.
-            by_distance = xp.argsort(distances, stable=True)
-            order = xp.take(by_distance, xp.argsort(xp.take(query_of, by_distance), stable=True))
-            indices = xp.take(indices, order)
-            distances = xp.take(distances, order)
-        boundaries = xp.arange(num_queries + 1, dtype=xp.int64, device=device)
-        offsets = xp.astype(xp.searchsorted(query_of, boundaries, side="left"), xp.int64)
-        return xp.astype(distances, index.distance_dtype), indices, offsets
+        return finish_radius_search(parts, num_queries, sort_results=sort_results, distance_dtype=distance_dtype)
+
+
+def query_numbers(offsets: Any, num_neighbors: int, *, xp: ModuleType) -> Any:
+    """The query of each flat neighbour (int64, shape (num_neighbors,)), from the offsets."""
+    positions = xp.arange(num_neighbors, dtype=offsets.dtype, device=array_api_compat.device(offsets))
+    return xp.astype(xp.searchsorted(offsets[1:], positions, side="right"), xp.int64)
+
+
+def empty_radius_result(distance_dtype: Any, *, xp: ModuleType, device: Any) -> tuple[Any, Any, Any]:
+    """The result of a search without queries: no neighbours, offsets ``[0]``."""
+    return (
+        xp.zeros(0, dtype=distance_dtype, device=device),
+        xp.zeros(0, dtype=xp.int64, device=device),
+        xp.zeros(1, dtype=xp.int64, device=device),
+    )
+
+
+def finish_radius_search(
+    parts: list[tuple[Any, Any, Any, Any]],
+    num_queries: int,
+    *,
+    sort_results: bool,
+    distance_dtype: Any,
+    distances_of: Callable[[Any], Any] | None = None,
+) -> tuple[Any, Any, Any]:
+    """The common tail of every radius engine: the batches' candidates to the flat result.
+
+    Parameters
+    ----------
+    parts : list of (query number, training index, distance, kept) per batch
+        Each a 1-D array over the batch's candidates, ordered by (query,
+        training index), the batches in query order; ``kept`` (bool) marks
+        the neighbours, None where every candidate is one (nothing to
+        compact, nothing to read). The list is emptied.
+    num_queries : int
+    sort_results : bool
+        Order each query's neighbours by (distance, index) instead of index.
+    distance_dtype : dtype
+        Of the returned distances.
+    distances_of : callable, optional
+        Turns the parts' values into distances, after the sort: the direct
+        engine sorts its keys ``sum |d|^p`` and takes the root of the result
+        (a vectorised ``pow`` may round equal keys apart).
+
+    Returns
+    -------
+    distances, indices (int64), offsets (int64, shape (num_queries + 1,))
+
+    Notes
+    -----
+    One read of every batch's kept count (none if no part has a ``kept``), then a compaction per batch
+    (dropped as soon as compacted, so the peak is not doubled by the
+    concatenation) and the offsets from one ``searchsorted`` of the
+    neighbours' query numbers.
+    """
+    xp = array_api_compat.array_namespace(parts[0][0])
+    device = array_api_compat.device(parts[0][0])
+    filtered = [number for number, part in enumerate(parts) if part[3] is not None]
+    kept_counts = (
+        read_counts(xp.stack([xp.count_nonzero(parts[number][3]) for number in filtered]), xp=xp) if filtered else []
+    )
+    for number, count in zip(filtered, kept_counts):
+        query_of, indices, distances, kept = parts[number]
+        if count < kept.shape[0]:
+            positions = positions_of_true(kept, count, xp=xp)
+            query_of, indices, distances = (xp.take(values, positions) for values in (query_of, indices, distances))
+        parts[number] = (query_of, indices, distances, None)
+    query_of, indices, distances = (
+        part[0] if len(parts) == 1 else xp.concat(part, axis=0) for part in list(zip(*parts))[:3]
+    )
+    parts.clear()
+    if sort_results:
+        # Stable sorts: by distance, then by query; equal distances keep ascending index.
+        by_distance = xp.argsort(distances, stable=True)
+        order = xp.take(by_distance, xp.argsort(xp.take(query_of, by_distance), stable=True))
+        indices = xp.take(indices, order)
+        distances = xp.take(distances, order)
+    if distances_of is not None:
+        distances = distances_of(distances)
+    boundaries = xp.arange(num_queries + 1, dtype=xp.int64, device=device)
+    offsets = xp.astype(xp.searchsorted(query_of, boundaries, side="left"), xp.int64)
+    return xp.astype(distances, distance_dtype), xp.astype(indices, xp.int64, copy=False), offsets
+
+
+def radius_on_device(radius: Any, num_queries: int, *, xp: ModuleType, device: Any, dtype: Any) -> Any:
+    """A radius checked by :func:`~knn_gpu.validation.check_radius` as the engines take it.
+
+    A float stays a float; an array (of any namespace, e.g. NumPy radii for
+    device queries: moved once; its values already checked) must have shape
+    ``(num_queries,)`` and comes back in ``xp``, on ``device``, in ``dtype``
+    (the exact dtype).
+    """
+    if isinstance(radius, float):
+        return radius
+    check_radius_shape(radius, num_queries)
+    return xp.astype(_move_to(radius, xp, device), dtype)
+
+
+def batch_radius(radius: Any, start: int, stop: int) -> Any:
+    """The radius of queries ``start:stop``: the float itself, or their slice of the per-query array."""
+    return radius if isinstance(radius, float) else radius[start:stop]
+
+
+def candidate_radius(radius: Any, query_of: Any, *, xp: ModuleType) -> Any:
+    """The radius of each candidate (``query_of``: its query within the batch): the float, or a gather."""
+    return radius if isinstance(radius, float) else xp.take(radius, query_of)
 
 
 def _radius_batch(
     index: TrainIndex,
     queries: Any,
     start: int,
-    radius: float,
+    radius: Any,
     sq_norm_bound: Any,
     block_of_position: Any,
     chunk: int,
@@ -384,7 +502,7 @@ def _radius_batch(
     train = xp.take(train, order)
     distances = _rescore(index, queries, query_of, stored, train, chunk, train_rows)
     real = train < index.num_samples  # padding rows pass only a threshold at the rank dtype's maximum
-    kept = (distances <= radius) & real
+    kept = (distances <= candidate_radius(radius, query_of, xp=xp)) & real
     return query_of + start, train, distances, kept
 
 
@@ -456,9 +574,10 @@ def to_object_arrays(distances: Any, indices: Any, offsets: Any) -> tuple[np.nda
 def radius_neighbors(
     queries: Any,
     train: Any,
-    radius: float,
+    radius: Any,
     *,
     metric: str = "euclidean",
+    p: float | None = None,
     sort_results: bool = False,
     return_distance: bool = True,
     batch_size: int | None = None,
@@ -467,10 +586,13 @@ def radius_neighbors(
     """Every training row within ``radius`` of each query, exactly.
 
     A training row is a neighbour of a query where their distance is
-    ``<= radius`` (scikit-learn's rule), decided on distances recomputed
+    ``<= radius`` (scikit-learn's rule). For ``"euclidean"``,
+    ``"sqeuclidean"`` and ``"cosine"`` it is decided on distances recomputed
     exactly (float64 direct differences where the device has float64): the
     float32 ranking product only proposes candidates, with a safety margin
-    that covers its rounding (:mod:`knn_gpu.radius`).
+    that covers its rounding (:mod:`knn_gpu.radius`). The directly computed
+    metrics decide on their exact keys, ``sum |q - t|^p <= radius ** p`` as
+    scikit-learn's brute search does (:mod:`knn_gpu.radius_direct`).
 
     Parameters
     ----------
@@ -479,13 +601,22 @@ def radius_neighbors(
         From the same array library and on the same device as ``queries``
         (NumPy, CuPy, torch, array_api_strict, ...). Lists are converted
         with NumPy.
-    radius : float
+    radius : float or array of shape (n_queries,)
         ``>= 0`` (infinity allowed), in the metric's units: a distance for
-        ``"euclidean"`` and ``"cosine"`` (``1 - cos``), a squared distance
-        for ``"sqeuclidean"``.
-    metric : {"euclidean", "sqeuclidean", "cosine"}
-        ``"inner_product"`` is a similarity without a radius in
-        scikit-learn's sense, and is refused.
+        every metric but ``"sqeuclidean"`` (a squared distance) and
+        ``"cosine"`` (``1 - cos``). An array (any library; a list) gives
+        each query its own radius; it is moved to the queries' device once.
+    metric : str, default "euclidean"
+        ``"euclidean"`` (``"l2"``), ``"sqeuclidean"``, ``"cosine"``, or the
+        directly computed ``"minkowski"`` (power ``p``), ``"manhattan"``
+        (``"l1"``, ``"cityblock"``), ``"chebyshev"`` (``"infinity"``) and
+        ``"precomputed"`` (``train`` a square matrix of distances, ``queries``
+        rows of distances to the training samples), as
+        :func:`knn_gpu.kneighbors` takes them. ``"inner_product"`` is a
+        similarity without a radius in scikit-learn's sense, and is refused.
+    p : float, optional
+        The Minkowski power for ``metric="minkowski"`` (``>= 1``, infinity
+        allowed; None: 2); ignored by the other metrics.
     sort_results : bool
         List each query's neighbours by ascending (distance, index) instead
         of ascending index. Needs ``return_distance=True``, as in
@@ -532,14 +663,22 @@ def radius_neighbors(
     (array([0, 1]), array([0, 2, 2]))
     >>> distances
     array([0., 1.])
+    >>> knn_gpu.radius_neighbors(np.array([[0.0, 0.0]]), train, 2.0, metric="manhattan")
+    (array([0., 1., 2.]), array([0, 1, 2]), array([0, 3]))
+    >>> knn_gpu.radius_neighbors(np.array([[0.0, 0.0], [0.0, 0.0]]), train, [0.5, 1.0], return_distance=False)
+    (array([0, 0, 1]), array([0, 1, 3]))
     """
-    metric = check_metric(metric)
+    # Imported here: the engine dispatcher lives with the direct engine, which builds on this module.
+    from .radius_direct import radius_search
+
+    metric = check_metric(metric, direct=True)
     if metric == "inner_product":
         msg = (
             "metric='inner_product' has no radius search: it is a similarity, not a distance; "
-            "use 'euclidean', 'sqeuclidean' or 'cosine'"
+            "use 'euclidean', 'sqeuclidean', 'cosine' or a directly computed metric"
         )
         raise ValueError(msg)
+    p = check_p(p)
     radius = check_radius(radius)
     for name, value in (("sort_results", sort_results), ("return_distance", return_distance)):
         if not isinstance(value, bool):
@@ -553,8 +692,15 @@ def radius_neighbors(
     if array_api_compat.is_dask_array(train) or array_api_compat.is_dask_array(queries):
         msg = "radius_neighbors does not take Dask arrays yet; compute() them, or search chunk by chunk"
         raise TypeError(msg)
-    train = as_feature_matrix(train, "train")
-    queries = as_feature_matrix(queries, "queries", allow_empty=True)
+    engine_metric, p = resolve_metric(metric, p)
+    precomputed = engine_metric == "precomputed"
+    # A sparse precomputed pair is a neighbour graph: missing entries are no neighbours (infinity).
+    train = as_feature_matrix(train, "train", distances=precomputed)
+    queries = as_feature_matrix(queries, "queries", allow_empty=True, distances=precomputed)
+    if precomputed:
+        check_precomputed_inputs(queries, train)
+    if not isinstance(radius, float):
+        check_radius_shape(radius, queries.shape[0])
     xp = check_same_namespace(queries, train, ("queries", "train"))
     device = array_api_compat.device(train)
     if array_api_compat.device(queries) != device:
@@ -563,8 +709,8 @@ def radius_neighbors(
     dtype = floating_dtype(xp.result_type(queries.dtype, train.dtype), xp, device)
     queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
     train = xp.astype(train, dtype, copy=False)
-    index = build_index(train, metric, xp=xp)
-    distances, indices, offsets = radius_search_index(
+    index = build_index(train, engine_metric, xp=xp, p=p)
+    distances, indices, offsets = radius_search(
         index,
         queries,
         radius,

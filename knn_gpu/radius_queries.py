@@ -2,7 +2,10 @@
 
 :class:`RadiusQueries` gives the drop-in classes ``radius_neighbors`` and
 ``radius_neighbors_graph`` over the radius engine
-(:func:`knn_gpu.radius.radius_search_index`, on the estimator's index).
+(:func:`knn_gpu.radius_direct.radius_search`: the matrix-product engine for a
+``TrainIndex``, the direct one for a ``DirectIndex``, on the estimator's index;
+:func:`knn_gpu.radius_streamed.radius_search_streamed` for a model fitted out
+of core).
 Every query has its own number of neighbours, so the engine's result is flat:
 ``(distances, indices, offsets)``, query ``i``'s neighbours at
 ``offsets[i]:offsets[i + 1]``. The reductions here (:func:`segment_sums`,
@@ -19,29 +22,21 @@ import array_api_compat
 import numpy as np
 
 from .backends import to_host
-from .estimators import _move_to
-from .neighbors import prepare_queries
-from .radius import radius_search_index, read_counts
+from .radius import query_numbers, read_counts
+from .radius_direct import radius_search
+from .radius_streamed import radius_search_streamed
 from .streaming import StreamedTrain
 from .topk import positions_of_true
 from .validation import (
-    METRICS,
-    as_feature_matrix,
     check_batch_size,
-    check_feature_names,
     check_memory_budget,
     check_radius,
+    check_radius_shape,
 )
 
 __all__ = ["RadiusQueries", "segment_sums", "query_numbers", "csr_from_flat", "GRAPH_MODES"]
 
 GRAPH_MODES = ("connectivity", "distance")
-
-
-def query_numbers(offsets: Any, num_neighbors: int, *, xp: ModuleType) -> Any:
-    """The query of each flat neighbour (int64, shape (num_neighbors,)), from the offsets."""
-    positions = xp.arange(num_neighbors, dtype=offsets.dtype, device=array_api_compat.device(offsets))
-    return xp.astype(xp.searchsorted(offsets[1:], positions, side="right"), xp.int64)
 
 
 def segment_sums(values: Any, offsets: Any, *, xp: ModuleType) -> Any:
@@ -116,41 +111,44 @@ class RadiusQueries:
     def _radius_flat(self, X: Any, radius: Any, sort_results: bool = False) -> tuple[Any, Any, Any, Any]:
         """``(distances, indices, offsets, validated X)`` on the model's backend; ``X=None``: leave-one-out."""
         index = self._check_fitted()
-        if index is None or isinstance(index, StreamedTrain):
+        if index is None:
             msg = (
-                f"radius queries of {type(self).__name__} need the training rows in memory; this model was fitted "
-                "out of core (fit with out_of_core=False) or on Dask arrays (pass X.compute())"
+                f"radius queries of {type(self).__name__} need the training rows in memory or streamed from it; "
+                "this model was fitted on Dask arrays (pass X.compute())"
+            )
+            raise ValueError(msg)
+        streamed = isinstance(index, StreamedTrain)
+        if streamed and X is None:
+            msg = (
+                f"radius queries of {type(self).__name__} without X (each training point against the others) need the "
+                "training rows in memory; this model was fitted out of core: pass the rows as X"
             )
             raise ValueError(msg)
         if self._engine_metric() == "inner_product":
             msg = "metric='inner_product' has no radius search (a similarity, not a distance); use another metric"
-            raise ValueError(msg)
-        if self._engine_metric() not in METRICS:
-            msg = (
-                f"radius search supports the matrix-product metrics (euclidean, minkowski with p=2, sqeuclidean, "
-                f"cosine); metric={self.metric!r} is computed directly and has k-neighbour queries only for now"
-            )
             raise ValueError(msg)
         radius = check_radius(self.radius if radius is None else radius)
         xp = index.xp
         if X is None:
             queries = self._fit_X
         else:
-            check_feature_names(self, X)
-            self._check_sparse_queries(X)
-            X = as_feature_matrix(X, "X", allow_empty=True)
-            queries = prepare_queries(
-                _move_to(X, xp, index.device), index.num_features, index.dtype, xp=xp, expected_by=type(self).__name__
+            X, queries = self._validated_queries(X, index)
+        if not isinstance(radius, float):
+            check_radius_shape(radius, queries.shape[0])
+        if streamed:
+            distances, indices, offsets = radius_search_streamed(
+                index, queries, radius, sort_results=sort_results, batch_rows=check_batch_size(self.batch_size)
             )
-        distances, indices, offsets = radius_search_index(
-            index,
-            queries,
-            radius,
-            sort_results=sort_results,
-            batch_rows=check_batch_size(self.batch_size),
-            memory_budget=check_memory_budget(self.memory_budget),
-            train=self._fit_X,
-        )
+        else:
+            distances, indices, offsets = radius_search(
+                index,
+                queries,
+                radius,
+                sort_results=sort_results,
+                batch_rows=check_batch_size(self.batch_size),
+                memory_budget=check_memory_budget(self.memory_budget),
+                train=self._fit_X,
+            )
         if X is None:
             distances, indices, offsets = _exclude_self_flat(distances, indices, offsets, xp=xp)
         return distances, indices, offsets, X
@@ -165,8 +163,10 @@ class RadiusQueries:
         X : array, shape (n_queries, n_features), optional
             ``None``: the training set, each point excluding itself (its
             exact duplicates stay).
-        radius : float, optional
-            Defaults to the constructor's ``radius``.
+        radius : float or array of shape (n_queries,), optional
+            Defaults to the constructor's ``radius``; an array (any library,
+            or a list) gives each query its own radius, as scikit-learn's
+            tree searches accept (its brute search does not).
         return_distance : bool, default True
         sort_results : bool, default False
             Each query's neighbours by ascending distance (else by ascending
@@ -211,7 +211,8 @@ class RadiusQueries:
         ----------
         X : array, shape (n_queries, n_features), optional
             ``None``: the training set, each point excluding itself.
-        radius : float, optional
+        radius : float or array of shape (n_queries,), optional
+            Defaults to the constructor's ``radius``; one per query as an array.
         mode : {"connectivity", "distance"}
         sort_results : bool, default False
             In "distance" mode, each row's entries by ascending distance.

@@ -39,6 +39,7 @@ __all__ = [
     "DIRECT_METRICS",
     "check_out_of_core",
     "check_radius",
+    "check_radius_shape",
     "check_n_jobs",
     "check_num_neighbors",
     "check_same_namespace",
@@ -55,7 +56,7 @@ METRICS = ("euclidean", "sqeuclidean", "cosine", "inner_product")
 #: Metrics computed directly, block by block (:mod:`knn_gpu.direct`), and "l2" (euclidean):
 #: Minkowski with a power p ("minkowski"; p = 2 is euclidean), its names for p = 1
 #: ("manhattan", "l1", "cityblock") and p = infinity ("chebyshev", "infinity"), and
-#: "precomputed" distances. The k-nearest-neighbour search takes them; radius search does not.
+#: "precomputed" distances. The k-nearest-neighbour and radius searches take them.
 DIRECT_METRICS = ("l2", "minkowski", "manhattan", "l1", "cityblock", "chebyshev", "infinity", "precomputed")
 
 
@@ -555,17 +556,48 @@ def check_same_namespace(first: Any, second: Any, names: tuple[str, str]) -> Mod
         raise TypeError(msg) from exc
 
 
-def check_radius(radius: Any) -> float:
-    """Return ``radius`` as a ``float`` if it is a real number ``>= 0`` (infinity allowed), else raise.
+def check_radius(radius: Any, num_queries: int | None = None) -> Any:
+    """Return ``radius`` checked: a ``float``, or a 1-D array of one radius per query.
 
-    ``TypeError`` for anything that is not a real number (a bool, a string,
-    an array); ``ValueError`` for NaN and negative values.
+    A real number ``>= 0`` (infinity allowed) comes back as a ``float``. An
+    array of any namespace (a list or tuple: NumPy) of real numbers, shape
+    ``(num_queries,)`` (any length while ``num_queries`` is None), each
+    ``>= 0`` or infinity, comes back as an array in its own namespace, as
+    scikit-learn's ``radius_neighbors`` takes them. ``TypeError`` for
+    anything else (a bool, a string, an array of bools or strings);
+    ``ValueError`` for NaN, negative values and a wrong shape. Checking the
+    values of a device array reads one boolean back.
     """
+    if isinstance(radius, (list, tuple)):
+        radius = np.asarray(radius)
+    if not isinstance(radius, numbers.Real) and array_api_compat.is_array_api_obj(radius):
+        return _check_radius_array(radius, num_queries)
     if isinstance(radius, bool) or not isinstance(radius, numbers.Real):
-        msg = f"radius must be a non-negative real number, got {radius!r} of type {type(radius).__name__}"
+        msg = f"radius must be a non-negative real number or an array of them, got {radius!r} of type {type(radius).__name__}"
         raise TypeError(msg)
     value = float(radius)
     if value != value or value < 0:  # NaN is the one value unequal to itself
         msg = f"radius must be a non-negative real number (distance <= radius is a neighbour), got {radius!r}"
         raise ValueError(msg)
     return value
+
+
+def check_radius_shape(radius: Any, num_queries: int | None) -> None:
+    """``ValueError`` unless the array ``radius`` is 1-D with ``num_queries`` entries (any number when None)."""
+    if radius.ndim != 1 or (num_queries is not None and radius.shape[0] != num_queries):
+        expected = "(n_queries,)" if num_queries is None else f"({num_queries},), one per query"
+        msg = f"radius as an array must have shape {expected}, got shape {tuple(radius.shape)}"
+        raise ValueError(msg)
+
+
+def _check_radius_array(radius: Any, num_queries: int | None) -> Any:
+    """:func:`check_radius` for an array: 1-D, real, ``(num_queries,)`` when known, every value ``>= 0`` or infinity."""
+    xp = array_api_compat.array_namespace(radius)
+    if not xp.isdtype(radius.dtype, ("real floating", "integral")):
+        msg = f"radius must be a non-negative real number or an array of them, got an array of dtype {radius.dtype}"
+        raise TypeError(msg)
+    check_radius_shape(radius, num_queries)
+    if radius.shape[0] and bool(xp.any(~(radius >= 0))):  # NaN fails >= 0 too
+        msg = "radius must hold non-negative real numbers (infinity allowed), but it has negative or NaN values"
+        raise ValueError(msg)
+    return radius

@@ -179,9 +179,11 @@ def test_unknown_metric_names_the_choices():
         knn_gpu.kneighbors(np.ones((2, 3)), np.ones((4, 3)), 2, metric="hamming")
 
 
-def test_radius_search_still_refuses_direct_metrics():
-    with pytest.raises(ValueError, match="metric must be one of"):
-        knn_gpu.radius_neighbors(np.ones((2, 3)), np.ones((4, 3)), 1.0, metric="manhattan")
+def test_radius_search_takes_direct_metrics():
+    """Formerly refused: the functional radius search now takes the direct metrics (tests/test_radius_direct.py)."""
+    distances, indices, offsets = knn_gpu.radius_neighbors(np.zeros((2, 3)), np.eye(4, 3), 1.0, metric="manhattan")
+    assert indices.tolist() == [0, 1, 2, 3, 0, 1, 2, 3] and offsets.tolist() == [0, 4, 8]
+    np.testing.assert_array_equal(distances, [1.0, 1.0, 1.0, 0.0] * 2)
 
 
 @pytest.mark.parametrize("method", ["cdist", "numpy_loop", "broadcast"])

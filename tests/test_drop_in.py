@@ -225,10 +225,17 @@ def test_minkowski_below_one_warns_as_scikit_learn_and_answers_the_same():
     np.testing.assert_allclose(distances, expected[0], rtol=1e-10)
 
 
-def test_radius_search_refuses_directly_computed_metrics():
+def test_radius_search_takes_directly_computed_metrics():
+    """Formerly a ValueError: manhattan radius queries now give scikit-learn's neighbours."""
+    from sklearn.neighbors import NearestNeighbors as SklearnNeighbors
+
     X = np.random.default_rng(4).standard_normal((30, 3))
-    with pytest.raises(ValueError, match="radius search supports the matrix-product metrics"):
-        NearestNeighbors(metric="manhattan").fit(X).radius_neighbors(X[:2], radius=1.0)
+    distances, indices = NearestNeighbors(metric="manhattan").fit(X).radius_neighbors(X[:2], radius=1.5)
+    expected = SklearnNeighbors(metric="manhattan", algorithm="brute").fit(X).radius_neighbors(X[:2], radius=1.5)
+    for got, want, got_distances, want_distances in zip(indices, expected[1], distances, expected[0]):
+        order = np.argsort(want)
+        np.testing.assert_array_equal(got, want[order])
+        np.testing.assert_allclose(got_distances, want_distances[order], rtol=1e-12)
 
 
 def test_query_time_errors():

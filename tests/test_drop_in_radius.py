@@ -213,7 +213,7 @@ def test_parameters_and_errors():
     with pytest.raises(ValueError, match="no radius search"):
         NearestNeighbors(metric="inner_product").fit(X).radius_neighbors(X)
     with pytest.raises(ValueError, match="need the training rows in memory"):
-        NearestNeighbors(out_of_core=True).fit(X).radius_neighbors(X)
+        NearestNeighbors(out_of_core=True).fit(X).radius_neighbors()  # leave-one-out: the rows as queries
     with pytest.raises(knn_gpu.NotFittedError):
         RadiusNeighborsRegressor().predict(X)
     for name in ("RadiusNeighborsClassifier", "RadiusNeighborsRegressor", "RadiusNeighborsTransformer"):

@@ -230,7 +230,9 @@ def test_to_object_arrays_gives_scikit_learns_format():
 @pytest.mark.parametrize(
     ("radius", "error", "match"),
     [(-1.0, ValueError, "radius"), (float("nan"), ValueError, "radius"), ("1", TypeError, "radius"),
-     (True, TypeError, "radius"), (None, TypeError, "radius"), (np.asarray([1.0]), TypeError, "radius")],
+     (True, TypeError, "radius"), (None, TypeError, "radius"), (np.asarray([[1.0]]), ValueError, "radius"),
+     (np.asarray(["1"]), TypeError, "radius"), (np.asarray([True]), TypeError, "radius"),
+     ([1.0, -1.0], ValueError, "radius"), (np.asarray([np.nan]), ValueError, "radius")],
 )  # fmt: skip
 def test_bad_radius_is_refused_before_any_work(radius, error, match):
     with pytest.raises(error, match=match):

@@ -66,15 +66,7 @@ METRICS = (
     "metrics other than euclidean/l2/sqeuclidean/cosine/minkowski/manhattan/chebyshev/precomputed are not supported "
     "yet (ValueError)"
 )
-RADIUS_DIRECT = (
-    "radius search with a directly computed metric (minkowski p != 2, manhattan, chebyshev) is not supported yet: "
-    "the radius engine has the matrix-product metrics only (ValueError)"
-)
 DISTANCE_METRIC = "DistanceMetric objects and callables as metric are not supported yet (ValueError)"
-RADIUS_PRECOMPUTED = (
-    "radius queries over precomputed distances (dense or sparse graphs) are not supported yet: the radius "
-    "engine has the matrix-product metrics only (ValueError); the k-neighbours side takes sparse graphs"
-)
 FIT_METHOD = (
     "knn_gpu builds no tree: _fit_method is always 'brute', where scikit-learn's 'auto' may pick kd_tree/ball_tree"
 )
@@ -87,7 +79,6 @@ _OTHER_METRICS = (
     "braycurtis|canberra|correlation|dice|hamming|haversine|jaccard|mahalanobis|"
     "nan_euclidean|rogerstanimoto|russellrao|seuclidean|sokalsneath|yule|sokalmichener|kulsinski"
 )
-_DIRECT_METRICS = "chebyshev|cityblock|l1|manhattan"
 
 #: Tests of scikit-learn's suite not run, and why: features knn_gpu does not have yet. Each key is a
 #: regular expression searched in the test's name with its parameters ("test_x[float64-...]").
@@ -97,12 +88,6 @@ DESELECTED: dict[str, str] = {
     r"^test_(non_euclidean_kneighbors|pairwise_boolean_distance|nan_euclidean_support)": METRICS,
     r"^test_(unsupervised_kneighbors|neigh_predictions_algorithm_agnosticity|neighbors_metrics)\[.*DM_euclidean": DISTANCE_METRIC,
     r"^test_callable_metric$": DISTANCE_METRIC,
-    rf"^test_radius_neighbors_brute_backend\[.*(?<![a-z_])({_DIRECT_METRICS}|minkowski)(?![a-z_])": RADIUS_DIRECT,
-    r"^test_unsupervised_radius_neighbors\[": RADIUS_DIRECT + " (the test loops over p = 1, 2)",
-    rf"^test_(neigh_predictions_algorithm_agnosticity|neighbors_classifier_with_string_labels)\[.*Radius.*(?<![a-z_])({_DIRECT_METRICS})(?![a-z_])": RADIUS_DIRECT,
-    r"^test_nearest_neighbours_works_with_p_less_than_1$": RADIUS_DIRECT
-    + " (its k-neighbours half passes; its radius half uses p = 0.5)",
-    r"^test_precomputed_dense$": RADIUS_DIRECT + " (its k-neighbours half passes; its radius half is precomputed)",
     r"^test_neighbors_metrics\[.*-minkowski\]": (
         "not yet investigated: with metric='minkowski' the test expects a ValueError (DID NOT RAISE) for a "
         "combination knn_gpu now accepts since minkowski with any p became computable"
@@ -115,21 +100,14 @@ DESELECTED: dict[str, str] = {
         "not yet investigated: precomputed and feature-matrix predictions differ under cross-validation "
         "(precomputed became supported in this version)"
     ),
-    # sparse input: feature matrices and k-neighbour precomputed graphs pass; these need other features
-    r"^test_(pipeline_with_nearest_neighbors_transformer|precomputed_sparse_radius|radius_neighbors_returns_array_of_objects)": RADIUS_PRECOMPUTED
-    + " (the pipeline test chains RadiusNeighborsTransformer/RadiusNeighborsRegressor(metric='precomputed'))",
+    # sparse input: feature matrices and precomputed graphs pass; these need other features
     r"^test_valid_brute_metric_for_auto_algorithm\[.*DM_euclidean": DISTANCE_METRIC,
     r"^test_sparse_metric_callable\[": DISTANCE_METRIC + " (a callable metric taking sparse rows)",
     r"^test_neighbors_validate_parameters\[": (
         "metric='haversine' is not supported yet (ValueError at construction-time checks, where the test expects "
         "'Metric 'haversine' not valid for sparse input.' and 'Haversine distance only valid in 2 dimensions')"
     ),
-    r"^test_radius_neighbors_sort_results\[.*precomputed\]": RADIUS_DIRECT + " (metric='precomputed')",
     # radius search
-    r"^test_radius_neighbors_parallel_array_radius\[": (
-        "an array of per-query radii (radius=np.full(n, 0.4)) is not supported: knn_gpu.radius takes one "
-        "float radius (check_radius raises TypeError); reported as a small addition to the radius engine"
-    ),
     r"^test_k_and_radius_neighbors_duplicates\[": (
         "its radius half passes; its k-neighbours half (X=None with more exact duplicates than n_neighbors) "
         "expects scikit-learn's choice among equal distances ([[1], [0], [1]]), knn_gpu's leave-one-out keeps "

@@ -274,6 +274,25 @@ def test_explicit_zeros_are_distances_and_missing_entries_are_not_neighbours():
     np.testing.assert_array_equal(indices, theirs[1])
 
 
+@pytest.mark.parametrize("radius", [0.5, 2.0, np.inf])
+def test_radius_queries_over_a_graph_find_stored_entries_only(radius):
+    """Missing entries are no neighbours at any radius, infinity included (they are infinite inside knn_gpu)."""
+    graph = scipy_sparse.csr_matrix(
+        (np.array([5.0, 0.0, 1.0, 2.0, 0.5, 3.0]), np.array([1, 2, 0, 2, 0, 1]), np.array([0, 2, 4, 6])), shape=(3, 3)
+    )
+    ours = knn_gpu.NearestNeighbors(metric="precomputed").fit(graph)
+    theirs = sk.NearestNeighbors(metric="precomputed").fit(graph)
+    for queries in (graph, None):
+        distances, indices = ours.radius_neighbors(queries, radius=radius, sort_results=True)
+        expected_distances, expected_indices = theirs.radius_neighbors(queries, radius=radius, sort_results=True)
+        for row in range(3):
+            np.testing.assert_array_equal(indices[row], expected_indices[row])
+            np.testing.assert_array_equal(distances[row], expected_distances[row])
+    flat_distances, flat_indices, offsets = knn_gpu.radius_neighbors(graph, graph, radius, metric="precomputed")
+    assert np.all(np.isfinite(flat_distances))
+    assert offsets[-1] == np.count_nonzero(graph.data <= radius)  # stored entries within the radius, plainly
+
+
 def test_duplicate_coo_entries_are_summed_without_touching_the_callers_matrix():
     graph = scipy_sparse.coo_matrix(
         (np.array([1.0, 2.0, 4.0, 1.0, 1.0]), (np.array([0, 0, 0, 1, 1]), np.array([1, 1, 0, 0, 1]))), shape=(2, 2)
