@@ -51,11 +51,29 @@ def segment_sums(values: Any, offsets: Any, *, xp: ModuleType) -> Any:
     -------
     array, shape (n_queries,) or (n_queries, m), ``values``' dtype
         The difference of the running sum at each query's two offsets (0 for
-        a query without neighbours).
+        a query without neighbours), plus the difference of the running sum
+        of the rounding errors of its additions: each addition's error is
+        recovered exactly (TwoSum), so the rounding of a query's sum is
+        relative to its own values and not to the running total, which one
+        large value (the 1/d weight of a near-duplicate) makes huge for every
+        later query.
     """
     zero = xp.zeros((1, *values.shape[1:]), dtype=values.dtype, device=array_api_compat.device(values))
     running = xp.concat([zero, xp.cumulative_sum(values, axis=0)], axis=0)
-    return xp.take(running, offsets[1:], axis=0) - xp.take(running, offsets[:-1], axis=0)
+    sums = xp.take(running, offsets[1:], axis=0) - xp.take(running, offsets[:-1], axis=0)
+    if not xp.isdtype(values.dtype, "real floating"):
+        return sums
+    before, after = running[:-1, ...], running[1:, ...]
+    # Where the running sum is not finite (an inf weight: IEEE's results, as scikit-learn), no correction.
+    finite = xp.isfinite(before) & xp.isfinite(after)
+    before, after, values = (xp.where(finite, array, xp.zeros_like(array)) for array in (before, after, values))
+    rounded = before + values
+    part = rounded - before
+    # before + values - after, exactly up to its own rounding: TwoSum's error, plus the (Sterbenz-exact)
+    # difference between that sum and the scan's (a parallel scan may associate differently).
+    errors = ((before - (rounded - part)) + (values - part)) + (rounded - after)
+    lost = xp.concat([zero, xp.cumulative_sum(errors, axis=0)], axis=0)
+    return sums + (xp.take(lost, offsets[1:], axis=0) - xp.take(lost, offsets[:-1], axis=0))
 
 
 def csr_from_flat(data: Any, indices: Any, offsets: Any, num_columns: int) -> Any:

@@ -229,6 +229,42 @@ def test_segment_sums_and_query_numbers(backend):
     np.testing.assert_array_equal(backend.check(query_numbers(offsets, 5, xp=xp), (5,), xp.int64), [0, 0, 2, 2, 2])
 
 
+def test_segment_sums_keep_each_querys_digits_after_a_huge_value(backend):
+    """A running sum over all queries, differenced at the offsets, lost the digits of every query after a huge value.
+
+    Here a near-duplicate's 1/d weight (1e13) came before a query with weights near 1: its sum was off by ~1e-4.
+    """
+    dtype = np.float64 if backend.has_float64() else np.float32
+    values = np.array([1e13, 1.0, 0.1, 0.3, 0.7, 2.0], dtype=dtype)
+    offsets = backend.asarray(np.array([0, 1, 1, 4, 6], dtype=np.int64))
+    sums = segment_sums(backend.asarray(values), offsets, xp=backend.xp)
+    np.testing.assert_allclose(
+        backend.check(sums, (4,)), [1e13, 0.0, 1.4, 2.7], rtol=1e-12 if dtype == np.float64 else 1e-6
+    )
+    columns = segment_sums(backend.asarray(np.stack([values, -values], axis=1)), offsets, xp=backend.xp)
+    np.testing.assert_allclose(
+        backend.check(columns, (4, 2))[:, 1], [-1e13, 0.0, -1.4, -2.7], rtol=1e-12 if dtype == np.float64 else 1e-6
+    )
+    with_inf = segment_sums(
+        backend.asarray(np.append(values, np.inf)), backend.asarray(np.array([0, 1, 1, 4, 7])), xp=backend.xp
+    )
+    np.testing.assert_allclose(
+        backend.check(with_inf, (4,))[:3], [1e13, 0.0, 1.4], rtol=1e-12 if dtype == np.float64 else 1e-6
+    )
+    assert backend.to_numpy(with_inf)[3] == np.inf  # IEEE's sum, as scikit-learn's
+    if dtype == np.float32:
+        return
+    X, Q = np.array([[0.0], [4.7], [5.4]]), np.array([[1e-13], [5.0]])
+    ours = RadiusNeighborsRegressor(1.0, weights="distance").fit(backend.asarray(X), backend.asarray([0.0, 1.0, 2.0]))
+    theirs = sk.RadiusNeighborsRegressor(radius=1.0, weights="distance").fit(X, [0.0, 1.0, 2.0])
+    np.testing.assert_allclose(backend.to_numpy(ours.predict(backend.asarray(Q))), theirs.predict(Q), rtol=1e-12)
+    ours = RadiusNeighborsClassifier(1.0, weights="distance").fit(backend.asarray(X), backend.asarray([1, 1, 2]))
+    theirs = sk.RadiusNeighborsClassifier(1.0, weights="distance").fit(X, [1, 1, 2])
+    np.testing.assert_allclose(
+        backend.to_numpy(ours.predict_proba(backend.asarray(Q))), theirs.predict_proba(Q), rtol=1e-12
+    )
+
+
 @pytest.mark.parametrize(
     "estimator",
     [RadiusNeighborsClassifier(), RadiusNeighborsRegressor(), RadiusNeighborsTransformer()],
