@@ -15,6 +15,7 @@ cumulative sums taken at the offsets: no Python loop over queries.
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 from typing import Any
 
@@ -39,6 +40,13 @@ __all__ = ["RadiusQueries", "segment_sums", "query_numbers", "csr_from_flat", "G
 GRAPH_MODES = ("connectivity", "distance")
 
 
+def _running_differences(values: Any, offsets: Any, *, xp: ModuleType) -> tuple[Any, Any]:
+    """``(running sum with a leading 0, per-segment differences of it)`` along axis 0."""
+    zero = xp.zeros((1, *values.shape[1:]), dtype=values.dtype, device=array_api_compat.device(values))
+    running = xp.concat([zero, xp.cumulative_sum(values, axis=0)], axis=0)
+    return running, xp.take(running, offsets[1:], axis=0) - xp.take(running, offsets[:-1], axis=0)
+
+
 def segment_sums(values: Any, offsets: Any, *, xp: ModuleType) -> Any:
     """Per query, the sum of its neighbours' ``values`` along axis 0.
 
@@ -56,24 +64,31 @@ def segment_sums(values: Any, offsets: Any, *, xp: ModuleType) -> Any:
         recovered exactly (TwoSum), so the rounding of a query's sum is
         relative to its own values and not to the running total, which one
         large value (the 1/d weight of a near-duplicate) makes huge for every
-        later query.
+        later query. Infinities and NaN are summed apart (exact counts per
+        query), so a query's sum is IEEE's sum of its own values: NaN, or an
+        infinity, never spreads to the queries after it.
     """
-    zero = xp.zeros((1, *values.shape[1:]), dtype=values.dtype, device=array_api_compat.device(values))
-    running = xp.concat([zero, xp.cumulative_sum(values, axis=0)], axis=0)
-    sums = xp.take(running, offsets[1:], axis=0) - xp.take(running, offsets[:-1], axis=0)
     if not xp.isdtype(values.dtype, "real floating"):
-        return sums
+        return _running_differences(values, offsets, xp=xp)[1]
+    finite_values = xp.isfinite(values)
+    clean = xp.where(finite_values, values, xp.zeros_like(values))
+    running, sums = _running_differences(clean, offsets, xp=xp)
     before, after = running[:-1, ...], running[1:, ...]
-    # Where the running sum is not finite (an inf weight: IEEE's results, as scikit-learn), no correction.
+    # Where the running sum itself overflows, no correction (the sums are then IEEE's).
     finite = xp.isfinite(before) & xp.isfinite(after)
-    before, after, values = (xp.where(finite, array, xp.zeros_like(array)) for array in (before, after, values))
-    rounded = before + values
+    before, after, clean = (xp.where(finite, array, xp.zeros_like(array)) for array in (before, after, clean))
+    rounded = before + clean
     part = rounded - before
-    # before + values - after, exactly up to its own rounding: TwoSum's error, plus the (Sterbenz-exact)
+    # before + clean - after, exactly up to its own rounding: TwoSum's error, plus the (Sterbenz-exact)
     # difference between that sum and the scan's (a parallel scan may associate differently).
-    errors = ((before - (rounded - part)) + (values - part)) + (rounded - after)
-    lost = xp.concat([zero, xp.cumulative_sum(errors, axis=0)], axis=0)
-    return sums + (xp.take(lost, offsets[1:], axis=0) - xp.take(lost, offsets[:-1], axis=0))
+    errors = ((before - (rounded - part)) + (clean - part)) + (rounded - after)
+    sums = sums + _running_differences(errors, offsets, xp=xp)[1]
+    # Non-finite values, counted per query: NaN, or +inf with -inf, give NaN; else the infinity.
+    special = [values == math.inf, values == -math.inf, xp.isnan(values)]
+    plus, minus, nan = (_running_differences(xp.astype(flags, xp.int64), offsets, xp=xp)[1] > 0 for flags in special)
+    infinity = xp.full_like(sums, math.inf)
+    sums = xp.where(plus, infinity, xp.where(minus, -infinity, sums))
+    return xp.where(nan | (plus & minus), xp.full_like(sums, math.nan), sums)
 
 
 def csr_from_flat(data: Any, indices: Any, offsets: Any, num_columns: int) -> Any:

@@ -252,6 +252,12 @@ def test_segment_sums_keep_each_querys_digits_after_a_huge_value(backend):
         backend.check(with_inf, (4,))[:3], [1e13, 0.0, 1.4], rtol=1e-12 if dtype == np.float64 else 1e-6
     )
     assert backend.to_numpy(with_inf)[3] == np.inf  # IEEE's sum, as scikit-learn's
+    # Non-finite values stay in their own query: an infinity or a NaN before a query does not reach it.
+    special = np.array([np.inf, 1.0, np.nan, 2.0, np.inf, -np.inf, -np.inf, 0.5, 0.25], dtype=dtype)
+    sums = segment_sums(
+        backend.asarray(special), backend.asarray(np.array([0, 2, 3, 4, 6, 7, 9], dtype=np.int64)), xp=backend.xp
+    )
+    np.testing.assert_array_equal(backend.check(sums, (6,)), [np.inf, np.nan, 2.0, np.nan, -np.inf, 0.75])
     if dtype == np.float32:
         return
     X, Q = np.array([[0.0], [4.7], [5.4]]), np.array([[1e-13], [5.0]])

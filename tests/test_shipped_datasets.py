@@ -24,10 +24,6 @@ Ties are compared honestly rather than hidden:
   5th-neighbour distance, so each neighbour set is exact: sets, graphs and
   predictions must equal scikit-learn's; only the order within exact distance
   ties is free.
-
-Radius search with the directly computed metrics (manhattan, chebyshev,
-minkowski p != 2, precomputed) is pending (branch radius-direct): those cases
-skip on its "not supported" error only (``_radius_or_skip``).
 """
 
 from __future__ import annotations
@@ -82,7 +78,6 @@ CASES = [
     for metric_id in METRICS
     if metric_id not in ALIASES or dataset in ALIAS_DATASETS
 ]
-PENDING = "radius with directly computed metrics: pending branch radius-direct"
 RTOL = 1e-9
 
 #: (data set, scaling, metric, check) -> number of tie-affected queries (identical on every backend).
@@ -334,16 +329,6 @@ def test_k_neighbours_match_sklearn(backend, dataset, scaling, metric_id):
         _check_k_predictions(backend, model, on_queries, reference, full, y_train, weights, (distances, indices), key)
 
 
-def _radius_or_skip(call):
-    """``call()``, skipping while radius search does not take the model's metric (pending branch radius-direct)."""
-    try:
-        return call()
-    except ValueError as error:
-        if "radius search supports" in str(error) and "k-neighbour queries only" in str(error):
-            pytest.skip(PENDING)
-        raise
-
-
 def _check_radius_lists(backend, distances, indices, sk_distances, sk_indices, full, radius, key):
     """Per query: the same set as scikit-learn's and the oracle's, ascending distances, order free only in ties."""
     assert isinstance(indices, np.ndarray) and indices.dtype == object and indices.shape == sk_indices.shape
@@ -382,7 +367,7 @@ def test_radius_neighbours_match_sklearn(backend, dataset, scaling, metric_id):
     params = _params(metric_id)
 
     model = knn_gpu.NearestNeighbors(radius=radius, **params).fit(on_fit)
-    distances, indices = _radius_or_skip(lambda: model.radius_neighbors(on_queries, sort_results=True))
+    distances, indices = model.radius_neighbors(on_queries, sort_results=True)
     _check_radius_lists(backend, distances, indices, *reference["radius_neighbors"], full, radius, key)
     graph = model.radius_neighbors_graph(on_queries, mode="distance")
     if backend.name == "cupy":
