@@ -498,7 +498,10 @@ class KNN(_NeighborsEstimator):
         ``None`` computes where the training data lives; a name moves it
         there at ``fit`` (``"torch"`` is torch on the CPU, ``"torch:cuda"``
         on the current CUDA device); ``"auto"`` picks CuPy when a GPU is
-        usable, else torch on CUDA, else NumPy.
+        usable, else torch on CUDA, else NumPy. Queries may come in any
+        namespace, even under scikit-learn's ``array_api_dispatch=True``
+        (unlike the drop-in classes): they are moved to the backend and the
+        results come back in the namespace of the queries.
     batch_size : int, optional
         Queries per batch (default: from ``memory_budget``).
     n_jobs : int, optional
