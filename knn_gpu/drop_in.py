@@ -142,6 +142,15 @@ class _KNeighborsBase(_NeighborsEstimator):
             raise _invalid_parameter("p", owner, "a float in the range (0.0, inf] or None", p)
         if self.metric_params is not None and not isinstance(self.metric_params, dict):
             raise _invalid_parameter("metric_params", owner, "a dict or None", self.metric_params)
+        unsupported = sorted(set(self.metric_params or {}) - {"p"})
+        if unsupported:
+            # Ignoring them would answer another metric's neighbours (weighted Minkowski's "w" above all).
+            msg = (
+                f"metric_params other than 'p' are not supported yet by knn_gpu; got {unsupported} (for "
+                f"metric={self.metric!r}). Weighted Minkowski ('w') and other parametrised metrics need "
+                "scikit-learn's estimator for now"
+            )
+            raise ValueError(msg)
         super()._check_params()
         if self.metric_params is not None and "p" in self.metric_params and self.p is not None:
             warnings.warn(

@@ -500,3 +500,11 @@ def test_queries_that_the_namespace_rule_lets_through(array_api_run, scenario, n
     if scenario not in array_api_run["scenarios"]:
         pytest.skip("torch is not installed")
     assert array_api_run["scenarios"][scenario] == {"namespace": namespace}
+
+
+@pytest.mark.parametrize("metric_params", [{"w": np.ones(3)}, {"p": 3, "w": np.ones(3)}, {"V": np.ones(3)}])
+def test_metric_params_other_than_p_are_refused(metric_params):
+    """Ignoring them answered another metric's neighbours (unweighted for weighted Minkowski)."""
+    X = np.random.default_rng(0).random((10, 3))
+    with pytest.raises(ValueError, match=r"metric_params other than 'p' are not supported yet"):
+        NearestNeighbors(n_neighbors=2, metric_params=metric_params).fit(X)
