@@ -508,3 +508,19 @@ def test_metric_params_other_than_p_are_refused(metric_params):
     X = np.random.default_rng(0).random((10, 3))
     with pytest.raises(ValueError, match=r"metric_params other than 'p' are not supported yet"):
         NearestNeighbors(n_neighbors=2, metric_params=metric_params).fit(X)
+
+
+@pytest.mark.parametrize("estimator_class", [KNeighborsClassifier, KNeighborsRegressor])
+def test_precomputed_cross_validation_slices_the_training_columns(estimator_class):
+    """The pairwise tag for metric='precomputed': cross-validation gives D[train][:, train], as scikit-learn's."""
+    from sklearn.metrics import pairwise_distances
+    from sklearn.model_selection import cross_val_score
+    from sklearn.utils import get_tags
+
+    rng = np.random.RandomState(0)
+    X, y = rng.rand(20, 2), rng.randint(3, size=20)
+    assert get_tags(estimator_class(metric="precomputed")).input_tags.pairwise
+    assert not get_tags(estimator_class()).input_tags.pairwise
+    on_features = cross_val_score(estimator_class(), X, y)
+    on_distances = cross_val_score(estimator_class(metric="precomputed"), pairwise_distances(X), y, error_score="raise")
+    np.testing.assert_array_equal(on_distances, on_features)

@@ -108,14 +108,14 @@ DESELECTED: dict[str, str] = {
     r"^test_precomputed_dense$": RADIUS_DIRECT + " (its k-neighbours half passes; its radius half is precomputed)",
     r"^test_(pipeline_with_nearest_neighbors_transformer|precomputed_sparse_)": SPARSE + " (precomputed sparse graphs)",
     r"^test_(neighbors_metrics|kneighbors_brute_backend)\[.*-minkowski\]": WEIGHTED_MINKOWSKI,
-    r"^test_kneighbors_classifier_predict_proba\[": (
-        "not yet investigated: with p=1 (manhattan, now supported) the probabilities differ from the test's "
-        "hard-coded ones; integer data with tied distances, where knn_gpu keeps the lower index, is the suspect"
+    r"^test_kneighbors_classifier_predict_proba\[float32\]": (
+        "knn_gpu's dtype rule (float32 in, float32 out, see the README) gives float32 probabilities, "
+        "scikit-learn float64; the test compares 2/3 exactly (assert_array_equal), so float32's 0.6666667 "
+        "differs. The neighbours and vote counts are the same ([float64] passes)"
     ),
-    r"^test_precomputed_cross_validation$": (
-        "not yet investigated: precomputed and feature-matrix predictions differ under cross-validation "
-        "(precomputed became supported in this version)"
-    ),
+    r"^test_precomputed_cross_validation$": RADIUS_DIRECT
+    + " (its radius classes use metric='precomputed'; its k-neighbours classes pass since the estimators "
+    "declare scikit-learn's pairwise tag for metric='precomputed', so cross-validation slices the columns too)",
     # sparse input, precomputed distances
     r"^test_valid_brute_metric_for_auto_algorithm\[.*csr_": SPARSE,
     r"^test_(radius_neighbors_returns_array_of_objects|radius_neighbors_graph_sparse)\[": SPARSE,
