@@ -465,16 +465,17 @@ def _exclude_self(distances: Any, indices: Any, k: int, *, xp: Any, first_row: i
     """Drop each training point (row ``first_row + i`` of the results) from its own ``k + 1`` neighbours.
 
     When a point has more exact duplicates than ``k``, it may not be among its
-    own ``k + 1`` nearest (ties go to lower indices); the last one is dropped
-    then.
+    own ``k + 1`` nearest (ties go to lower indices): all ``k + 1`` are then
+    its duplicates, and the first one is dropped, as scikit-learn's
+    ``kneighbors(X=None)`` does ("mask the first duplicate").
     """
     rows = indices.shape[0]
     device = array_api_compat.device(indices)
     own = xp.arange(first_row, first_row + rows, dtype=indices.dtype, device=device)[:, None]
     is_self = indices == own
     has_self = xp.any(is_self, axis=1, keepdims=True)
-    within_k = xp.arange(k + 1, dtype=indices.dtype, device=device)[None, :] < k
-    keep = ~is_self & (within_k | has_self)
+    after_first = xp.arange(k + 1, dtype=indices.dtype, device=device)[None, :] > 0
+    keep = ~is_self & (after_first | has_self)
     columns = columns_of_true(keep, k, xp=xp)
     return xp.take_along_axis(distances, columns, axis=1), xp.take_along_axis(indices, columns, axis=1)
 

@@ -524,3 +524,14 @@ def test_precomputed_cross_validation_slices_the_training_columns(estimator_clas
     on_features = cross_val_score(estimator_class(), X, y)
     on_distances = cross_val_score(estimator_class(metric="precomputed"), pairwise_distances(X), y, error_score="raise")
     np.testing.assert_array_equal(on_distances, on_features)
+
+
+def test_leave_one_out_with_more_duplicates_than_k_masks_the_first_duplicate():
+    """scikit-learn's kneighbors(X=None): a point hidden by its duplicates drops the first of its k + 1, not the last."""
+    model = NearestNeighbors(n_neighbors=1).fit(np.ones((3, 1)))
+    distances, indices = model.kneighbors()
+    np.testing.assert_array_equal(indices, [[1], [0], [1]])
+    np.testing.assert_array_equal(distances, np.zeros((3, 1)))
+    np.testing.assert_array_equal(model.kneighbors_graph(mode="distance").indices, [1, 0, 1])
+    reference = sk.NearestNeighbors(n_neighbors=1, algorithm="brute").fit(np.ones((3, 1)))
+    np.testing.assert_array_equal(indices, reference.kneighbors()[1])

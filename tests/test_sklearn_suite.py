@@ -127,11 +127,6 @@ DESELECTED: dict[str, str] = {
         "an array of per-query radii (radius=np.full(n, 0.4)) is not supported: knn_gpu.radius takes one "
         "float radius (check_radius raises TypeError); reported as a small addition to the radius engine"
     ),
-    r"^test_k_and_radius_neighbors_duplicates\[": (
-        "its radius half passes; its k-neighbours half (X=None with more exact duplicates than n_neighbors) "
-        "expects scikit-learn's choice among equal distances ([[1], [0], [1]]), knn_gpu's leave-one-out keeps "
-        "the lower index ([[1], [0], [0]]): an estimators._exclude_self matter, not changed here"
-    ),
     # tree selection
     r"^test_auto_algorithm\[(X3|X4|X5)-": FIT_METHOD + " (X4, X5: and metrics seuclidean, correlation)",
     r"^test_neigh_predictions_algorithm_agnosticity\[.*KNeighbors(Classifier|Regressor)-(50|100)-": MIXIN,
