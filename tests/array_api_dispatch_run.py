@@ -15,14 +15,10 @@ import sys
 import warnings
 
 import numpy as np
+from sklearn import config_context
+from sklearn.utils.estimator_checks import check_estimator
 
-if os.environ.get("SCIPY_ARRAY_API") != "1":
-    sys.exit("run with SCIPY_ARRAY_API=1 (scikit-learn's array_api_dispatch needs it)")
-
-from sklearn import config_context  # noqa: E402
-from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
-
-import knn_gpu  # noqa: E402
+import knn_gpu
 
 #: The seed classes convert queries to the model's backend in every namespace (documented).
 SEED_CONVENIENCE = {
@@ -105,4 +101,6 @@ def _scenarios() -> dict:
 
 
 if __name__ == "__main__":
+    if os.environ.get("SCIPY_ARRAY_API") != "1":
+        sys.exit("run with SCIPY_ARRAY_API=1 (scikit-learn's array_api_dispatch needs it)")
     print(json.dumps({"checks": _checks(), "scenarios": _scenarios()}))
