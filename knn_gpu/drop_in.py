@@ -19,11 +19,24 @@ directly computed ``"manhattan"``/``"l1"``/``"cityblock"``,
 answers radius queries, with every metric but ``"inner_product"``
 (:class:`knn_gpu.radius_queries.RadiusQueries`); the radius classes are in
 :mod:`knn_gpu.drop_in_radius`.
+
+Namespaces and devices follow scikit-learn's array API conventions. Results
+are in the namespace and on the device of the queries. Under scikit-learn's
+``array_api_dispatch=True`` (``sklearn.set_config``), a query in another
+namespace or on another device than the ``X`` given to ``fit`` raises
+``ValueError``, as scikit-learn's own estimators do; lists, DataFrames and
+SciPy sparse matrices count as NumPy, and the namespace of ``fit`` is the
+caller's, so a model fitted on NumPy with ``backend="torch"`` takes NumPy
+queries. Without that setting, queries in any namespace are moved to the
+model's backend. The transformers return CSR graphs (SciPy's, cupyx's for
+CuPy), not arrays of the namespace of ``X``, and so do not declare scikit-learn's
+``array_api_support`` tag; the other classes do.
 """
 
 from __future__ import annotations
 
 import numbers
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -68,6 +81,20 @@ ENGINE_METRICS = {
 def _invalid_parameter(name: str, owner: str, expected: str, value: Any) -> ValueError:
     """scikit-learn's wording for a constructor parameter out of its domain."""
     return ValueError(f"The {name!r} parameter of {owner} must be {expected}. Got {value!r} instead.")
+
+
+def _namespace_and_device(X: Any) -> tuple[str, str]:
+    """The array library and device of ``X`` as names; lists, DataFrames and SciPy sparse count as NumPy."""
+    if not array_api_compat.is_array_api_obj(X) or isinstance(X, np.ndarray):
+        return "numpy", "cpu"
+    name = array_api_compat.array_namespace(X).__name__.removeprefix("array_api_compat.")
+    return name, str(array_api_compat.device(X))
+
+
+def _array_api_dispatch() -> bool:
+    """Whether scikit-learn, if imported, has ``array_api_dispatch=True`` set (knn_gpu never imports it)."""
+    get_config = getattr(sys.modules.get("sklearn"), "get_config", None)
+    return bool(get_config is not None and get_config().get("array_api_dispatch", False))
 
 
 class _KNeighborsBase(_NeighborsEstimator):
@@ -119,6 +146,15 @@ class _KNeighborsBase(_NeighborsEstimator):
             raise _invalid_parameter("p", owner, "a float in the range (0.0, inf] or None", p)
         if self.metric_params is not None and not isinstance(self.metric_params, dict):
             raise _invalid_parameter("metric_params", owner, "a dict or None", self.metric_params)
+        unsupported = sorted(set(self.metric_params or {}) - {"p"})
+        if unsupported:
+            # Ignoring them would answer another metric's neighbours (weighted Minkowski's "w" above all).
+            msg = (
+                f"metric_params other than 'p' are not supported yet by knn_gpu; got {unsupported} (for "
+                f"metric={self.metric!r}). Weighted Minkowski ('w') and other parametrised metrics need "
+                "scikit-learn's estimator for now"
+            )
+            raise ValueError(msg)
         super()._check_params()
         if self.metric_params is not None and "p" in self.metric_params and self.p is not None:
             warnings.warn(
@@ -159,6 +195,7 @@ class _KNeighborsBase(_NeighborsEstimator):
         if self._fit_sparse and self.algorithm not in ("auto", "brute"):
             warnings.warn("cannot use tree with sparse input: using brute force", UserWarning, stacklevel=3)
         X_fit, index = self._fit_features(X)
+        self._fit_namespace = _namespace_and_device(X)
         self.effective_metric_, self.effective_metric_params_ = _effective_metric(
             self.metric, self.metric_params, self.p
         )
@@ -182,6 +219,31 @@ class _KNeighborsBase(_NeighborsEstimator):
         if is_sparse(X) and self.algorithm in ("kd_tree", "ball_tree") and not getattr(self, "_fit_sparse", False):
             msg = f"{self.algorithm} does not work with sparse matrices. Densify the data, or set algorithm='brute'"
             raise ValueError(msg)
+
+    def _check_same_namespace(self, X: Any, method: str) -> None:
+        """scikit-learn's rule under ``array_api_dispatch=True``: queries in the namespace and on the device of fit's X.
+
+        The namespace is the caller's, not the backend's: a model fitted on
+        NumPy with ``backend="torch"`` takes NumPy queries. Without
+        ``array_api_dispatch`` (or without scikit-learn), queries in any
+        namespace are moved to the model's backend, and results come back in
+        the namespace of the queries.
+        """
+        if X is None or not _array_api_dispatch():
+            return
+        fitted = getattr(self, "_fit_namespace", ("numpy", "cpu"))
+        given = _namespace_and_device(X)
+        if given == fitted:
+            return
+        owner = type(self).__name__
+        msg = (
+            f"Inputs passed to {owner}.{method}() must use the same namespace and the same device as those "
+            f"passed to fit() while scikit-learn's array_api_dispatch is on: fit got {fitted[0]} on device "
+            f"{fitted[1]}, {method}() got {given[0]} on device {given[1]} (lists, DataFrames and SciPy sparse "
+            f"matrices count as numpy). Move X to {fitted[0]} on device {fitted[1]}, or fit {owner} on data in "
+            f"{given[0]} on device {given[1]}."
+        )
+        raise ValueError(msg)
 
     def _query_k(self, X: Any, n_neighbors: Any) -> int:
         """``n_neighbors`` (the model's if None) checked against the fitted data, with scikit-learn's errors."""
@@ -224,6 +286,7 @@ class _KNeighborsBase(_NeighborsEstimator):
             Both in the namespace and on the device of ``X`` (NumPy for
             NumPy, lists and DataFrames).
         """
+        self._check_same_namespace(X, "kneighbors")
         k = self._query_k(X, n_neighbors)
         return super().kneighbors(X, k, return_distance)
 
@@ -249,6 +312,7 @@ class _KNeighborsBase(_NeighborsEstimator):
         if mode not in GRAPH_MODES:
             msg = f'Unsupported mode, must be one of "connectivity", or "distance" but got "{mode}" instead'
             raise ValueError(msg)
+        self._check_same_namespace(X, "kneighbors_graph")
         distances, indices = self.kneighbors(X, n_neighbors, return_distance=True)
         return _csr_graph(distances if mode == "distance" else None, indices, self.n_samples_fit_)
 
@@ -257,6 +321,10 @@ class _KNeighborsBase(_NeighborsEstimator):
 
         tags = estimator_tags(self, self._estimator_type_name)
         tags.target_tags.multi_output = self._estimator_type_name in ("classifier", "regressor")
+        # The transformers' output is a sparse graph: SciPy CSR (cupyx CSR for CuPy), not an array of the
+        # namespace of X, and the array API standard has no sparse arrays; array_api_support is scikit-learn's
+        # promise of outputs in the namespace and on the device of X, which only the arrays' estimators keep.
+        tags.array_api_support = self._estimator_type_name != "transformer"
         return tags
 
 
@@ -412,6 +480,7 @@ class KNeighborsTransformer(_KNeighborsBase):
     def transform(self, X: Any) -> Any:
         """The graph of ``X``'s neighbours among the training rows (CSR, shape (n_queries, n_samples_fit_))."""
         self._check_fitted()
+        self._check_same_namespace(X, "transform")
         add_one = self.mode == "distance"
         return self.kneighbors_graph(X, mode=self.mode, n_neighbors=self.n_neighbors + add_one)
 
@@ -429,7 +498,7 @@ class KNeighborsTransformer(_KNeighborsBase):
 class _SupervisedMixin:
     """``weights`` and the leave-one-out ``predict(None)`` shared by the classifier and the regressor."""
 
-    def _reduce(self, X: Any, reduce_batch: Callable, per_query_bytes: int) -> tuple[tuple, Any]:
+    def _reduce(self, X: Any, reduce_batch: Callable, per_query_bytes: int, method: str) -> tuple[tuple, Any]:
         """``reduce_batch`` over each batch of neighbours of ``X``; for ``X=None``, of each training point but itself.
 
         ``reduce_batch(distances, indices, weights)`` gets the neighbours'
@@ -438,7 +507,9 @@ class _SupervisedMixin:
         callable, a query whose weights are all zero is a ``ValueError``, as in
         scikit-learn: flagged per batch on the device, read once after the
         search (one synchronisation per call, none inside the batches).
+        ``method`` names the public caller in a namespace mismatch error.
         """
+        self._check_same_namespace(X, method)
         k = self._query_k(X, None)
         xp = self._check_fitted().xp
         check_zero = callable(self.weights)
@@ -549,7 +620,7 @@ class KNeighborsClassifier(_ClassLabels, _SupervisedMixin, _KNeighborsBase):
 
         k = self.n_neighbors
         per_query = sum((2 * k + 2) * n * 8 for n in sizes)
-        result, X = self._reduce(X, votes_of_batch, per_query)
+        result, X = self._reduce(X, votes_of_batch, per_query, "predict" if winners_only else "predict_proba")
         return list(result), X
 
     def predict(self, X: Any) -> Any:
@@ -647,7 +718,7 @@ class KNeighborsRegressor(_Targets, _SupervisedMixin, _KNeighborsBase):
             return (weighted_mean(self._targets, indices, weights, xp=xp),)
 
         per_query = 3 * self.n_neighbors * (self._targets.shape[1] + 1) * 8
-        (prediction,), X = self._reduce(X, mean_of_batch, per_query)
+        (prediction,), X = self._reduce(X, mean_of_batch, per_query, "predict")
         if self._targets_1d:
             prediction = prediction[:, 0]
         return prediction if X is None else convert_like(prediction, X)

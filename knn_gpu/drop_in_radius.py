@@ -256,12 +256,14 @@ class RadiusNeighborsClassifier(_ClassLabels, _RadiusBase):
         neighbours have probability 1 for ``outlier_label_`` (all 0 if it is
         not a class).
         """
+        self._check_same_namespace(X, "predict_proba")
         probabilities, X_checked, _, _ = self._probabilities(X)
         probabilities = [p if X_checked is None else convert_like(p, X_checked) for p in probabilities]
         return probabilities if self.outputs_2d_ else probabilities[0]
 
     def predict(self, X: Any) -> Any:
         """Class labels of ``X``, shape (n_queries,) or (n_queries, n_outputs); outliers get ``outlier_label_``."""
+        self._check_same_namespace(X, "predict")
         probabilities, X_checked, _, _ = self._probabilities(X)
         xp = self._index.xp
         labels = []
@@ -327,6 +329,7 @@ class RadiusNeighborsRegressor(_Targets, _RadiusBase):
     def predict(self, X: Any) -> Any:
         """(Weighted) mean target of the neighbours of ``X`` (``None``: of each training point, leaving it out)."""
         self._check_fitted()
+        self._check_same_namespace(X, "predict")
         xp = self._index.xp
         distances, indices, offsets, X_checked = self._radius_flat(X, None)
         weights = self._flat_weights(distances, offsets)
@@ -400,6 +403,7 @@ class RadiusNeighborsTransformer(_RadiusBase):
     def transform(self, X: Any) -> Any:
         """The graph of ``X``'s neighbours among the training rows (CSR, shape (n_queries, n_samples_fit_)), sorted by distance."""
         self._check_fitted()
+        self._check_same_namespace(X, "transform")
         return self.radius_neighbors_graph(X, mode=self.mode, sort_results=True)
 
     def fit_transform(self, X: Any, y: Any = None) -> Any:

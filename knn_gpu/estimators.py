@@ -497,17 +497,22 @@ def _require_queries(X: Any) -> Any:
 def _exclude_self(distances: Any, indices: Any, k: int, *, xp: Any, first_row: int = 0) -> tuple[Any, Any]:
     """Drop each training point (row ``first_row + i`` of the results) from its own ``k + 1`` neighbours.
 
-    When a point has more exact duplicates than ``k``, it may not be among its
-    own ``k + 1`` nearest (ties go to lower indices); the last one is dropped
-    then.
+    A point may be missing from its own ``k + 1`` nearest. With more exact
+    duplicates than ``k`` (ties go to lower indices), all ``k + 1`` are tied
+    with it, and the first one is dropped, as scikit-learn's
+    ``kneighbors(X=None)`` does ("mask the first duplicate"). Otherwise (with
+    ``metric="inner_product"`` another row can score higher than the point
+    itself) the ``k + 1`` are not all tied and the last one is dropped, which
+    keeps the ``k`` best others.
     """
     rows = indices.shape[0]
     device = array_api_compat.device(indices)
     own = xp.arange(first_row, first_row + rows, dtype=indices.dtype, device=device)[:, None]
     is_self = indices == own
     has_self = xp.any(is_self, axis=1, keepdims=True)
-    within_k = xp.arange(k + 1, dtype=indices.dtype, device=device)[None, :] < k
-    keep = ~is_self & (within_k | has_self)
+    column = xp.arange(k + 1, dtype=indices.dtype, device=device)[None, :]
+    all_tied = distances[:, :1] == distances[:, k : k + 1]
+    keep = ~is_self & (has_self | xp.where(all_tied, column > 0, column < k))
     columns = columns_of_true(keep, k, xp=xp)
     return xp.take_along_axis(distances, columns, axis=1), xp.take_along_axis(indices, columns, axis=1)
 
@@ -531,7 +536,10 @@ class KNN(_NeighborsEstimator):
         ``None`` computes where the training data lives; a name moves it
         there at ``fit`` (``"torch"`` is torch on the CPU, ``"torch:cuda"``
         on the current CUDA device); ``"auto"`` picks CuPy when a GPU is
-        usable, else torch on CUDA, else NumPy.
+        usable, else torch on CUDA, else NumPy. Queries may come in any
+        namespace, even under scikit-learn's ``array_api_dispatch=True``
+        (unlike the drop-in classes): they are moved to the backend and the
+        results come back in the namespace of the queries.
     batch_size : int, optional
         Queries per batch (default: from ``memory_budget``).
     n_jobs : int, optional

@@ -227,6 +227,7 @@ class RadiusQueries:
         if sort_results and not return_distance:
             msg = "return_distance must be True if sort_results is True."
             raise ValueError(msg)
+        self._check_same_namespace(X, "radius_neighbors")
         distances, indices, offsets, X = self._radius_flat(X, radius, sort_results)
         xp = self._index.xp
         bounds = read_counts(offsets, xp=xp)
@@ -260,6 +261,7 @@ class RadiusQueries:
         if mode not in GRAPH_MODES:
             msg = f'Unsupported mode, must be one of "connectivity", or "distance" but got "{mode}" instead'
             raise ValueError(msg)
+        self._check_same_namespace(X, "radius_neighbors_graph")
         distance_mode = mode == "distance"
         distances, indices, offsets, _ = self._radius_flat(X, radius, sort_results and distance_mode)
         return csr_from_flat(distances if distance_mode else None, indices, offsets, self.n_samples_fit_)

@@ -14,7 +14,10 @@ __all__ = ["estimator_tags"]
 def estimator_tags(estimator: Any, estimator_type: str | None) -> Any:
     """Tags for a ``"regressor"``, ``"classifier"``, ``"transformer"`` or (None) an unsupervised searcher.
 
-    2-D float input, dense or sparse (densified as it enters), no NaN.
+    2-D float input, dense or sparse (densified as it enters), no NaN. With
+    ``metric="precomputed"`` the input is pairwise (scikit-learn's
+    cross-validation then slices the training columns too, as for its own
+    neighbours estimators).
     """
     from sklearn.utils import ClassifierTags, InputTags, RegressorTags, Tags, TargetTags, TransformerTags
 
@@ -27,5 +30,7 @@ def estimator_tags(estimator: Any, estimator_type: str | None) -> Any:
         classifier_tags=ClassifierTags() if estimator_type == "classifier" else None,
         regressor_tags=RegressorTags() if is_regressor else None,
         array_api_support=True,
-        input_tags=InputTags(allow_nan=False, sparse=True),
+        input_tags=InputTags(
+            allow_nan=False, sparse=True, pairwise=getattr(estimator, "metric", None) == "precomputed"
+        ),
     )

@@ -384,3 +384,161 @@ def test_no_host_synchronisation_inside_the_batches(monkeypatch, weights):
         reference.predict(queries_host) if weights == "callable" else classifier.predict(queries_host),
     )
     assert regressor.predict(queries).device == device
+
+
+# -- scikit-learn's array API conventions (SCIPY_ARRAY_API=1, array_api_dispatch=True) ------------------------
+
+
+@pytest.fixture(scope="module")
+def array_api_run():
+    """``tests/array_api_dispatch_run.py``'s JSON: check_estimator and the namespace rule under array_api_dispatch.
+
+    A fresh interpreter: SciPy reads SCIPY_ARRAY_API once, at its first import,
+    and this process imported it long ago.
+    """
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    env = {**os.environ, "SCIPY_ARRAY_API": "1", "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")])}
+    result = subprocess.run(
+        [sys.executable, str(root / "tests" / "array_api_dispatch_run.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def _cupy_without_gpu(result) -> bool:
+    """A check that failed inside CuPy because this machine has CuPy but no usable GPU (the environment, not us)."""
+    from knn_gpu.backends import cupy_gpu_status
+
+    return (
+        result["check"] in ("check_array_api_input", "check_array_api_mixed_inputs")
+        and (result["exception_module"] or "").startswith(("cupy", "cupy_backends"))
+        and not cupy_gpu_status()[0]
+    )
+
+
+ALL_CLASSES = [
+    "NearestNeighbors",
+    "KNeighborsClassifier",
+    "KNeighborsRegressor",
+    "KNeighborsTransformer",
+    "RadiusNeighborsClassifier",
+    "RadiusNeighborsRegressor",
+    "RadiusNeighborsTransformer",
+    "KNN",
+    "KNNClassifier",
+]
+
+
+@pytest.mark.parametrize("name", ALL_CLASSES)
+def test_check_estimator_under_scipy_array_api(array_api_run, name):
+    """Every check passes or is skipped by scikit-learn, but two allowed kinds, each with its reason.
+
+    CuPy installed without a usable GPU fails scikit-learn's CuPy runs inside
+    CuPy; the seed classes' documented convenience (queries in any
+    namespace) is ``check_array_api_same_namespace``'s expected failure.
+    """
+    results = array_api_run["checks"][name]
+    unexpected = [r for r in results if r["status"] == "failed" and not _cupy_without_gpu(r)]
+    assert not unexpected, unexpected
+    expected_failures = {r["check"] for r in results if r["status"] == "xfail"}
+    assert expected_failures == ({"check_array_api_same_namespace"} if name in ("KNN", "KNNClassifier") else set())
+    ran = {r["check"] for r in results if r["status"] == "passed"}
+    if name not in ("KNN", "KNNClassifier"):
+        assert "check_array_api_input" in ran
+    if name not in ("KNN", "KNNClassifier", "NearestNeighbors", "KNeighborsTransformer", "RadiusNeighborsTransformer"):
+        assert "check_array_api_same_namespace" in ran
+
+
+def test_transformers_do_not_declare_array_api_support():
+    """Their graph is SciPy (or cupyx) CSR, not an array of the namespace of X: scikit-learn's tag says so."""
+    from sklearn.utils import get_tags
+
+    assert not get_tags(KNeighborsTransformer()).array_api_support
+    assert not get_tags(knn_gpu.RadiusNeighborsTransformer()).array_api_support
+    assert get_tags(KNeighborsClassifier()).array_api_support
+    assert get_tags(knn_gpu.RadiusNeighborsRegressor()).array_api_support
+
+
+@pytest.mark.parametrize(
+    ("scenario", "method"),
+    [
+        ("strict_fit_numpy_predict", "KNeighborsClassifier.predict()"),
+        ("strict_fit_list_predict", "KNeighborsClassifier.predict()"),
+        ("strict_fit_device1_kneighbors", "NearestNeighbors.kneighbors()"),
+        ("strict_fit_numpy_radius_neighbors_graph", "NearestNeighbors.radius_neighbors_graph()"),
+        ("numpy_fit_strict_kneighbors", "NearestNeighbors.kneighbors()"),
+        ("numpy_fit_torch_backend_torch_predict", "KNeighborsRegressor.predict()"),
+    ],
+)
+def test_drop_ins_refuse_another_namespace_or_device_under_dispatch(array_api_run, scenario, method):
+    """scikit-learn's check_same_namespace rule, with the method, both namespaces and devices, and the fix."""
+    if scenario not in array_api_run["scenarios"]:
+        pytest.skip("torch is not installed")
+    message = array_api_run["scenarios"][scenario].get("raised", "")
+    assert "must use the same namespace and the same device" in message, array_api_run["scenarios"][scenario]
+    assert method in message
+    assert "Move X to" in message
+
+
+@pytest.mark.parametrize(
+    ("scenario", "namespace"),
+    [
+        ("strict_fit_strict_predict", "array_api_strict"),
+        ("numpy_fit_list_kneighbors", "numpy"),
+        # backend="torch" computes on torch; the namespace of fit is still the caller's NumPy.
+        ("numpy_fit_torch_backend_numpy_predict", "numpy"),
+        # The seed classes' documented convenience: results in the namespace of X, whatever fit got.
+        ("seed_strict_fit_numpy_predict", "numpy"),
+        # Without array_api_dispatch, queries in any namespace are moved to the model (knn_gpu's behaviour).
+        ("no_dispatch_numpy_fit_strict_predict", "array_api_strict"),
+    ],
+)
+def test_queries_that_the_namespace_rule_lets_through(array_api_run, scenario, namespace):
+    if scenario not in array_api_run["scenarios"]:
+        pytest.skip("torch is not installed")
+    assert array_api_run["scenarios"][scenario] == {"namespace": namespace}
+
+
+@pytest.mark.parametrize("metric_params", [{"w": np.ones(3)}, {"p": 3, "w": np.ones(3)}, {"V": np.ones(3)}])
+def test_metric_params_other_than_p_are_refused(metric_params):
+    """Ignoring them answered another metric's neighbours (unweighted for weighted Minkowski)."""
+    X = np.random.default_rng(0).random((10, 3))
+    with pytest.raises(ValueError, match=r"metric_params other than 'p' are not supported yet"):
+        NearestNeighbors(n_neighbors=2, metric_params=metric_params).fit(X)
+
+
+@pytest.mark.parametrize("estimator_class", [KNeighborsClassifier, KNeighborsRegressor])
+def test_precomputed_cross_validation_slices_the_training_columns(estimator_class):
+    """The pairwise tag for metric='precomputed': cross-validation gives D[train][:, train], as scikit-learn's."""
+    from sklearn.metrics import pairwise_distances
+    from sklearn.model_selection import cross_val_score
+    from sklearn.utils import get_tags
+
+    rng = np.random.RandomState(0)
+    X, y = rng.rand(20, 2), rng.randint(3, size=20)
+    assert get_tags(estimator_class(metric="precomputed")).input_tags.pairwise
+    assert not get_tags(estimator_class()).input_tags.pairwise
+    on_features = cross_val_score(estimator_class(), X, y)
+    on_distances = cross_val_score(estimator_class(metric="precomputed"), pairwise_distances(X), y, error_score="raise")
+    np.testing.assert_array_equal(on_distances, on_features)
+
+
+def test_leave_one_out_with_more_duplicates_than_k_masks_the_first_duplicate():
+    """scikit-learn's kneighbors(X=None): a point hidden by its duplicates drops the first of its k + 1, not the last."""
+    model = NearestNeighbors(n_neighbors=1).fit(np.ones((3, 1)))
+    distances, indices = model.kneighbors()
+    np.testing.assert_array_equal(indices, [[1], [0], [1]])
+    np.testing.assert_array_equal(distances, np.zeros((3, 1)))
+    np.testing.assert_array_equal(model.kneighbors_graph(mode="distance").indices, [1, 0, 1])
+    reference = sk.NearestNeighbors(n_neighbors=1, algorithm="brute").fit(np.ones((3, 1)))
+    np.testing.assert_array_equal(indices, reference.kneighbors()[1])
