@@ -293,19 +293,23 @@ def _check_k_predictions(backend, model, on_backend, reference, full, y_train, w
     _TIE_COUNTS[(*key, f"predict {weights}: differs from scikit-learn")] = int(differs.sum())
 
 
-@pytest.mark.parametrize(("dataset", "scaling", "metric_id"), CASES)
-def test_k_neighbours_match_sklearn(backend, dataset, scaling, metric_id):
-    """NearestNeighbors.kneighbors and kneighbors_graph, and the k-neighbour classifier or regressor, both weightings."""
+def _case(backend, dataset, scaling, metric_id):
+    """``(reference, oracle distances, training labels, fit input, queries, key, params)`` of one case on ``backend``."""
     _need_float64(backend)
     standardise = SCALINGS[scaling]
     reference = _reference(dataset, standardise, metric_id)
-    full = reference["full"]
     _, y_train, _, _ = _data(dataset, standardise)
     fit_input, query_input = _model_inputs(metric_id, dataset, standardise)
-    on_fit, on_queries = backend.asarray(fit_input), backend.asarray(query_input)
-    n = full.shape[0]
     key = (dataset, scaling, metric_id)
-    params = _params(metric_id)
+    on_fit, on_queries = backend.asarray(fit_input), backend.asarray(query_input)
+    return reference, reference["full"], y_train, on_fit, on_queries, key, _params(metric_id)
+
+
+@pytest.mark.parametrize(("dataset", "scaling", "metric_id"), CASES)
+def test_k_neighbours_match_sklearn(backend, dataset, scaling, metric_id):
+    """NearestNeighbors.kneighbors and kneighbors_graph, and the k-neighbour classifier or regressor, both weightings."""
+    reference, full, y_train, on_fit, on_queries, key, params = _case(backend, dataset, scaling, metric_id)
+    n = full.shape[0]
 
     model = knn_gpu.NearestNeighbors(n_neighbors=K, **params).fit(on_fit)
     distances, indices = model.kneighbors(on_queries)
@@ -355,16 +359,8 @@ def _check_radius_lists(backend, distances, indices, sk_distances, sk_indices, f
 @pytest.mark.parametrize(("dataset", "scaling", "metric_id"), CASES)
 def test_radius_neighbours_match_sklearn(backend, dataset, scaling, metric_id):
     """radius_neighbors (sorted), radius_neighbors_graph, and the radius classifier or regressor, both weightings."""
-    _need_float64(backend)
-    standardise = SCALINGS[scaling]
-    reference = _reference(dataset, standardise, metric_id)
-    full, radius = reference["full"], reference["radius"]
-    _, y_train, _, _ = _data(dataset, standardise)
-    fit_input, query_input = _model_inputs(metric_id, dataset, standardise)
-    on_fit, on_queries = backend.asarray(fit_input), backend.asarray(query_input)
-    n = full.shape[0]
-    key = (dataset, scaling, metric_id)
-    params = _params(metric_id)
+    reference, full, y_train, on_fit, on_queries, key, params = _case(backend, dataset, scaling, metric_id)
+    n, radius = full.shape[0], reference["radius"]
 
     model = knn_gpu.NearestNeighbors(radius=radius, **params).fit(on_fit)
     distances, indices = model.radius_neighbors(on_queries, sort_results=True)
