@@ -459,6 +459,8 @@ def encode_class_labels(labels: Any, index: Any) -> tuple[Any, Any]:
         classes, codes = np.unique(labels, return_inverse=True)
         return classes, xp.asarray(codes.astype(np.int64), device=index.device)
     label_xp = array_api_compat.array_namespace(labels)
+    # A copy: torch's searchsorted warns about (and copies) a strided view such as y[::2].
+    labels = label_xp.asarray(labels, copy=True)
     classes = label_xp.sort(label_xp.unique_values(labels))
     codes = label_xp.astype(label_xp.searchsorted(classes, labels), label_xp.int64)
     return classes, _move_to(codes, xp, index.device)
