@@ -44,13 +44,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
 import array_api_compat
 
 from .devices import device_scope
-from .direct import BLOCK_FUNCTIONS, DirectIndex, _has_root, block_method, direct_plan
+from .direct import BLOCK_FUNCTIONS, DirectIndex, _has_root, block_method, direct_plan, direct_workers
 from .radius import (
     batch_radius,
     empty_radius_result,
@@ -145,20 +146,31 @@ def radius_search_direct(
             memory_budget = default_memory_budget(xp, device)
         radius = radius_on_device(radius, num_queries, xp=xp, device=device, dtype=index.exact)
         thresholds = key_radius(radius, index.p, xp=xp, exact=index.exact)
+        # NumPy: batches on every core, as the k-search (the block functions release the GIL).
+        num_workers = direct_workers(index, num_queries, None)
         batch_rows, block_rows = direct_plan(
             index,
             num_queries,
             0,
             memory_budget,
+            num_workers=num_workers,
             batch_rows=batch_rows,
             reduce_bytes_per_query=radius_bytes_per_query(index),
         )
         block_keys = BLOCK_FUNCTIONS[block_method(index)]
-        parts = []
-        for start in range(0, num_queries, batch_rows):
+
+        def search_batch(start: int) -> tuple:
             stop = min(start + batch_rows, num_queries)
             batch_threshold = batch_radius(thresholds, start, stop)
-            parts.append(_radius_batch(index, queries[start:stop, ...], start, batch_threshold, block_rows, block_keys))
+            return _radius_batch(index, queries[start:stop, ...], start, batch_threshold, block_rows, block_keys)
+
+        starts = list(range(0, num_queries, batch_rows))
+        num_workers = min(num_workers, len(starts))
+        if num_workers == 1:
+            parts = [search_batch(start) for start in starts]
+        else:
+            with ThreadPoolExecutor(num_workers) as pool:
+                parts = list(pool.map(search_batch, starts))  # in order of the starts
         root = None
         if index.metric == "minkowski" and _has_root(index.p):
 

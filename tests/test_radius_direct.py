@@ -9,6 +9,7 @@ exactly at the radius is in), and the root of the neighbours' keys.
 from __future__ import annotations
 
 import math
+import threading
 
 import array_api_compat
 import array_api_compat.numpy as compat_numpy
@@ -440,3 +441,27 @@ def test_out_of_core_precomputed_radius_is_refused():
     model = knn_gpu.NearestNeighbors(metric="precomputed", out_of_core=True).fit(square)
     with pytest.raises(ValueError, match="precomputed"):
         model.radius_neighbors(square, 1.0)
+
+
+@pytest.mark.parametrize("p", [1.0, 3.0])
+def test_numpy_batches_on_several_threads_give_the_single_thread_answer(monkeypatch, p):
+    """The NumPy search runs its batches on a thread pool (as the k-search): same result, in query order."""
+    queries, train = _integer_data()
+    index = build_index(compat_numpy.asarray(train), "minkowski", xp=compat_numpy, p=p)
+    threads = []
+    real_batch = radius_direct._radius_batch
+
+    def recording_batch(*args, **kwargs):
+        threads.append(threading.get_ident())
+        return real_batch(*args, **kwargs)
+
+    monkeypatch.setattr(radius_direct, "_radius_batch", recording_batch)
+    monkeypatch.setattr(radius_direct, "direct_workers", lambda index, num_queries, n_jobs: 2)
+    for sort_results in (False, True):
+        threads.clear()
+        result = radius_search_direct(index, queries, 3.0, sort_results=sort_results, batch_rows=2)
+        expected = oracle_radius_keys(oracle_keys(queries, train, p), 3.0, p, sort_results=sort_results)
+        _assert_same(result, expected)
+        # Every batch searched once, on the pool's threads (not the caller's).
+        assert len(threads) == -(-queries.shape[0] // 2)
+        assert threading.main_thread().ident not in threads
