@@ -509,12 +509,19 @@ def test_queries_that_the_namespace_rule_lets_through(array_api_run, scenario, n
     assert array_api_run["scenarios"][scenario] == {"namespace": namespace}
 
 
-@pytest.mark.parametrize("metric_params", [{"w": np.ones(3)}, {"p": 3, "w": np.ones(3)}, {"V": np.ones(3)}])
-def test_metric_params_other_than_p_are_refused(metric_params):
-    """Ignoring them answered another metric's neighbours (unweighted for weighted Minkowski)."""
+@pytest.mark.parametrize(
+    ("metric", "metric_params"),
+    [
+        ("minkowski", {"V": np.ones(3)}),
+        ("minkowski", {"p": 3, "w": np.ones(3), "V": 1}),
+        ("euclidean", {"w": np.ones(3)}),
+    ],
+)
+def test_metric_params_other_than_p_and_w_are_refused(metric, metric_params):
+    """Ignoring them would answer another metric's neighbours; 'w' is weighted Minkowski's only (tests/test_weighted_minkowski.py)."""
     X = np.random.default_rng(0).random((10, 3))
-    with pytest.raises(ValueError, match=r"metric_params other than 'p' are not supported yet"):
-        NearestNeighbors(n_neighbors=2, metric_params=metric_params).fit(X)
+    with pytest.raises(ValueError, match=r"metric_params other than 'p' \(and 'w' with metric='minkowski'\) are not"):
+        NearestNeighbors(n_neighbors=2, metric=metric, metric_params=metric_params).fit(X)
 
 
 @pytest.mark.parametrize("estimator_class", [KNeighborsClassifier, KNeighborsRegressor])
