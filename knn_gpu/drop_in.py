@@ -51,7 +51,7 @@ from .estimators import _move_to, _NeighborsEstimator, decode_class_labels, enco
 from .predictions import ALL_ZERO_WEIGHTS, all_zero_rows, class_votes, weighted_mean
 from .radius_queries import GRAPH_MODES, RadiusQueries, csr_from_flat
 from .sparse_input import is_sparse
-from .validation import as_targets, distance_dtype_for
+from .validation import as_targets, distance_dtype_for, exact_dtype
 
 __all__ = [
     "NearestNeighbors",
@@ -634,6 +634,11 @@ class _ClassLabels:
     def _class_lists(self) -> list:
         return self.classes_ if self.outputs_2d_ else [self.classes_]
 
+    def _proba_dtype(self) -> Any:
+        """The dtype of the vote shares: float64 as scikit-learn's, whatever X's; float32 on a device without float64."""
+        index = self._check_fitted()
+        return exact_dtype(index.xp, index.device)
+
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Mean accuracy (all outputs right, for several), weighted by ``sample_weight``."""
         predicted = to_host(self.predict(X))
@@ -700,9 +705,12 @@ class KNeighborsClassifier(_ClassLabels, _SupervisedMixin, _KNeighborsBase):
         """Per output, each query's vote shares (or winning codes), on the backend; and the validated ``X``."""
         xp = self._check_fitted().xp
         sizes = [classes.shape[0] for classes in self._class_lists()]
+        dtype = self._proba_dtype()
 
         def votes_of_batch(distances: Any, indices: Any, weights: Any) -> tuple:
-            votes = [class_votes(codes, indices, weights, n, xp=xp) for codes, n in zip(self._codes, sizes)]
+            votes = [
+                class_votes(codes, indices, weights, n, xp=xp, dtype=dtype) for codes, n in zip(self._codes, sizes)
+            ]
             return tuple(xp.argmax(v, axis=1) for v in votes) if winners_only else tuple(votes)
 
         k = self.n_neighbors
@@ -719,7 +727,13 @@ class KNeighborsClassifier(_ClassLabels, _SupervisedMixin, _KNeighborsBase):
         return array_api_compat.array_namespace(labels[0]).stack(labels, axis=1)
 
     def predict_proba(self, X: Any) -> Any:
-        """Share of (weighted) votes per class, columns in ``classes_`` order; a list of them for several outputs."""
+        """Share of (weighted) votes per class, columns in ``classes_`` order; a list of them for several outputs.
+
+        float64 whatever the dtype of ``X``, as scikit-learn's (the seed
+        :class:`knn_gpu.KNNClassifier` keeps float32 in, float32 out);
+        float32 on a device without float64 (array_api_strict's
+        ``"no_float64"``, some GPUs).
+        """
         votes, X_checked = self._votes(X, winners_only=False)
         votes = [v if X_checked is None else convert_like(v, X_checked) for v in votes]
         return votes if self.outputs_2d_ else votes[0]

@@ -88,11 +88,6 @@ DESELECTED: dict[str, str] = {
     r"^test_(non_euclidean_kneighbors|pairwise_boolean_distance|nan_euclidean_support)": METRICS,
     r"^test_(unsupervised_kneighbors|neigh_predictions_algorithm_agnosticity|neighbors_metrics)\[.*DM_euclidean": DISTANCE_METRIC,
     r"^test_callable_metric$": DISTANCE_METRIC,
-    r"^test_kneighbors_classifier_predict_proba\[float32\]": (
-        "knn_gpu's dtype rule (float32 in, float32 out, see the README) gives float32 probabilities, "
-        "scikit-learn float64; the test compares 2/3 exactly (assert_array_equal), so float32's 0.6666667 "
-        "differs. The neighbours and vote counts are the same ([float64] passes)"
-    ),
     # sparse input: feature matrices and precomputed graphs pass; these need other features
     r"^test_valid_brute_metric_for_auto_algorithm\[.*DM_euclidean": DISTANCE_METRIC,
     r"^test_sparse_metric_callable\[": DISTANCE_METRIC + " (a callable metric taking sparse rows)",
