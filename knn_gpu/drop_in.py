@@ -141,7 +141,9 @@ class _KNeighborsBase(_NeighborsEstimator):
         w = self._minkowski_weights()
         if w is None:
             return None
-        return (check_minkowski_weights(w, num_features) ** (1.0 / float(self._effective_p()))).astype(np.float64)
+        p = self._effective_p()
+        p = 2.0 if p is None else float(p)  # p=None is the engine's p = 2
+        return check_minkowski_weights(w, num_features) ** (1.0 / p)
 
     def _check_params(self) -> None:
         owner = type(self).__name__
