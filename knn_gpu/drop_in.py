@@ -14,8 +14,9 @@ accepted and unused. Metrics: ``"minkowski"`` (any ``p > 0``; ``p=2``, the
 default, is the matrix-product path), ``"euclidean"``/``"l2"``,
 ``"sqeuclidean"``, ``"cosine"``, knn_gpu's ``"inner_product"``, the
 directly computed ``"manhattan"``/``"l1"``/``"cityblock"``,
-``"chebyshev"``/``"infinity"`` and ``"precomputed"``; any other metric is a
-``ValueError`` saying it is not supported yet. ``NearestNeighbors`` also
+``"chebyshev"``/``"infinity"`` and ``"precomputed"``; weighted Minkowski
+(``metric_params={"w": w}``) searches the rows scaled by ``w ** (1/p)``.
+Any other metric is a ``ValueError`` saying it is not supported yet. ``NearestNeighbors`` also
 answers radius queries, with every metric but ``"inner_product"``
 (:class:`knn_gpu.radius_queries.RadiusQueries`); the radius classes are in
 :mod:`knn_gpu.drop_in_radius`.
@@ -35,6 +36,7 @@ CuPy), not arrays of the namespace of ``X``, and so do not declare scikit-learn'
 
 from __future__ import annotations
 
+import math
 import numbers
 import sys
 import warnings
@@ -49,7 +51,7 @@ from .estimators import _move_to, _NeighborsEstimator, decode_class_labels, enco
 from .predictions import ALL_ZERO_WEIGHTS, all_zero_rows, class_votes, weighted_mean
 from .radius_queries import GRAPH_MODES, RadiusQueries, csr_from_flat
 from .sparse_input import is_sparse
-from .validation import as_targets, distance_dtype_for
+from .validation import as_targets, distance_dtype_for, exact_dtype
 
 __all__ = [
     "NearestNeighbors",
@@ -128,6 +130,21 @@ class _KNeighborsBase(_NeighborsEstimator):
     def _engine_p(self) -> float | None:
         return self._effective_p() if self._engine_metric() == "minkowski" else None
 
+    def _minkowski_weights(self) -> Any:
+        """``metric_params["w"]`` as given for metric="minkowski", or None (unweighted)."""
+        if self.metric != "minkowski":
+            return None
+        return (self.metric_params or {}).get("w")
+
+    def _feature_scale(self, num_features: int) -> np.ndarray | None:
+        """``w ** (1 / p)`` for weighted Minkowski: ``sum_i w_i |x_i - y_i|^p`` is the unweighted sum of the scaled rows."""
+        w = self._minkowski_weights()
+        if w is None:
+            return None
+        p = self._effective_p()
+        p = 2.0 if p is None else float(p)  # p=None is the engine's p = 2
+        return check_minkowski_weights(w, num_features) ** (1.0 / p)
+
     def _check_params(self) -> None:
         owner = type(self).__name__
         k = getattr(self, "n_neighbors", None)
@@ -146,15 +163,31 @@ class _KNeighborsBase(_NeighborsEstimator):
             raise _invalid_parameter("p", owner, "a float in the range (0.0, inf] or None", p)
         if self.metric_params is not None and not isinstance(self.metric_params, dict):
             raise _invalid_parameter("metric_params", owner, "a dict or None", self.metric_params)
-        unsupported = sorted(set(self.metric_params or {}) - {"p"})
+        supported = {"p", "w"} if self.metric == "minkowski" else {"p"}
+        unsupported = sorted(set(self.metric_params or {}) - supported)
         if unsupported:
-            # Ignoring them would answer another metric's neighbours (weighted Minkowski's "w" above all).
+            # Ignoring them would answer another metric's neighbours.
             msg = (
-                f"metric_params other than 'p' are not supported yet by knn_gpu; got {unsupported} (for "
-                f"metric={self.metric!r}). Weighted Minkowski ('w') and other parametrised metrics need "
-                "scikit-learn's estimator for now"
+                f"metric_params other than 'p' (and 'w' with metric='minkowski') are not supported yet by knn_gpu; "
+                f"got {unsupported} (for metric={self.metric!r}). Other parametrised metrics need scikit-learn's "
+                "estimator for now"
             )
             raise ValueError(msg)
+        if self._minkowski_weights() is not None:
+            if self.algorithm == "kd_tree":
+                # scikit-learn's KDTree has no weighted Minkowski; its error, though knn_gpu builds no tree.
+                msg = (
+                    "algorithm='kd_tree' is not valid for metric='minkowski' with a weight parameter 'w': "
+                    "try algorithm='ball_tree' or algorithm='brute' instead."
+                )
+                raise ValueError(msg)
+            if self._effective_p() == math.inf:
+                # scikit-learn's MinkowskiDistance refuses it too (at query time): w ** (1 / inf) is no weighting.
+                msg = (
+                    "metric_params['w'] needs a finite p: weighted Minkowski with p=inf is not defined (scikit-learn's "
+                    "MinkowskiDistance refuses it too); scale the features by w yourself and use metric='chebyshev'"
+                )
+                raise ValueError(msg)
         super()._check_params()
         if self.metric_params is not None and "p" in self.metric_params and self.p is not None:
             warnings.warn(
@@ -358,12 +391,58 @@ def _engine_metric_of(metric: Any, p: Any) -> str:
 
 
 def _effective_metric(metric: str, metric_params: dict | None, p: Any) -> tuple[str, dict]:
-    """scikit-learn's ``effective_metric_`` and ``effective_metric_params_`` (minkowski with p=2 is euclidean)."""
+    """scikit-learn's ``effective_metric_`` and ``effective_metric_params_``, as its ``NeighborsBase._fit`` sets them.
+
+    Unweighted Minkowski with p = 1, 2, inf is ``"manhattan"``, ``"euclidean"``,
+    ``"chebyshev"`` with no parameters; any other Minkowski keeps ``p`` and
+    ``w`` (None when unweighted); other metrics keep ``metric_params``.
+    """
     params = dict(metric_params or {})
     if metric != "minkowski":
         return metric, params
-    params.pop("p", None)
-    return "euclidean", params
+    p = params.pop("p", p)
+    w = params.pop("w", None)
+    named = {1: "manhattan", 2: "euclidean", math.inf: "chebyshev"}
+    if w is None and p in named:
+        return named[p], params
+    params["p"] = p
+    params["w"] = w
+    return "minkowski", params
+
+
+def check_minkowski_weights(w: Any, num_features: int) -> np.ndarray:
+    """Validate weighted Minkowski's ``metric_params["w"]``: a float64 host copy, or ``ValueError``.
+
+    Parameters
+    ----------
+    w : array_like, shape (num_features,)
+        Non-negative finite weights, one per feature, of any array library.
+    num_features : int
+        The number of features of the training rows.
+
+    Returns
+    -------
+    numpy.ndarray of float64, shape (num_features,)
+        A new array (``w`` is never written).
+    """
+    try:
+        weights = np.array(to_host(w) if array_api_compat.is_array_api_obj(w) else w, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        msg = f"metric_params['w'] must be a 1-D array of non-negative finite numbers, got {w!r}"
+        raise ValueError(msg) from error
+    if weights.ndim != 1 or weights.shape[0] != num_features:
+        msg = (
+            f"metric_params['w'] must be 1-D with one weight per feature ({num_features}), got shape "
+            f"{tuple(weights.shape)}"
+        )
+        raise ValueError(msg)
+    if not np.all(np.isfinite(weights)):
+        msg = f"metric_params['w'] must be finite (no NaN or infinity), got {w!r}"
+        raise ValueError(msg)
+    if np.any(weights < 0):
+        msg = f"metric_params['w'] must be non-negative (w cannot contain negative weights), got {w!r}"
+        raise ValueError(msg)
+    return weights
 
 
 class NearestNeighbors(RadiusQueries, _KNeighborsBase):
@@ -386,6 +465,16 @@ class NearestNeighbors(RadiusQueries, _KNeighborsBase):
         "inner_product"; others raise ``ValueError`` (not supported yet).
     p : float, default 2
     metric_params : dict, optional
+        ``"p"`` (overrides ``p``, with scikit-learn's ``SyntaxWarning``) and,
+        for ``metric="minkowski"``, ``"w"``: weighted Minkowski
+        ``(sum_i w_i |x_i - y_i|^p)^(1/p)``, as scikit-learn's. ``w`` (any
+        array library, shape (n_features,), finite, non-negative) is applied
+        by scaling every training and query row by ``w ** (1/p)`` (a copy;
+        the caller's arrays are never written) and searching the unweighted
+        metric, so p = 2 keeps the matrix-product path. A finite ``p`` is
+        needed (scikit-learn refuses p = inf with ``w`` too), and
+        ``algorithm="kd_tree"`` raises scikit-learn's ``ValueError``. Other
+        keys raise ``ValueError``.
     n_jobs : int, optional
         Threads on the NumPy backend; None uses every core for large searches
         (scikit-learn's None is one thread): answers are the same.
@@ -547,6 +636,11 @@ class _ClassLabels:
     def _class_lists(self) -> list:
         return self.classes_ if self.outputs_2d_ else [self.classes_]
 
+    def _proba_dtype(self) -> Any:
+        """The dtype of the vote shares: float64 as scikit-learn's, whatever X's; float32 on a device without float64."""
+        index = self._check_fitted()
+        return exact_dtype(index.xp, index.device)
+
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Mean accuracy (all outputs right, for several), weighted by ``sample_weight``."""
         predicted = to_host(self.predict(X))
@@ -613,9 +707,12 @@ class KNeighborsClassifier(_ClassLabels, _SupervisedMixin, _KNeighborsBase):
         """Per output, each query's vote shares (or winning codes), on the backend; and the validated ``X``."""
         xp = self._check_fitted().xp
         sizes = [classes.shape[0] for classes in self._class_lists()]
+        dtype = self._proba_dtype()
 
         def votes_of_batch(distances: Any, indices: Any, weights: Any) -> tuple:
-            votes = [class_votes(codes, indices, weights, n, xp=xp) for codes, n in zip(self._codes, sizes)]
+            votes = [
+                class_votes(codes, indices, weights, n, xp=xp, dtype=dtype) for codes, n in zip(self._codes, sizes)
+            ]
             return tuple(xp.argmax(v, axis=1) for v in votes) if winners_only else tuple(votes)
 
         k = self.n_neighbors
@@ -632,7 +729,13 @@ class KNeighborsClassifier(_ClassLabels, _SupervisedMixin, _KNeighborsBase):
         return array_api_compat.array_namespace(labels[0]).stack(labels, axis=1)
 
     def predict_proba(self, X: Any) -> Any:
-        """Share of (weighted) votes per class, columns in ``classes_`` order; a list of them for several outputs."""
+        """Share of (weighted) votes per class, columns in ``classes_`` order; a list of them for several outputs.
+
+        float64 whatever the dtype of ``X``, as scikit-learn's (the seed
+        :class:`knn_gpu.KNNClassifier` keeps float32 in, float32 out);
+        float32 on a device without float64 (array_api_strict's
+        ``"no_float64"``, some GPUs).
+        """
         votes, X_checked = self._votes(X, winners_only=False)
         votes = [v if X_checked is None else convert_like(v, X_checked) for v in votes]
         return votes if self.outputs_2d_ else votes[0]

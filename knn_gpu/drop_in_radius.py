@@ -227,7 +227,7 @@ class RadiusNeighborsClassifier(_ClassLabels, _RadiusBase):
                 "label for outliers, or considering removing them from your dataset."
             )
             raise ValueError(msg)
-        weights = self._flat_weights(distances, offsets)
+        weights = xp.astype(self._flat_weights(distances, offsets), self._proba_dtype(), copy=False)
         probabilities = []
         for k, (codes, classes) in enumerate(zip(self._codes, self._class_lists())):
             ids = xp.arange(classes.shape[0], dtype=codes.dtype, device=array_api_compat.device(codes))
@@ -254,7 +254,8 @@ class RadiusNeighborsClassifier(_ClassLabels, _RadiusBase):
 
         ``None``: of each training point, leaving it out. Queries without
         neighbours have probability 1 for ``outlier_label_`` (all 0 if it is
-        not a class).
+        not a class). float64 whatever the dtype of ``X``, as scikit-learn's;
+        float32 on a device without float64.
         """
         self._check_same_namespace(X, "predict_proba")
         probabilities, X_checked, _, _ = self._probabilities(X)

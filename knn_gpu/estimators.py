@@ -113,6 +113,16 @@ class _NeighborsEstimator:
         """Minkowski's power for the engine (``metric="minkowski"``); None elsewhere."""
         return None
 
+    def _feature_scale(self, num_features: int) -> np.ndarray | None:
+        """Per-feature factors applied to the training rows and to every query, or None (no scaling).
+
+        The drop-in classes return ``w ** (1 / p)`` for weighted Minkowski
+        (``metric_params={"w": w}``): the unweighted metric of the scaled rows
+        is then the weighted one. A float64 NumPy vector of ``num_features``
+        values; :meth:`_fit_features` moves it to the model's device once.
+        """
+        return None
+
     # -- the estimator protocol -------------------------------------------------
     @classmethod
     def _get_param_names(cls) -> list[str]:
@@ -175,12 +185,20 @@ class _NeighborsEstimator:
             device = array_api_compat.device(X) if array_api_compat.array_namespace(X) is xp else None
         anchor = xp.zeros((0,), device=device)  # the compute namespace and device, as an array
         dtype = floating_dtype(dtype_in(xp, X.dtype), xp, array_api_compat.device(anchor))
+        scale = None if precomputed else self._feature_scale(X.shape[1])
+        self._scale = None if scale is None else xp.asarray(scale, dtype=dtype, device=array_api_compat.device(anchor))
         if self._streams(X, anchor, dtype):
+            # Out of core the rows stay in host memory: weighted, a scaled host copy of them does.
+            rows = X if scale is None else _scaled_host_rows(X, scale)
+            self._engine_X = None
             return None, StreamedTrain(
-                X, xp.astype(anchor, dtype), dtype, self._engine_metric(), self.memory_budget, p=self._engine_p()
+                rows, xp.astype(anchor, dtype), dtype, self._engine_metric(), self.memory_budget, p=self._engine_p()
             )
         X = xp.astype(_move_to(X, xp, array_api_compat.device(anchor)), dtype, copy=False)
-        return X, build_index(X, self._engine_metric(), xp=xp, p=self._engine_p())
+        # The engine searches the scaled rows; _fit_X keeps the caller's (scikit-learn's _fit_X, reused by
+        # fit(other_model) and the graph functions as rows in the caller's units).
+        self._engine_X = X if self._scale is None else X * self._scale
+        return X, build_index(self._engine_X, self._engine_metric(), xp=xp, p=self._engine_p())
 
     def _streams(self, X: Any, anchor: Any, dtype: Any) -> bool:
         """Keep ``X`` in host memory? Always if ``out_of_core``; if None, when it would not fit on the GPU."""
@@ -218,7 +236,7 @@ class _NeighborsEstimator:
         if payload.shape[0] != X.shape[0]:
             msg = f"y must have one entry per training sample: X has {X.shape[0]} samples but y has {payload.shape[0]}"
             raise ValueError(msg)
-        self._fit_X, self._index = None, None
+        self._fit_X, self._engine_X, self._scale, self._index = None, None, None, None
         if hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
         self._dask_fit = (X, payload.rechunk((X.chunks[0], -1)))
@@ -315,6 +333,9 @@ class _NeighborsEstimator:
             xp=index.xp,
             expected_by=type(self).__name__,
         )
+        scale = getattr(self, "_scale", None)
+        if scale is not None:
+            queries = queries * scale  # a new array: the caller's X is never written
         return X, queries
 
     def _check_sparse_queries(self, X: Any) -> None:
@@ -327,7 +348,7 @@ class _NeighborsEstimator:
         """Each training point's k nearest others; out of core, the training rows are the queries chunk by chunk."""
         xp = index.xp
         if not isinstance(index, StreamedTrain):
-            distances, indices = search(index, self._fit_X, k + 1, **options)
+            distances, indices = search(index, self._engine_X, k + 1, **options)
             return _exclude_self(distances, indices, k, xp=xp)
         step = chunk_rows_for(
             index.num_features, dtype_itemsize(xp, index.dtype), stream_budget(index.memory_budget, xp, index.device)
@@ -420,6 +441,13 @@ class _NeighborsEstimator:
             xp=self._index.xp,
             metric=self._engine_metric(),
         )
+
+
+def _scaled_host_rows(X: Any, scale: np.ndarray) -> np.ndarray:
+    """A host copy of ``X`` times ``scale`` per feature (float64 unless ``X`` is float32), for out-of-core fits."""
+    rows = np.asarray(to_host(X))
+    dtype = rows.dtype if rows.dtype == np.float32 else np.float64
+    return rows.astype(dtype, copy=False) * scale.astype(dtype)
 
 
 def _host_vector(example: Any, name: str) -> np.ndarray:

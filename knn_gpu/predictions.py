@@ -126,8 +126,12 @@ def mean_of_neighbors(neighbor_targets: Any, weights: Any, *, xp: ModuleType) ->
     return quiet_divide(weighted, xp.sum(weights, axis=1, keepdims=True), xp=xp)
 
 
-def votes_of_neighbors(neighbor_codes: Any, weights: Any, num_classes: int, *, xp: ModuleType) -> Any:
-    """Share of weighted votes per class from ``(rows, k)`` class codes."""
+def votes_of_neighbors(
+    neighbor_codes: Any, weights: Any, num_classes: int, *, xp: ModuleType, dtype: Any = None
+) -> Any:
+    """Share of weighted votes per class from ``(rows, k)`` class codes, in ``dtype`` (the weights' if None)."""
+    if dtype is not None:
+        weights = xp.astype(weights, dtype, copy=False)
     class_ids = xp.arange(num_classes, dtype=neighbor_codes.dtype, device=array_api_compat.device(neighbor_codes))
     one_hot = xp.astype(neighbor_codes[:, :, None] == class_ids, weights.dtype)
     votes = xp.sum(weights[:, :, None] * one_hot, axis=1)
@@ -150,7 +154,7 @@ def weighted_mean(targets: Any, indices: Any, weights: Any, *, xp: ModuleType) -
     return mean_of_neighbors(_gather_rows(targets, indices, xp=xp), weights, xp=xp)
 
 
-def class_votes(codes: Any, indices: Any, weights: Any, num_classes: int, *, xp: ModuleType) -> Any:
+def class_votes(codes: Any, indices: Any, weights: Any, num_classes: int, *, xp: ModuleType, dtype: Any = None) -> Any:
     """Each query's weighted votes per class, normalised to sum to 1.
 
     Parameters
@@ -160,9 +164,13 @@ def class_votes(codes: Any, indices: Any, weights: Any, num_classes: int, *, xp:
     indices : array of int64, shape (rows, k)
     weights : array, shape (rows, k)
     num_classes : int
+    dtype : dtype, optional
+        The dtype the votes are summed and shared in; None: the weights'
+        (the seed classes' rule, float32 in, float32 out). The drop-in
+        classifiers pass float64 where the device has it, as scikit-learn.
 
     Returns
     -------
     array, shape (rows, num_classes)
     """
-    return votes_of_neighbors(_gather_rows(codes, indices, xp=xp), weights, num_classes, xp=xp)
+    return votes_of_neighbors(_gather_rows(codes, indices, xp=xp), weights, num_classes, xp=xp, dtype=dtype)

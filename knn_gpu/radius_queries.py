@@ -163,7 +163,7 @@ class RadiusQueries:
         radius = check_radius(self.radius if radius is None else radius)
         xp = index.xp
         if X is None:
-            queries = self._fit_X
+            queries = self._engine_X
         else:
             X, queries = self._validated_queries(X, index)
         if not isinstance(radius, float):
@@ -180,7 +180,7 @@ class RadiusQueries:
                 sort_results=sort_results,
                 batch_rows=check_batch_size(self.batch_size),
                 memory_budget=check_memory_budget(self.memory_budget),
-                train=self._fit_X,
+                train=self._engine_X,
             )
         if X is None:
             distances, indices, offsets = _exclude_self_flat(distances, indices, offsets, xp=xp)

@@ -509,12 +509,19 @@ def test_queries_that_the_namespace_rule_lets_through(array_api_run, scenario, n
     assert array_api_run["scenarios"][scenario] == {"namespace": namespace}
 
 
-@pytest.mark.parametrize("metric_params", [{"w": np.ones(3)}, {"p": 3, "w": np.ones(3)}, {"V": np.ones(3)}])
-def test_metric_params_other_than_p_are_refused(metric_params):
-    """Ignoring them answered another metric's neighbours (unweighted for weighted Minkowski)."""
+@pytest.mark.parametrize(
+    ("metric", "metric_params"),
+    [
+        ("minkowski", {"V": np.ones(3)}),
+        ("minkowski", {"p": 3, "w": np.ones(3), "V": 1}),
+        ("euclidean", {"w": np.ones(3)}),
+    ],
+)
+def test_metric_params_other_than_p_and_w_are_refused(metric, metric_params):
+    """Ignoring them would answer another metric's neighbours; 'w' is weighted Minkowski's only (tests/test_weighted_minkowski.py)."""
     X = np.random.default_rng(0).random((10, 3))
-    with pytest.raises(ValueError, match=r"metric_params other than 'p' are not supported yet"):
-        NearestNeighbors(n_neighbors=2, metric_params=metric_params).fit(X)
+    with pytest.raises(ValueError, match=r"metric_params other than 'p' \(and 'w' with metric='minkowski'\) are not"):
+        NearestNeighbors(n_neighbors=2, metric=metric, metric_params=metric_params).fit(X)
 
 
 @pytest.mark.parametrize("estimator_class", [KNeighborsClassifier, KNeighborsRegressor])
@@ -542,3 +549,49 @@ def test_leave_one_out_with_more_duplicates_than_k_masks_the_first_duplicate():
     np.testing.assert_array_equal(model.kneighbors_graph(mode="distance").indices, [1, 0, 1])
     reference = sk.NearestNeighbors(n_neighbors=1, algorithm="brute").fit(np.ones((3, 1)))
     np.testing.assert_array_equal(indices, reference.kneighbors()[1])
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+@pytest.mark.parametrize("estimator", ["KNeighborsClassifier", "RadiusNeighborsClassifier"])
+def test_drop_in_probabilities_are_float64_for_float32_data(backend, estimator, weights):
+    """scikit-learn's predict_proba is float64 whatever X's dtype; the seed KNNClassifier keeps float32 in, float32 out."""
+    rng = np.random.default_rng(7)
+    train = rng.random((60, 3)).astype(np.float32)
+    queries = rng.random((11, 3)).astype(np.float32)
+    labels = (train[:, 0] * 3).astype(np.int64)
+    params = {"n_neighbors": 5} if estimator == "KNeighborsClassifier" else {"radius": 0.6}
+    ours = getattr(knn_gpu, estimator)(weights=weights, **params).fit(backend.asarray(train), backend.asarray(labels))
+    theirs = getattr(sk, estimator)(weights=weights, **params).fit(train, labels)
+    expected_dtype = backend.xp.float64 if backend.has_float64() else backend.xp.float32
+    proba = backend.check(ours.predict_proba(backend.asarray(queries)), (11, 3), expected_dtype)
+    expected = theirs.predict_proba(queries)
+    assert expected.dtype == np.float64
+    if weights == "uniform":
+        np.testing.assert_array_equal(proba, expected)  # k / n_neighbors exactly, as scikit-learn's 2/3
+    else:
+        np.testing.assert_allclose(proba, expected, rtol=1e-6)  # 1 / d of float32 distances
+    leave_one_out = ours.predict_proba(None)
+    assert leave_one_out.dtype == expected_dtype and leave_one_out.shape == (60, 3)
+    two_outputs = np.stack([labels, labels[::-1]], axis=1)
+    for column in ours.fit(backend.asarray(train), backend.asarray(two_outputs)).predict_proba(
+        backend.asarray(queries)
+    ):
+        backend.check(column, (11, 3), expected_dtype)
+    seed = KNNClassifier(5, weights=weights).fit(backend.asarray(train), backend.asarray(labels))
+    backend.check(seed.predict_proba(backend.asarray(queries)), (11, 3), backend.xp.float32)
+
+
+@pytest.mark.parametrize("estimator", ["KNeighborsClassifier", "RadiusNeighborsClassifier"])
+def test_drop_in_probabilities_on_a_device_without_float64_are_float32(estimator):
+    xp = pytest.importorskip("array_api_strict")
+    device = xp.Device("no_float64")
+    rng = np.random.default_rng(8)
+    train, labels = rng.random((40, 2)).astype(np.float32), rng.integers(0, 3, 40)
+    params = {"n_neighbors": 4} if estimator == "KNeighborsClassifier" else {"radius": 0.7}
+    model = getattr(knn_gpu, estimator)(**params).fit(
+        xp.asarray(train, device=device), xp.asarray(labels, device=device)
+    )
+    proba = model.predict_proba(xp.asarray(train[:7], device=device))
+    assert proba.dtype == xp.float32 and proba.device == device and proba.shape == (7, 3)
+    expected = getattr(sk, estimator)(**params).fit(train, labels).predict_proba(train[:7])
+    np.testing.assert_allclose(np.asarray(to_host(proba)), expected, rtol=1e-6)

@@ -75,12 +75,6 @@ MIXIN = (
     "a private scikit-learn class that knn_gpu's classes cannot subclass without importing scikit-learn; it then passes "
     "the radius (500, 1000) as n_neighbors, more than the 100 training samples"
 )
-WEIGHTED_MINKOWSKI = (
-    "weighted Minkowski (metric_params={'w': ...}, the last of the test's minkowski parameter sets) is not "
-    "supported yet: knn_gpu raises ValueError at fit (it used to ignore 'w' and answer unweighted neighbours, "
-    "which is why neighbors_metrics' kd_tree case DID NOT RAISE and kneighbors_brute_backend passed); "
-    "p = 1.5, 2, 3 and inf pass"
-)
 _OTHER_METRICS = (
     "braycurtis|canberra|correlation|dice|hamming|haversine|jaccard|mahalanobis|"
     "nan_euclidean|rogerstanimoto|russellrao|seuclidean|sokalsneath|yule|sokalmichener|kulsinski"
@@ -94,12 +88,6 @@ DESELECTED: dict[str, str] = {
     r"^test_(non_euclidean_kneighbors|pairwise_boolean_distance|nan_euclidean_support)": METRICS,
     r"^test_(unsupervised_kneighbors|neigh_predictions_algorithm_agnosticity|neighbors_metrics)\[.*DM_euclidean": DISTANCE_METRIC,
     r"^test_callable_metric$": DISTANCE_METRIC,
-    r"^test_(neighbors_metrics|kneighbors_brute_backend|radius_neighbors_brute_backend|valid_brute_metric_for_auto_algorithm)\[.*-minkowski\]": WEIGHTED_MINKOWSKI,
-    r"^test_kneighbors_classifier_predict_proba\[float32\]": (
-        "knn_gpu's dtype rule (float32 in, float32 out, see the README) gives float32 probabilities, "
-        "scikit-learn float64; the test compares 2/3 exactly (assert_array_equal), so float32's 0.6666667 "
-        "differs. The neighbours and vote counts are the same ([float64] passes)"
-    ),
     # sparse input: feature matrices and precomputed graphs pass; these need other features
     r"^test_valid_brute_metric_for_auto_algorithm\[.*DM_euclidean": DISTANCE_METRIC,
     r"^test_sparse_metric_callable\[": DISTANCE_METRIC + " (a callable metric taking sparse rows)",
