@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -307,7 +306,7 @@ def search_direct(
     distance_dtype: Any = None,
 ) -> tuple:
     """:func:`knn_gpu.search.search_index` for a :class:`DirectIndex` (same parameters and result)."""
-    from .search import default_memory_budget
+    from .search import default_memory_budget, run_in_shares
 
     xp = index.xp
     if reduce is None:
@@ -333,8 +332,6 @@ def search_direct(
             batch_rows=batch_rows,
             reduce_bytes_per_query=reduce_bytes_per_query,
         )
-        starts = list(range(0, num_queries, batch_rows))
-        num_workers = min(num_workers, len(starts))
         block_distances = BLOCK_FUNCTIONS[block_method(index)]
 
         def search_share(share: list[int]) -> list[tuple]:
@@ -345,13 +342,7 @@ def search_direct(
                 results.append((start, reduce(xp.astype(distances, distance_dtype, copy=False), indices)))
             return results
 
-        if num_workers == 1:
-            results = search_share(starts)
-        else:
-            shares = [starts[worker::num_workers] for worker in range(num_workers)]
-            with ThreadPoolExecutor(num_workers) as pool:
-                share_results = list(pool.map(search_share, shares))
-            results = sorted((batch for share in share_results for batch in share), key=lambda batch: batch[0])
+        results = run_in_shares(list(range(0, num_queries, batch_rows)), search_share, num_workers)
         if len(results) == 1:
             return results[0][1]
         return tuple(xp.concat(parts, axis=0) for parts in zip(*(batch for _, batch in results)))

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
 
@@ -60,7 +59,7 @@ from .radius import (
     radius_search_index,
     read_counts,
 )
-from .search import default_memory_budget
+from .search import default_memory_budget, run_in_shares
 from .topk import positions_of_true
 
 __all__ = ["radius_search", "radius_search_direct", "key_radius", "radius_bytes_per_query"]
@@ -159,18 +158,17 @@ def radius_search_direct(
         )
         block_keys = BLOCK_FUNCTIONS[block_method(index)]
 
-        def search_batch(start: int) -> tuple:
-            stop = min(start + batch_rows, num_queries)
-            batch_threshold = batch_radius(thresholds, start, stop)
-            return _radius_batch(index, queries[start:stop, ...], start, batch_threshold, block_rows, block_keys)
+        def search_share(share: list[int]) -> list[tuple]:
+            results = []
+            for start in share:
+                stop = min(start + batch_rows, num_queries)
+                threshold = batch_radius(thresholds, start, stop)
+                results.append(
+                    (start, _radius_batch(index, queries[start:stop, ...], start, threshold, block_rows, block_keys))
+                )
+            return results
 
-        starts = list(range(0, num_queries, batch_rows))
-        num_workers = min(num_workers, len(starts))
-        if num_workers == 1:
-            parts = [search_batch(start) for start in starts]
-        else:
-            with ThreadPoolExecutor(num_workers) as pool:
-                parts = list(pool.map(search_batch, starts))  # in order of the starts
+        parts = [part for _, part in run_in_shares(list(range(0, num_queries, batch_rows)), search_share, num_workers)]
         root = None
         if index.metric == "minkowski" and _has_root(index.p):
 

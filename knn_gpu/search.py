@@ -44,6 +44,7 @@ memory, read under the data's device before the loop.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable
@@ -585,23 +586,43 @@ def search_index(
                 plan=plan,
                 reduce_bytes_per_query=reduce_bytes_per_query,
             )
-        starts = list(range(0, num_queries, batch_rows))
-        num_workers = min(num_workers, len(starts))
 
         def search_share(share: list[int]) -> list[tuple]:
             return _search_batches(index, plan, queries, k, share, batch_rows, reduce, distance_dtype)
 
-        if num_workers == 1:
-            results = search_share(starts)
-        else:
-            # Round-robin shares; one BLAS thread per worker so that the cores are not oversubscribed.
-            shares = [starts[worker::num_workers] for worker in range(num_workers)]
-            with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(num_workers) as pool:
-                share_results = list(pool.map(search_share, shares))
-            results = sorted((batch for share in share_results for batch in share), key=lambda batch: batch[0])
+        # One BLAS thread per worker so that the cores are not oversubscribed.
+        results = run_in_shares(
+            list(range(0, num_queries, batch_rows)), search_share, num_workers, one_blas_thread=True
+        )
         if len(results) == 1:
             return results[0][1]
         return tuple(xp.concat(parts, axis=0) for parts in zip(*(batch for _, batch in results)))
+
+
+def run_in_shares(
+    starts: list[int],
+    search_share: Callable[[list[int]], list[tuple]],
+    num_workers: int,
+    *,
+    one_blas_thread: bool = False,
+) -> list[tuple]:
+    """``search_share`` over round-robin shares of the batch ``starts``, on ``num_workers`` threads.
+
+    ``search_share(share)`` returns a ``(start, result)`` pair per start of
+    its share; the pairs come back in the order of ``starts``. One thread
+    (the caller's) when there is one worker or one batch; at most
+    ``num_workers`` batches are in flight. ``one_blas_thread`` limits BLAS to
+    one thread while the workers run (the product search: each worker's
+    products would otherwise start a thread per core).
+    """
+    num_workers = min(num_workers, len(starts))
+    if num_workers <= 1:
+        return search_share(starts)
+    shares = [starts[worker::num_workers] for worker in range(num_workers)]
+    limits = threadpool_limits(limits=1, user_api="blas") if one_blas_thread else contextlib.nullcontext()
+    with limits, ThreadPoolExecutor(num_workers) as pool:
+        share_results = list(pool.map(search_share, shares))
+    return sorted((batch for share in share_results for batch in share), key=lambda batch: batch[0])
 
 
 def _neighbors_themselves(distances: Any, indices: Any) -> tuple[Any, Any]:

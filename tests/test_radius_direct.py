@@ -456,7 +456,7 @@ def test_numpy_batches_on_several_threads_give_the_single_thread_answer(monkeypa
         return real_batch(*args, **kwargs)
 
     monkeypatch.setattr(radius_direct, "_radius_batch", recording_batch)
-    monkeypatch.setattr(radius_direct, "direct_workers", lambda index, num_queries, n_jobs: 2)
+    monkeypatch.setattr(radius_direct, "direct_workers", lambda index, num_queries, n_jobs: 2)  # as imported there
     for sort_results in (False, True):
         threads.clear()
         result = radius_search_direct(index, queries, 3.0, sort_results=sort_results, batch_rows=2)
