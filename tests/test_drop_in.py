@@ -339,15 +339,18 @@ def test_check_estimator(estimator):
     assert not failures, [(r["check_name"], str(r["exception"])[:300]) for r in failures]
 
 
-def test_readme_migration_example_runs():
+@pytest.mark.parametrize("script", ["migrate.py", "sparse.py"])
+def test_readme_drop_in_examples_run(script):
     from pathlib import Path
 
+    if script == "sparse.py":
+        pytest.importorskip("scipy")
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    start = readme.index("# migrate.py")
+    start = readme.index(f"# {script}")
     code = readme[start : readme.index("```", start)]
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        exec(compile(code, "migrate.py", "exec"), {})
+        exec(compile(code, script, "exec"), {})
 
 
 @pytest.mark.parametrize("weights", ["distance", "callable"])
