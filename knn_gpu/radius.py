@@ -458,7 +458,7 @@ def radius_on_device(radius: Any, num_queries: int, *, xp: ModuleType, device: A
     if isinstance(radius, float):
         return radius
     check_radius_shape(radius, num_queries)
-    return xp.astype(_move_to(radius, xp, device), dtype)
+    return xp.astype(_move_to(radius, xp, device), dtype, copy=False)
 
 
 def batch_radius(radius: Any, start: int, stop: int) -> Any:
