@@ -833,6 +833,8 @@ def _as_label_columns(y: Any, num_samples: int, *, warn: bool = True) -> Any:
         msg = "this estimator requires y to be passed, but the target y is None"
         raise ValueError(msg)
     raw = y
+    if is_sparse(y):  # as_targets refuses it by name (NumPy would wrap it in a 0-d object array)
+        return as_targets(y, "y", num_samples, numeric=False)
     if not array_api_compat.is_array_api_obj(y) or type(y).__module__.startswith("pandas."):
         raw = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
     if getattr(raw, "ndim", 1) == 2 and raw.shape[1] > 1:

@@ -191,6 +191,14 @@ def test_sparse_targets_are_refused():
         knn_gpu.KNN().fit(X, scipy_sparse.csr_matrix(y_value[:, None]))
     with pytest.raises(TypeError, match="y is a sparse matrix"):
         knn_gpu.KNNClassifier().fit(X, scipy_sparse.csr_matrix(y_class[:, None]))
+    for estimator, y in [
+        (knn_gpu.KNeighborsClassifier(), y_class),
+        (knn_gpu.KNeighborsRegressor(), y_value),
+        (knn_gpu.RadiusNeighborsClassifier(), y_class),
+        (knn_gpu.RadiusNeighborsRegressor(), y_value),
+    ]:
+        with pytest.raises(TypeError, match="y is a sparse matrix"):
+            estimator.fit(X, scipy_sparse.csr_matrix(y[:, None]))
 
 
 def test_sparse_features_with_nan_are_refused():
