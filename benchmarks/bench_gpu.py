@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 import knn_gpu
+from knn_gpu._lib.backends import namespace_of_backend, to_host
 
 #: Item 3's shapes; ``out_of_core`` gives the memory budget (bytes) that forces streaming.
 SHAPES = [
@@ -153,10 +154,8 @@ def peer_batch_rows(n_train: int, budget: int) -> int:
 
 def streamed_chunk_rows(dim: int, budget: int) -> int:
     """Training rows per chunk of knn_gpu's out-of-core search for ``budget`` (its rule, read from the engine)."""
-    try:
-        from knn_gpu.streaming import chunk_rows_for
-    except ImportError:  # after the restructure
-        from knn_gpu._engine.streaming import chunk_rows_for
+    from knn_gpu._engine.streaming import chunk_rows_for
+
     return chunk_rows_for(dim, 4, budget)
 
 
@@ -266,14 +265,16 @@ def run_shape(shape: dict, device: Device, repeats: int, max_seconds: float) -> 
             options = {} if device.device.type == "cuda" else {"out_of_core": True}
             methods[f"knn_gpu [{backend}]"] = (
                 backend,
-                lambda q=on_backend, o=options: knn_gpu.kneighbors(q, host_train.numpy(), k, memory_budget=budget, **o)[1],
+                lambda q=on_backend, o=options: knn_gpu.kneighbors(q, host_train.numpy(), k, memory_budget=budget, **o)[
+                    1
+                ],
             )
         batch_rows, shape = peer_rows, dict(shape, chunk_rows=chunk_rows)
     else:
         methods["peer"] = ("torch", peer(queries, train, k, batch_rows))
         methods["floor"] = ("torch", floor(queries, train, batch_rows))
         for backend in device.backends:
-            xp = knn_gpu.backends.namespace_of_backend("cupy" if backend == "cupy" else "torch")
+            xp = namespace_of_backend("cupy" if backend == "cupy" else "torch")
             on_backend = (device.as_backend(queries, backend), device.as_backend(train, backend))
             methods[f"knn_gpu [{backend}]"] = (backend, knn_gpu_call(*on_backend, k, None))
             methods[f"knn_gpu fitted [{backend}]"] = (backend, knn_gpu_fitted(*on_backend, k, None, xp))
@@ -288,7 +289,7 @@ def run_shape(shape: dict, device: Device, repeats: int, max_seconds: float) -> 
             if device.device.type == "cuda":
                 torch.cuda.empty_cache()
         if answer is not None:
-            answers[method] = knn_gpu.backends.to_host(answer)
+            answers[method] = to_host(answer)
         records.append(
             {
                 "gpu": device.name,
@@ -353,7 +354,7 @@ def markdown_table(records: list[dict]) -> str:
 
 def gpu_backends(requested: list[str] | None) -> tuple[list[str], list[str]]:
     """The GPU backends to time and, for the others, why not."""
-    from knn_gpu.backends import cupy_gpu_status, torch_cuda_status
+    from knn_gpu._lib.backends import cupy_gpu_status, torch_cuda_status
 
     usable, notes = [], []
     for backend, (ok, reason) in (("torch-cuda", torch_cuda_status()), ("cupy", cupy_gpu_status())):
@@ -400,7 +401,9 @@ def main(argv: list[str] | None = None) -> int:
         print("CuPy sees a GPU but torch does not: the peer needs torch on CUDA")
         return 1
     device = Device(use_cuda, backends)
-    print(f"device: {device.name}; backends: {', '.join(backends)}" + (f"; not used: {'; '.join(notes)}" if notes else ""))
+    print(
+        f"device: {device.name}; backends: {', '.join(backends)}" + (f"; not used: {'; '.join(notes)}" if notes else "")
+    )
     records: list[dict] = []
     for shape in shapes:
         if args.deadline is not None and time.perf_counter() - started > args.deadline:

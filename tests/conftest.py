@@ -30,7 +30,7 @@ import array_api_compat
 import numpy as np
 import pytest
 
-from knn_gpu.backends import cupy_gpu_status, to_host, torch_cuda_probe
+from knn_gpu._lib.backends import cupy_gpu_status, to_host, torch_cuda_probe
 
 
 @dataclass(frozen=True)
@@ -168,12 +168,8 @@ def without_host_syncs(search: Callable, mode: str, cuda: Any) -> Callable:
 
 def guard_searches(monkeypatch: pytest.MonkeyPatch, mode: str, cuda: Any) -> int:
     """Replace ``search_index`` wherever a knn_gpu module holds it by its guarded form; return how many."""
-    import importlib
+    from knn_gpu._engine import search as search_module
 
-    try:
-        search_module = importlib.import_module("knn_gpu._engine.search")
-    except ImportError:
-        search_module = importlib.import_module("knn_gpu.search")
     original = search_module.search_index
     guarded = without_host_syncs(original, mode, cuda)
     patched = 0

@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 
-import knn_gpu
-from knn_gpu import neighbors, selftest
-from knn_gpu.cli import main
-from knn_gpu.streaming import chunk_rows_for
-from knn_gpu.validation import DIRECT_METRICS, METRICS
+from knn_gpu._api import neighbors
+from knn_gpu._api import radius as api_radius
+from knn_gpu._engine.streaming import chunk_rows_for
+from knn_gpu._lib.validation import DIRECT_METRICS, METRICS
+from knn_gpu.cli import main, selftest
 
 
 def _run(tmp_path, *options):
@@ -76,7 +76,7 @@ def test_a_wrong_index_from_the_search_fails_the_selftest(tmp_path, monkeypatch,
 
 
 def test_a_wrong_prediction_fails_the_estimator_checks(tmp_path, monkeypatch):
-    from knn_gpu import estimators
+    from knn_gpu._estimators import knn as estimators
 
     monkeypatch.setattr(estimators, "search_index", _perturbed(estimators.search_index))
     code, record = _run(tmp_path, "--backend", "numpy", "--check", "KNN", "--dtype", "float32")
@@ -91,7 +91,7 @@ def test_a_crash_is_a_failure_with_its_message(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("driver fell over")
 
-    monkeypatch.setattr(knn_gpu, "radius_neighbors", broken)
+    monkeypatch.setattr(api_radius, "radius_neighbors", broken)
     code, record = _run(tmp_path, "--backend", "torch", "--check", "radius_neighbors euclidean", "--dtype", "float32")
     assert code == 1
     (result,) = record["results"]
@@ -100,14 +100,14 @@ def test_a_crash_is_a_failure_with_its_message(tmp_path, monkeypatch):
 
 def test_results_in_the_wrong_place_fail(tmp_path, monkeypatch):
     """A result copied to NumPy from the strict device1 is right in value, wrong in place."""
-    original = knn_gpu.kneighbors
+    original = neighbors.kneighbors
 
     def on_host(*args, **kwargs):
-        from knn_gpu.backends import to_host
+        from knn_gpu._lib.backends import to_host
 
         return tuple(to_host(result) for result in original(*args, **kwargs))
 
-    monkeypatch.setattr(knn_gpu, "kneighbors", on_host)
+    monkeypatch.setattr(neighbors, "kneighbors", on_host)
     code, record = _run(
         tmp_path, "--backend", "array_api_strict:device1", "--check", "kneighbors euclidean", "--dtype", "float32"
     )

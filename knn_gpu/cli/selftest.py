@@ -149,7 +149,7 @@ def find_targets() -> tuple[list[Target], list[tuple[str, str]]]:
     for a GPU: no implicit host copies, no device mixing); torch on the CPU
     and on every visible CUDA device; CuPy on every visible GPU.
     """
-    from .backends import cupy_gpu_status, torch_cuda_probe
+    from .._lib.backends import cupy_gpu_status, torch_cuda_probe
 
     targets: list[Target] = []
     skipped: list[tuple[str, str]] = []
@@ -245,7 +245,7 @@ def make_problem(dtype: str, seed: int = 0) -> _Problem:
 
 
 def _host(array: Any) -> np.ndarray:
-    from .backends import to_host
+    from .._lib.backends import to_host
 
     return np.asarray(to_host(array))
 
@@ -268,7 +268,7 @@ def _compare_neighbours(
 
 
 def _kneighbors_check(target: Target, problem: _Problem, metric: str, dtype: str) -> tuple[str, int]:
-    import knn_gpu  # looked up at call time, so that a test can put a faulty search in its place
+    from .._api import neighbors as api  # its kneighbors looked up at call time: a test can put a faulty one there
 
     p = MINKOWSKI_P if metric == "minkowski" else None
     if metric == "precomputed":
@@ -279,7 +279,7 @@ def _kneighbors_check(target: Target, problem: _Problem, metric: str, dtype: str
     else:
         oracle = oracle_distances(problem.exact_queries, problem.exact_train, metric)
         queries, train = target.put(problem.queries), target.put(problem.train)
-    distances, indices = knn_gpu.kneighbors(queries, train, K, metric=metric, p=p)
+    distances, indices = api.kneighbors(queries, train, K, metric=metric, p=p)
     for result in (distances, indices):
         wrong = target.check_placement(result, (NUM_QUERIES, K))
         if wrong:
@@ -289,7 +289,7 @@ def _kneighbors_check(target: Target, problem: _Problem, metric: str, dtype: str
 
 
 def _radius_check(target: Target, problem: _Problem, metric: str, dtype: str) -> tuple[str, int]:
-    import knn_gpu
+    from .._api import radius as api
 
     p = MINKOWSKI_P if metric == "minkowski" else None
     if metric == "precomputed":
@@ -301,9 +301,7 @@ def _radius_check(target: Target, problem: _Problem, metric: str, dtype: str) ->
         oracle = oracle_distances(problem.exact_queries, problem.exact_train, metric)
         queries, train = target.put(problem.queries), target.put(problem.train)
     radius = float(np.median(np.sort(oracle, axis=1)[:, 2 * K]))
-    distances, indices, offsets = knn_gpu.radius_neighbors(
-        queries, train, radius, metric=metric, p=p, sort_results=True
-    )
+    distances, indices, offsets = api.radius_neighbors(queries, train, radius, metric=metric, p=p, sort_results=True)
     wrong = target.check_placement(offsets, (NUM_QUERIES + 1,))
     if wrong:
         return wrong, 0
@@ -328,7 +326,7 @@ def _radius_check(target: Target, problem: _Problem, metric: str, dtype: str) ->
 
 
 def _estimator_check(target: Target, problem: _Problem, name: str, dtype: str) -> tuple[str, int]:
-    import knn_gpu
+    from .._estimators import drop_in, knn
 
     oracle = oracle_distances(problem.exact_queries, problem.exact_train, "euclidean")
     rows = clear_rows(oracle, K)
@@ -340,9 +338,9 @@ def _estimator_check(target: Target, problem: _Problem, name: str, dtype: str) -
     else:
         expected = y.astype(np.float64)[neighbours].mean(axis=1)
     if name.startswith("KNN"):
-        estimator = (knn_gpu.KNNClassifier if classify else knn_gpu.KNN)(num_neighbors=K)
+        estimator = (knn.KNNClassifier if classify else knn.KNN)(num_neighbors=K)
     else:
-        estimator = getattr(knn_gpu, name)(n_neighbors=K)
+        estimator = getattr(drop_in, name)(n_neighbors=K)
     estimator.fit(target.put(problem.train), target.put(y))
     predicted = estimator.predict(target.put(problem.queries))
     wrong = target.check_placement(predicted, (NUM_QUERIES,))
@@ -358,7 +356,7 @@ def _estimator_check(target: Target, problem: _Problem, name: str, dtype: str) -
 
 def _out_of_core_check(target: Target, problem: _Problem, metric: str, dtype: str) -> tuple[str, int]:
     """Host training rows with a small ``memory_budget``: several chunks stream (to the device, on a GPU)."""
-    import knn_gpu
+    from .._api import neighbors as api
 
     oracle = oracle_distances(problem.exact_queries, problem.exact_train, metric)
     queries = target.put(problem.queries)
@@ -368,9 +366,7 @@ def _out_of_core_check(target: Target, problem: _Problem, metric: str, dtype: st
     else:
         train = target.put(problem.train)
         options = {"out_of_core": True}
-    distances, indices = knn_gpu.kneighbors(
-        queries, train, K, metric=metric, memory_budget=OUT_OF_CORE_BUDGET, **options
-    )
+    distances, indices = api.kneighbors(queries, train, K, metric=metric, memory_budget=OUT_OF_CORE_BUDGET, **options)
     for result in (distances, indices):
         wrong = target.check_placement(result, (NUM_QUERIES, K))
         if wrong:
@@ -381,7 +377,7 @@ def _out_of_core_check(target: Target, problem: _Problem, metric: str, dtype: st
 
 def _checks() -> list[tuple[str, Callable[[Target, _Problem, str], tuple[str, int]], str]]:
     """(name, function of (target, problem, dtype), reason to skip or '') for every check, metrics from the library's table."""
-    from .validation import DIRECT_METRICS, METRICS
+    from .._lib.validation import DIRECT_METRICS, METRICS
 
     checks: list[tuple[str, Callable, str]] = []
     for metric in METRICS + DIRECT_METRICS:
