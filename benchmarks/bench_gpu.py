@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 import knn_gpu
+from knn_gpu._api import neighbors as api
 from knn_gpu._lib.backends import namespace_of_backend, to_host
 
 #: Item 3's shapes; ``out_of_core`` gives the memory budget (bytes) that forces streaming.
@@ -72,8 +73,8 @@ QUICK_SHAPES = [
     {"name": "1000 x 20k x 32, k=10", "n_query": 1000, "n_train": 20_000, "dim": 32, "k": 10},
     {"name": "200 x 5000 x 96, k=100", "n_query": 200, "n_train": 5000, "dim": 96, "k": 100},
     {"name": "10 x 20k x 32, k=10 (latency)", "n_query": 10, "n_train": 20_000, "dim": 32, "k": 10},
-    {"name": "1000 x 20k x 32, k=10, out of core", "n_query": 1000, "n_train": 20_000, "dim": 32, "k": 10,
-     "out_of_core": 2**20},
+    {"name": "200 x 20k x 32, k=10, out of core", "n_query": 200, "n_train": 20_000, "dim": 32, "k": 10,
+     "out_of_core": 4 * 2**20},
 ]  # fmt: skip
 
 #: H200 figures for the plan's estimates (dense fp32 without tensor cores; HBM3e).
@@ -90,6 +91,11 @@ def estimate_seconds(shape: dict) -> float:
     train_bytes = 4.0 * (n_train * dim)
     copy = train_bytes / H200_HOST_COPY if shape.get("out_of_core") else train_bytes / H200_BANDWIDTH
     return product + block + copy + 2e-4
+
+
+def shape_repeats(shape: dict, repeats: int, seconds_per_method: float) -> int:
+    """``repeats``, raised up to 50 for shapes whose calls take milliseconds (latency: more samples, same time)."""
+    return max(repeats, min(50, int(0.2 * seconds_per_method / estimate_seconds(shape))))
 
 
 # --------------------------------------------------------------------------- devices
@@ -228,7 +234,7 @@ def floor(queries: Any, train: Any, batch_rows: int, host_train: Any = None, chu
 
 def knn_gpu_call(queries: Any, train: Any, k: int, memory_budget: int | None) -> Callable[[], Any]:
     def run():
-        return knn_gpu.kneighbors(queries, train, k, memory_budget=memory_budget)[1]
+        return api.kneighbors(queries, train, k, memory_budget=memory_budget)[1]
 
     return run
 
@@ -250,7 +256,9 @@ def run_shape(shape: dict, device: Device, repeats: int, max_seconds: float) -> 
     queries = torch.randn((n_query, dim), generator=generator, device=device.device)
     budget = shape.get("out_of_core")
     batch_rows = peer_batch_rows(n_train, int(device.free_bytes() * 0.5))
-    methods: dict[str, tuple[str, Callable]] = {}
+    # Factories: each method's buffers (the floor's block, a fitted model) exist only while it is timed,
+    # so that knn_gpu's default budget (half the free memory, read at each call) sees the same GPU every time.
+    methods: dict[str, tuple[str, Callable[[], Callable]]] = {}
     if budget:
         host_train = train.cpu()
         if device.device.type == "cuda":
@@ -258,36 +266,38 @@ def run_shape(shape: dict, device: Device, repeats: int, max_seconds: float) -> 
         del train
         chunk_rows = streamed_chunk_rows(dim, budget)
         peer_rows = min(batch_rows, peer_batch_rows(chunk_rows, budget))
-        methods["peer"] = ("torch", streamed_peer(queries, host_train, k, peer_rows, chunk_rows))
-        methods["floor"] = ("torch", floor(queries, None, peer_rows, host_train, chunk_rows))
+        methods["peer"] = ("torch", lambda: streamed_peer(queries, host_train, k, peer_rows, chunk_rows))
+        methods["floor"] = ("torch", lambda: floor(queries, None, peer_rows, host_train, chunk_rows))
+        host_rows = host_train.numpy()
         for backend in device.backends:
             on_backend = device.as_backend(queries, backend)
             options = {} if device.device.type == "cuda" else {"out_of_core": True}
             methods[f"knn_gpu [{backend}]"] = (
                 backend,
-                lambda q=on_backend, o=options: knn_gpu.kneighbors(q, host_train.numpy(), k, memory_budget=budget, **o)[
-                    1
-                ],
+                lambda q=on_backend, o=options: lambda: api.kneighbors(q, host_rows, k, memory_budget=budget, **o)[1],
             )
         batch_rows, shape = peer_rows, dict(shape, chunk_rows=chunk_rows)
     else:
-        methods["peer"] = ("torch", peer(queries, train, k, batch_rows))
-        methods["floor"] = ("torch", floor(queries, train, batch_rows))
+        methods["peer"] = ("torch", lambda: peer(queries, train, k, batch_rows))
+        methods["floor"] = ("torch", lambda: floor(queries, train, batch_rows))
         for backend in device.backends:
             xp = namespace_of_backend("cupy" if backend == "cupy" else "torch")
             on_backend = (device.as_backend(queries, backend), device.as_backend(train, backend))
-            methods[f"knn_gpu [{backend}]"] = (backend, knn_gpu_call(*on_backend, k, None))
-            methods[f"knn_gpu fitted [{backend}]"] = (backend, knn_gpu_fitted(*on_backend, k, None, xp))
+            methods[f"knn_gpu [{backend}]"] = (backend, lambda b=on_backend: knn_gpu_call(*b, k, None))
+            methods[f"knn_gpu fitted [{backend}]"] = (
+                backend,
+                lambda b=on_backend, x=xp: knn_gpu_fitted(*b, k, None, x),
+            )
     records = []
     answers: dict[str, np.ndarray] = {}
-    for method, (backend, run) in methods.items():
+    for method, (backend, factory) in methods.items():
         try:
-            times, answer = timed(run, device, repeats, max_seconds)
+            times, answer = timed(factory(), device, repeats, max_seconds)
             error = ""
         except Exception as exc:  # an out-of-memory or a failing backend: recorded, the others still run
             times, answer, error = [], None, f"{type(exc).__name__}: {exc}"
-            if device.device.type == "cuda":
-                torch.cuda.empty_cache()
+        if device.device.type == "cuda":
+            torch.cuda.empty_cache()
         if answer is not None:
             answers[method] = to_host(answer)
         records.append(
@@ -304,6 +314,7 @@ def run_shape(shape: dict, device: Device, repeats: int, max_seconds: float) -> 
                 "method": method,
                 "backend": backend,
                 "dtype": "float32",
+                "tf32": bool(torch.backends.cuda.matmul.allow_tf32),
                 "seconds_min": min(times) if times else None,
                 "seconds_median": statistics.median(times) if times else None,
                 "repeats": len(times),
@@ -383,8 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     for shape in shapes:
         # warm-up + repeats, 4 methods per backend pair; capped by --seconds-per-method
         per_call = estimate_seconds(shape)
-        calls = 1 + min(args.repeats, max(1, int(args.seconds_per_method / per_call)))
-        print(f"  {shape['name']}: ~{per_call * 1e3:.1f} ms per call on an H200 (estimate), {calls} calls per method")
+        repeats = shape_repeats(shape, args.repeats, args.seconds_per_method)
+        print(
+            f"  {shape['name']}: ~{per_call * 1e3:.1f} ms per call on an H200 (estimate), 1 + {repeats} calls per method"
+        )
     if args.dry_run:
         return 0
     import torch
@@ -411,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
             records.append({"gpu": device.name, "shape": shape["name"], "method": "-", "skipped": "deadline"})
             continue
         shape_start = time.perf_counter()
-        shape_records = run_shape(shape, device, args.repeats, args.seconds_per_method)
+        repeats = shape_repeats(shape, args.repeats, args.seconds_per_method)
+        shape_records = run_shape(shape, device, repeats, args.seconds_per_method)
         records += shape_records
         print(markdown_table(shape_records).split("\n", 2)[2].rstrip())
         print(f"  ({time.perf_counter() - shape_start:.1f} s)")
