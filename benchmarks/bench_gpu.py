@@ -120,6 +120,16 @@ class Device:
 
                 cupy.cuda.Device(self.device.index).synchronize()
 
+    def release(self) -> None:
+        """Give cached blocks back (torch's caching allocator, CuPy's pool): each method starts on the same free memory."""
+        if self.device.type == "cuda":
+            self.torch.cuda.empty_cache()
+            if "cupy" in self.backends:
+                import cupy
+
+                cupy.get_default_memory_pool().free_all_blocks()
+                cupy.get_default_pinned_memory_pool().free_all_blocks()
+
     def free_bytes(self) -> int:
         if self.device.type == "cuda":
             return int(self.torch.cuda.mem_get_info(self.device)[0])
@@ -296,8 +306,7 @@ def run_shape(shape: dict, device: Device, repeats: int, max_seconds: float) -> 
             error = ""
         except Exception as exc:  # an out-of-memory or a failing backend: recorded, the others still run
             times, answer, error = [], None, f"{type(exc).__name__}: {exc}"
-        if device.device.type == "cuda":
-            torch.cuda.empty_cache()
+        device.release()
         if answer is not None:
             answers[method] = to_host(answer)
         records.append(
@@ -431,8 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  ({time.perf_counter() - shape_start:.1f} s)")
         if args.out:
             write(args.out, records)
-        if device.device.type == "cuda":
-            torch.cuda.empty_cache()
+        device.release()
     if args.out:
         write(args.out, records)
     print(f"total {time.perf_counter() - started:.1f} s")
