@@ -49,7 +49,9 @@ def test_selftest_passes_on_every_cpu_backend_here(tmp_path, capsys):
     for name, reason in selftest.find_targets()[1]:
         assert f"backend {name} not tested: {reason}" in printed
     assert "| kneighbors euclidean | ok" in printed and "### numpy" in printed
-    assert markdown.read_text().startswith("### numpy")
+    assert markdown.read_text().startswith("| backend | device | passed | failed | not run | seconds |")
+    numpy_passed = sum(r["status"] == "pass" for r in results if r["backend"] == "numpy")
+    assert f"| numpy | {results[0]['device_name']} | {numpy_passed} | 0 | 0 |" in printed
 
 
 def _perturbed(search):

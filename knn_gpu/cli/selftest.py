@@ -461,7 +461,11 @@ def run_selftest(
 def format_table(
     results: Sequence[CheckResult], skipped: Sequence[tuple[str, str]], dtypes: Sequence[str] = DTYPES
 ) -> str:
-    """A Markdown table per target: one row per check, one column per dtype ('ok 1.2 ms', 'FAIL', '-' not run)."""
+    """A summary per target, then a Markdown table per target: a row per check, a column per dtype.
+
+    Cells: 'ok 1.2 ms' (the check's time, results copied to the host included), '**FAIL**', '-' (not run:
+    the dtype is absent on that device, or a dependency is missing).
+    """
     lines: list[str] = []
     by_target: dict[tuple[str, str], list[CheckResult]] = {}
     for result in results:
@@ -482,6 +486,14 @@ def format_table(
                 else:
                     line.append("**FAIL**")
             lines.append("| " + " | ".join(line) + " |")
+    summary = ["| backend | device | passed | failed | not run | seconds |", "|---|---|---|---|---|---|"]
+    for (backend, device_name), rows in by_target.items():
+        counts = {status: sum(row.status == status for row in rows) for status in ("pass", "fail", "skip")}
+        seconds = sum(row.seconds for row in rows)
+        summary.append(
+            f"| {backend} | {device_name} | {counts['pass']} | {counts['fail']} | {counts['skip']} | {seconds:.2f} |"
+        )
+    lines = [*summary, *lines]
     failures = [result for result in results if result.status == "fail"]
     passed = sum(result.status == "pass" for result in results)
     lines += ["", f"{passed} passed, {len(failures)} failed, {sum(r.status == 'skip' for r in results)} not run "
