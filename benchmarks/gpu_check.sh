@@ -97,7 +97,9 @@ step gpu-tests-summary 15 "$python" benchmarks/gpu_tests_summary.py "$out/gpu-te
   --out "$out/gpu-tests.md"
 
 # --- 3. the benchmark: no new shape after --deadline, so that its files are written in time -----
-step benchmark 190 "$python" benchmarks/bench_gpu.py --out "$out" --deadline $((130 * scale))
+# GPU_CHECK_BENCH_ARGS adds options, e.g. "--shapes 0,4" or, to try this script on a CPU, "--quick".
+read -ra bench_extra <<<"${GPU_CHECK_BENCH_ARGS:-}"
+step benchmark 190 "$python" benchmarks/bench_gpu.py --out "$out" --deadline $((130 * scale)) ${bench_extra[@]+"${bench_extra[@]}"}
 
 # --- the record --------------------------------------------------------------------------------
 if ((dry_run)); then
