@@ -66,7 +66,10 @@ step() {
     printf '\n'
     return 0
   fi
-  echo "=== $name (timeout ${seconds}s): $*"
+  printf '=== %s (timeout %ss):' "$name" "$seconds"
+  printf ' %q' "$@"
+  printf '\n'
+
   local start=$SECONDS rc
   timeout -k 10 "$seconds" "$@" >"$out/$name.log" 2>&1
   rc=$?
