@@ -18,6 +18,7 @@ from oracle import oracle_kneighbors, unambiguous_rows
 import knn_gpu
 from knn_gpu import KNN, KNNClassifier, search
 from knn_gpu.search import build_index, search_index
+from knn_gpu.streaming import CHUNK_COPIES
 
 METRICS = ("euclidean", "sqeuclidean", "cosine", "inner_product")
 
@@ -157,7 +158,7 @@ def test_estimators_keep_the_half_dtype(backend):
 def test_out_of_core_half_rows(metric):
     queries, train = _tied(600, num_features=5, seed=7)
     half_queries, half_train = queries.astype(np.float16), train.astype(np.float16)
-    budget = 2 * 3 * 6 * 4 * 150  # four chunks of float32 rows
+    budget = 2 * CHUNK_COPIES * 6 * 4 * 150  # four chunks of float32 rows
     distances, indices = knn_gpu.kneighbors(
         half_queries, half_train, 20, metric=metric, out_of_core=True, memory_budget=budget
     )

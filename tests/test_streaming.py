@@ -10,7 +10,7 @@ from oracle import oracle_kneighbors
 
 import knn_gpu
 from knn_gpu.backends import to_host
-from knn_gpu.streaming import chunk_rows_for, is_host_array
+from knn_gpu.streaming import CHUNK_COPIES, chunk_rows_for, is_host_array
 
 METRICS = ("euclidean", "sqeuclidean", "cosine")
 
@@ -25,7 +25,8 @@ def _tied(num_train: int, seed: int = 0):
 
 def _budget_for_chunks(num_train: int, num_features: int, chunks: int) -> int:
     """A memory budget that makes about ``chunks`` chunks of float32 rows."""
-    return max(2 * 3 * (num_features + 1) * 4, 2 * 3 * (num_features + 1) * 4 * (-(-num_train // chunks)))
+    chunk_bytes = 2 * CHUNK_COPIES * (num_features + 1) * 4
+    return max(chunk_bytes, chunk_bytes * (-(-num_train // chunks)))
 
 
 @pytest.mark.parametrize("metric", METRICS)
