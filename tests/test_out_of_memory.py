@@ -1,4 +1,4 @@
-"""A batch that runs out of device memory is searched again in halves (knn_gpu.batches), in every batch loop.
+"""A batch that runs out of device memory is searched again in halves (knn_gpu._engine.batches), in every batch loop.
 
 The device libraries' errors are stood in for by classes with their module
 and name, raised by the engines' batch functions (monkeypatched) for batches
@@ -17,9 +17,9 @@ import pytest
 from oracle import oracle_kneighbors
 
 import knn_gpu
-from knn_gpu import batches, direct, radius, radius_direct, radius_streamed, search, streaming
-from knn_gpu.backends import to_host
-from knn_gpu.batches import MAX_HALVINGS, DeviceMemoryError, halving_batches, is_out_of_memory
+from knn_gpu._engine import batches, direct, radius, radius_direct, radius_streamed, search, streaming
+from knn_gpu._lib.backends import to_host
+from knn_gpu._engine.batches import MAX_HALVINGS, DeviceMemoryError, halving_batches, is_out_of_memory
 
 
 def fake_error_class(module: str, name: str, base: type = Exception) -> type:
@@ -121,7 +121,7 @@ def test_other_errors_are_not_out_of_memory(error):
 
 def test_recognising_imports_neither_cupy_nor_torch():
     code = (
-        "import sys, knn_gpu.batches as b\n"
+        "import sys, knn_gpu._engine.batches as b\n"
         "before = {'cupy', 'torch'} & set(sys.modules)\n"
         "class E(MemoryError): pass\n"
         "E.__module__ = 'cupy.cuda.memory'; E.__qualname__ = 'OutOfMemoryError'\n"
@@ -374,7 +374,7 @@ def test_fake_cuda_recovers_on_its_device(monkeypatch):
 
     queries, train = _data()
     expected = knn_gpu.kneighbors(queries, train, 5, batch_size=16)
-    with fake_cuda(num_devices=2, allowed_sync_sites=("knn_gpu.validation.check_finite",)):
+    with fake_cuda(num_devices=2, allowed_sync_sites=("knn_gpu._lib.validation.check_finite",)):
         device = torch.device("cuda", 1)
         q, t = torch.asarray(queries, device=device), torch.asarray(train, device=device)
         injector = Injector(monkeypatch, search, "_search_batch", _product_batch_rows, TorchOutOfMemory, limit=5)

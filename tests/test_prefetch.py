@@ -1,6 +1,6 @@
 """Out-of-core copies overlap the search: chunk i + 1 is loaded before chunk i is searched, two chunks at most.
 
-The schedule (knn_gpu.batches.halving_batches with ``load=``) is backend-neutral
+The schedule (knn_gpu._engine.batches.halving_batches with ``load=``) is backend-neutral
 and runs on every stand-in; CuPy's pinned-buffer / second-stream uploader is
 checked against a recording stand-in of CuPy's stream API here and on a real
 GPU where CuPy has one.
@@ -16,11 +16,11 @@ from guards import traced_peak
 from oracle import oracle_kneighbors
 
 import knn_gpu
-from knn_gpu import streaming
-from knn_gpu.backends import cupy_gpu_status, to_host
-from knn_gpu.batches import halving_batches
-from knn_gpu.prefetch import CupyPrefetch
-from knn_gpu.streaming import CHUNK_COPIES, DirectUpload, chunk_rows_for
+from knn_gpu._engine import streaming
+from knn_gpu._lib.backends import cupy_gpu_status, to_host
+from knn_gpu._engine.batches import halving_batches
+from knn_gpu._engine.prefetch import CupyPrefetch
+from knn_gpu._engine.streaming import CHUNK_COPIES, DirectUpload, chunk_rows_for
 
 
 class Loaded:

@@ -19,7 +19,7 @@ array-api-compat recognises arrays: nothing here imports CuPy or torch to ask.
 
 Out-of-core chunks are *loaded* (copied to the device) one range ahead: the
 copy of range ``i + 1`` is issued before range ``i`` is searched, so a copy
-that runs on its own stream (:mod:`knn_gpu.prefetch`) overlaps the search.
+that runs on its own stream (:mod:`knn_gpu._engine.prefetch`) overlaps the search.
 At most two loaded ranges are held at any time.
 """
 

@@ -1,7 +1,7 @@
 """Copies of out-of-core chunks that overlap the search: pinned host buffers and a second stream.
 
-An out-of-core search (:mod:`knn_gpu.streaming`) loads chunk ``i + 1`` before
-it searches chunk ``i`` (:func:`knn_gpu.batches.halving_batches` with
+An out-of-core search (:mod:`knn_gpu._engine.streaming`) loads chunk ``i + 1`` before
+it searches chunk ``i`` (:func:`knn_gpu._engine.batches.halving_batches` with
 ``load=``). An *uploader* makes that load a copy that runs beside the search:
 
 * ``start(host_rows)`` begins the copy of a chunk of host rows to the device
@@ -19,7 +19,7 @@ in the search stream's memory (CuPy; the copy stream first waits for the
 work queued there, which may still read the memory the pool hands out) or
 marked as used by the search stream (torch, ``record_stream``), so that
 neither allocator reuses it while a queued kernel reads it. Everywhere else
-:class:`knn_gpu.streaming.DirectUpload` copies each chunk when it is loaded.
+:class:`knn_gpu._engine.streaming.DirectUpload` copies each chunk when it is loaded.
 
 Device memory: two chunks (the one searched and the one being copied).
 """
@@ -33,7 +33,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .backends import to_host
+from .._lib.backends import to_host
 
 __all__ = ["CupyPrefetch", "TorchPrefetch", "cupy_api"]
 
