@@ -17,7 +17,7 @@ import conftest
 import pytest
 
 import knn_gpu
-from knn_gpu._api import neighbors as api_neighbors
+from knn_gpu._engine import index as engine_index
 from knn_gpu._engine import search as engine_search
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,9 +162,9 @@ def test_sync_guard_wraps_every_search_and_restores_the_mode(monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(engine_search, "search_index", observed)
-    monkeypatch.setattr(api_neighbors, "search_index", observed)
+    monkeypatch.setattr(engine_index, "search_index", observed)
     patched = conftest.guard_searches(monkeypatch, "error", cuda)
-    assert patched >= 2  # the engine's own name and the public function's (estimators, streaming when imported)
+    assert patched >= 2  # the engine's own name and the front door's (estimators, streaming when imported)
     knn_gpu.kneighbors([[0.0, 0.0]], [[1.0, 0.0], [0.0, 2.0]], 1)
     assert seen_modes == ["error"] and cuda.mode == 0  # the search ran guarded; the mode is restored after it
     assert cuda.events == ["synchronize", ("mode", "error"), ("mode", 0)]

@@ -8,6 +8,7 @@ import numpy as np
 
 from knn_gpu._api import neighbors
 from knn_gpu._api import radius as api_radius
+from knn_gpu._engine import index as engine_index
 from knn_gpu._engine.streaming import chunk_rows_for
 from knn_gpu._lib.validation import DIRECT_METRICS, METRICS
 from knn_gpu.cli import main, selftest
@@ -67,12 +68,12 @@ def _perturbed(search):
 
 
 def test_a_wrong_index_from_the_search_fails_the_selftest(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(neighbors, "search_index", _perturbed(neighbors.search_index))
+    monkeypatch.setattr(engine_index, "search_index", _perturbed(engine_index.search_index))
     code, record = _run(tmp_path, "--backend", "numpy", "--check", "kneighbors", "--dtype", "float64")
     printed = capsys.readouterr().out
     assert code == 1
     failed = {r["check"] for r in record["results"] if r["status"] == "fail"}
-    # Every in-memory metric goes through search_index: each of its checks must catch the wrong row.
+    # Every in-memory metric goes through the front door's search_index: each check must catch the wrong row.
     assert failed == {f"kneighbors {metric}" for metric in METRICS + DIRECT_METRICS}
     assert "FAIL numpy kneighbors euclidean float64: query" in printed and "oracle" in printed
 
@@ -120,13 +121,13 @@ def test_results_in_the_wrong_place_fail(tmp_path, monkeypatch):
 
 def test_out_of_core_checks_stream_several_chunks(monkeypatch, tmp_path):
     streamed = []
-    original = neighbors.streamed_search
+    original = engine_index.streamed_search
 
     def spy(train, *args, **kwargs):
         streamed.append(train.num_samples if hasattr(train, "num_samples") else None)
         return original(train, *args, **kwargs)
 
-    monkeypatch.setattr(neighbors, "streamed_search", spy)
+    monkeypatch.setattr(engine_index, "streamed_search", spy)
     code, record = _run(
         tmp_path, "--backend", "numpy", "--backend", "array_api_strict:device1", "--check", "out of core"
     )
