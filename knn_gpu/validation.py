@@ -133,9 +133,20 @@ def _as_array(x: Any, name: str) -> Any:
         raise ValueError(msg) from exc
 
 
+def _from_library(obj: Any, library: str) -> bool:
+    """Whether ``obj``'s type is defined by ``library`` (pandas 3 names its classes' module ``"pandas"``)."""
+    module = type(obj).__module__
+    return module == library or module.startswith(library + ".")
+
+
 def _is_pandas(x: Any) -> bool:
     """A pandas DataFrame or Series, recognised without importing pandas."""
-    return type(x).__module__.startswith("pandas.") and hasattr(x, "dtypes") and hasattr(x, "to_numpy")
+    return _from_library(x, "pandas") and hasattr(x, "dtypes") and hasattr(x, "to_numpy")
+
+
+def _is_polars(x: Any) -> bool:
+    """A polars DataFrame or Series, recognised without importing polars."""
+    return _from_library(x, "polars") and hasattr(x, "dtypes") and hasattr(x, "to_numpy")
 
 
 def _pandas_to_numpy(frame: Any) -> np.ndarray:
@@ -148,7 +159,7 @@ def _pandas_to_numpy(frame: Any) -> np.ndarray:
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
     dtypes = [frame.dtypes] if frame.ndim == 1 else list(frame.dtypes)
-    nullable = [type(dtype).__module__.startswith("pandas.") for dtype in dtypes]
+    nullable = [_from_library(dtype, "pandas") for dtype in dtypes]
     numeric = all(is_numeric_dtype(dtype) or is_bool_dtype(dtype) for dtype in dtypes)
     if numeric and any(nullable):
         return frame.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -162,7 +173,8 @@ def feature_names_of(X: Any) -> np.ndarray | None:
     column name is a string; mixing strings with other types is a
     ``TypeError``.
     """
-    columns = getattr(X, "columns", None) if _is_pandas(X) or hasattr(X, "__dataframe__") else None
+    is_frame = _is_pandas(X) or _is_polars(X) or hasattr(X, "__dataframe__")
+    columns = getattr(X, "columns", None) if is_frame else None
     if columns is None:
         return None
     names = np.asarray(list(columns), dtype=object)
