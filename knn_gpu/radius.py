@@ -79,10 +79,10 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from .backends import move_to
 from .devices import device_scope, is_gpu
 from .direct import resolve_metric
 from .distances import EXACT_CHUNK_FEATURES, HALF_PADDING_KEY, exact_distances
-from .estimators import _move_to
 from .neighbors import check_precomputed_inputs, prepare_queries
 from .search import (
     HOST_MAX_BATCH_ROWS,
@@ -458,7 +458,7 @@ def radius_on_device(radius: Any, num_queries: int, *, xp: ModuleType, device: A
     if isinstance(radius, float):
         return radius
     check_radius_shape(radius, num_queries)
-    return xp.astype(_move_to(radius, xp, device), dtype, copy=False)
+    return xp.astype(move_to(radius, xp, device), dtype, copy=False)
 
 
 def batch_radius(radius: Any, start: int, stop: int) -> Any:

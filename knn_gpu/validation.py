@@ -517,22 +517,34 @@ def check_metric(metric: Any, *, direct: bool = False) -> str:
     return metric
 
 
+#: scikit-learn's warning for 0 < p < 1 (its brute-force search, as every knn_gpu search, accepts them).
+SEMI_METRIC_WARNING = (
+    "Mind that for 0 < p < 1, Minkowski metrics are not distance metrics. Continuing the execution with "
+    "`algorithm='brute'`."
+)
+
+
 def check_p(p: Any) -> float | None:
     """Return the Minkowski power ``p`` as a float (None stays None: p = 2), or raise.
 
-    ``TypeError`` unless a real number (bool refused); ``ValueError`` for NaN
-    or p < 1 (below 1 it is no distance: the triangle inequality fails).
-    ``float("inf")`` is the Chebyshev distance.
+    The one rule for ``p``, used by the functions and the estimators alike,
+    as scikit-learn's: any ``p > 0``, ``float("inf")`` being the Chebyshev
+    distance; ``0 < p < 1`` warns (``UserWarning``: no triangle inequality,
+    a semi-metric; the exact brute-force search still ranks by it).
+    ``TypeError`` unless a real number (bool refused); ``ValueError`` for
+    NaN or ``p <= 0``.
     """
     if p is None:
         return None
     if isinstance(p, bool) or not isinstance(p, numbers.Real):
-        msg = f"p must be a real number >= 1 (float('inf') for chebyshev), got {p!r} of type {type(p).__name__}"
+        msg = f"p must be a real number > 0 (float('inf') for chebyshev), got {p!r} of type {type(p).__name__}"
         raise TypeError(msg)
     p = float(p)
-    if math.isnan(p) or p < 1:
-        msg = f"p must be >= 1 (a Minkowski distance needs p >= 1; float('inf') for chebyshev), got {p!r}"
+    if math.isnan(p) or p <= 0:
+        msg = f"p must be > 0 (float('inf') for chebyshev; 0 < p < 1 is a semi-metric, with a warning), got {p!r}"
         raise ValueError(msg)
+    if p < 1:
+        warnings.warn(SEMI_METRIC_WARNING, UserWarning, stacklevel=3)
     return p
 
 
