@@ -156,6 +156,10 @@ class _DropInBase(_NeighborsBase, MultiOutputMixin, BaseEstimator):
 
     _parameter_constraints: dict = BASE_CONSTRAINTS
     _checks_k_at_fit = False  # as scikit-learn: n_neighbors is checked against n_samples_fit_ at query time
+    #: Whether every output is an array of the namespace and on the device of X (scikit-learn's
+    #: array_api_support tag). The transformers' output is a sparse graph: SciPy CSR (cupyx CSR for CuPy), and
+    #: the array API standard has no sparse arrays, so they do not declare it.
+    _outputs_in_input_namespace = True
 
     def __init__(
         self,
@@ -192,7 +196,7 @@ class _DropInBase(_NeighborsBase, MultiOutputMixin, BaseEstimator):
         tags.input_tags.pairwise = self.metric == "precomputed"
         tags.input_tags.positive_only = tags.input_tags.pairwise
         tags.input_tags.allow_nan = False
-        tags.array_api_support = True
+        tags.array_api_support = self._outputs_in_input_namespace
         return tags
 
     def _default_k(self) -> int:
@@ -682,6 +686,7 @@ class KNeighborsTransformer(ClassNamePrefixFeaturesOutMixin, _KNeighborsMixin, T
         **{name: rule for name, rule in BASE_CONSTRAINTS.items() if name != "radius"},
         "mode": [StrOptions(set(GRAPH_MODES))],
     }
+    _outputs_in_input_namespace = False  # a sparse graph
 
     def __init__(
         self,
@@ -1066,6 +1071,13 @@ def kneighbors_graph(
     -------
     sparse matrix in CSR format, shape (n_samples, n_samples)
         See :meth:`NearestNeighbors.kneighbors_graph` for its type per array library.
+
+    Raises
+    ------
+    ValueError
+        When ``X`` is a fitted estimator whose ``metric``, ``p`` or
+        ``metric_params`` differ from those given here (its own search
+        answers; scikit-learn raises too).
 
     Examples
     --------

@@ -401,6 +401,7 @@ class RadiusNeighborsTransformer(ClassNamePrefixFeaturesOutMixin, _RadiusNeighbo
         **RADIUS_CONSTRAINTS,
         "mode": [StrOptions(set(GRAPH_MODES))],
     }
+    _outputs_in_input_namespace = False  # a sparse graph
 
     def __init__(
         self,
