@@ -519,7 +519,7 @@ def _engine_metric_of(metric: Any, p: Any) -> str:
         return ENGINE_METRICS[metric]
     name = getattr(metric, "__name__", metric) if callable(metric) else metric
     msg = (
-        f"metric={name!r} is not supported yet by knn_gpu; supported: 'minkowski' (any p >= 1), "
+        f"metric={name!r} is not supported yet by knn_gpu; supported: 'minkowski' (any p > 0), "
         f"{', '.join(map(repr, ENGINE_METRICS))}"
     )
     raise ValueError(msg)

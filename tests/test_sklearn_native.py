@@ -258,7 +258,14 @@ def test_one_rule_for_p_in_the_functions_and_the_estimators(data):
         np.testing.assert_array_equal(indices, expected[1])
         np.testing.assert_allclose(distances, expected[0], rtol=1e-12)
     with pytest.warns(UserWarning, match="0 < p < 1"):
-        knn_gpu.radius_neighbors(queries, X, 3.0, metric="minkowski", p=0.5)
+        distances, indices, offsets = knn_gpu.radius_neighbors(queries, X, 30.0, metric="minkowski", p=0.5)
+    expected_distances, expected_indices = reference.radius_neighbors(queries, 30.0, sort_results=True)
+    assert 0 < int(offsets[-1]) < queries.shape[0] * X.shape[0]  # some neighbours in, some out
+    for query in range(queries.shape[0]):
+        found = slice(offsets[query], offsets[query + 1])
+        order = np.lexsort((indices[found], distances[found]))
+        np.testing.assert_array_equal(indices[found][order], expected_indices[query])
+        np.testing.assert_allclose(distances[found][order], expected_distances[query], rtol=1e-12)
     for p in (0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="p"):
             knn_gpu.kneighbors(queries, X, 4, metric="minkowski", p=p)
