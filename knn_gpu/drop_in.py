@@ -863,6 +863,11 @@ class KNeighborsClassifier(_ClassLabels, _SupervisedMixin, _KNeighborsMixin, Cla
             out_of_core=out_of_core,
         )
 
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True  # as scikit-learn's: 2-D y, one column of labels per output
+        return tags
+
     def fit(self, X: Any, y: Any) -> KNeighborsClassifier:
         """Fit on ``X`` with class labels ``y`` (1-D, or 2-D for several outputs)."""
         self._fit_labels(X, y)

@@ -375,8 +375,9 @@ def test_check_estimator_passes_and_skips_no_more_than_for_scikit_learns_own_cla
 
     knn_gpu's classes declare scikit-learn's ``array_api_support`` tag (but the
     transformers, whose output is a sparse graph), so scikit-learn also yields
-    its array API checks for them, which it never runs for its own neighbours
-    classes; it skips those without ``SCIPY_ARRAY_API=1`` (they run with it:
+    its array API checks for them (about 20 runs, one per namespace and
+    device), where it yields one for its own neighbours classes; it skips
+    them without ``SCIPY_ARRAY_API=1`` (they run with it:
     tests/test_drop_in.py) and for devices and libraries this machine lacks.
     They are compared apart: each such skip must give one of those reasons.
     """
@@ -391,6 +392,7 @@ def test_check_estimator_passes_and_skips_no_more_than_for_scikit_learns_own_cla
         assert not failed, (cls.__name__, failed)
         our_skips, our_array_api_skips = skipped_checks(ours)
         their_skips, their_array_api_skips = skipped_checks(theirs)
-        assert their_array_api_skips == []  # scikit-learn runs none for its own class
+        # scikit-learn yields one array API check for its own classes, skipped without SCIPY_ARRAY_API=1.
+        assert len(their_array_api_skips) <= 1
         assert our_skips <= their_skips, (cls.__name__, our_skips, their_skips)
         assert all(any(reason in message for reason in ABSENT) for _, message in our_array_api_skips)
