@@ -6,20 +6,21 @@ The same code runs on NumPy (CPU), CuPy (CUDA), torch and array_api_strict.
 ``KNN`` / ``KNNClassifier`` and the functions never import scikit-learn. The
 scikit-learn-named classes (``KNeighborsClassifier``, ``NearestNeighbors``...)
 are built on scikit-learn's own base classes; their top-level names load
-:mod:`knn_gpu.drop_in` / :mod:`knn_gpu.drop_in_radius` on first use, and
-without scikit-learn that use raises one ``ImportError`` naming the extra
-(``pip install "knn-gpu[sklearn]"``).
+:mod:`knn_gpu._estimators.drop_in` / :mod:`knn_gpu._estimators.drop_in_radius`
+on first use, and without scikit-learn that use raises one ``ImportError``
+naming the extra (``pip install "knn-gpu[sklearn]"``).
 """
 
 from importlib import import_module
 from typing import Any
 
-from .backends import available_backends
-from .estimators import KNN, KNNClassifier
-from .info import config_info, show_config
-from .neighbors import kneighbors
-from .radius import radius_neighbors
-from .validation import NotFittedError
+from ._api.neighbors import kneighbors
+from ._api.radius import radius_neighbors, to_object_arrays
+from ._estimators.knn import KNN, KNNClassifier
+from ._lib.backends import available_backends
+from ._lib.validation import NotFittedError
+from ._version import __version__ as __version__
+from .cli.info import config_info, show_config
 
 #: Top-level names of the scikit-learn-named classes and functions, and the module defining each.
 _SKLEARN_NAMED = {
@@ -41,7 +42,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         msg = f"module 'knn_gpu' has no attribute {name!r}"
         raise AttributeError(msg)
-    value = getattr(import_module(f".{module}", __name__), name)
+    value = getattr(import_module(f"._estimators.{module}", __name__), name)
     globals()[name] = value
     return value
 
@@ -67,6 +68,6 @@ __all__ = [
     "kneighbors_graph",
     "radius_neighbors",
     "radius_neighbors_graph",
+    "to_object_arrays",
     "show_config",
 ]
-__version__ = "0.1.0"

@@ -348,7 +348,7 @@ def test_importing_knn_gpu_and_using_the_tutorial_classes_does_not_import_sklear
 
 
 def test_the_top_level_names_are_the_modules_classes():
-    from knn_gpu import drop_in, drop_in_radius
+    from knn_gpu._estimators import drop_in, drop_in_radius
 
     assert knn_gpu.KNeighborsClassifier is drop_in.KNeighborsClassifier
     assert knn_gpu.RadiusNeighborsTransformer is drop_in_radius.RadiusNeighborsTransformer

@@ -2,7 +2,7 @@
 
 :class:`_NeighborsBase` is the one base every estimator of knn_gpu stands on
 (the tutorial classes here, the scikit-learn-named classes of
-:mod:`knn_gpu.drop_in` and :mod:`knn_gpu.drop_in_radius`): it validates and
+:mod:`knn_gpu._estimators.drop_in` and :mod:`knn_gpu._estimators.drop_in_radius`): it validates and
 fits, and it is the only place that reaches the search engine, through one
 method for the k-search (:meth:`_NeighborsBase._neighbors_on_backend`) and one
 for the radius search (:meth:`_NeighborsBase._radius_flat`). It holds no
@@ -23,19 +23,19 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .backends import auto_backend, convert_like, move_to, namespace_of_backend, parse_backend, to_host
-from .devices import device_scope, is_gpu
-from .distances import public_distances
-from .neighbors import dtype_in, prepare_queries
-from .predictions import check_weights, class_votes, neighbor_weights, weighted_mean
-from .radius_direct import radius_search
-from .radius_queries import exclude_self_flat
-from .radius_streamed import radius_search_streamed
-from .search import TrainIndex, build_index, dtype_itemsize, search_index
-from .sparse_input import check_stored_neighbors, fewest_stored_per_row, is_sparse
-from .streaming import StreamedTrain, chunk_rows_for, is_host_array, stream_budget, streamed_search, upload
-from .topk import columns_of_true
-from .validation import (
+from .._engine.budget import dtype_itemsize
+from .._engine.distances import public_distances
+from .._engine.predictions import check_weights, class_votes, neighbor_weights, weighted_mean
+from .._engine.radius_direct import radius_search
+from .._engine.radius_queries import exclude_self_flat
+from .._engine.radius_streamed import radius_search_streamed
+from .._engine.search import TrainIndex, build_index, search_index
+from .._engine.streaming import StreamedTrain, chunk_rows_for, is_host_array, stream_budget, streamed_search, upload
+from .._engine.topk import columns_of_true
+from .._lib.backends import auto_backend, convert_like, move_to, namespace_of_backend, parse_backend, to_host
+from .._lib.devices import device_scope, is_gpu
+from .._lib.sparse_input import check_stored_neighbors, fewest_stored_per_row, is_sparse
+from .._lib.validation import (
     as_feature_matrix,
     as_targets,
     check_batch_size,
@@ -51,9 +51,11 @@ from .validation import (
     check_radius_shape,
     check_square_distances,
     distance_dtype_for,
+    dtype_in,
     feature_names_of,
     floating_dtype,
     not_fitted_error,
+    prepare_queries,
 )
 
 __all__ = ["KNN", "KNNClassifier"]
@@ -95,7 +97,7 @@ class _NeighborsBase:
         return self.num_neighbors
 
     def _engine_metric(self) -> str:
-        """The search engine's metric name (one of :data:`~knn_gpu.validation.METRICS` or the direct ones)."""
+        """The search engine's metric name (one of :data:`~knn_gpu._lib.validation.METRICS` or the direct ones)."""
         return self.metric
 
     def _engine_p(self) -> float | None:
@@ -127,7 +129,7 @@ class _NeighborsBase:
         """Validate parameters and ``X``, place ``X`` on the backend, build the index.
 
         Out of core (see ``out_of_core``), ``X`` stays where it is, in host
-        memory, and the index is a :class:`~knn_gpu.streaming.StreamedTrain`.
+        memory, and the index is a :class:`~knn_gpu._engine.streaming.StreamedTrain`.
         """
         self._check_params()
         names = feature_names_of(X)
@@ -188,7 +190,7 @@ class _NeighborsBase:
     # -- Dask: the training data stays distributed --------------------------------
     def _fit_dask(self, X: Any, payload: Any) -> None:
         """Validate a Dask fit and keep ``X`` and the per-row ``payload`` lazy."""
-        from .dask_search import check_dask_features
+        from .._engine.dask_search import check_dask_features
 
         self._check_params()
         X = check_dask_features(X, "X").rechunk({1: -1})
@@ -205,7 +207,7 @@ class _NeighborsBase:
         self.n_samples_fit_ = int(X.shape[0])
 
     def _dask_reduce(self, X: Any, num_classes: int | None = None) -> Any:
-        from .dask_search import dask_reduce_neighbors
+        from .._engine.dask_search import dask_reduce_neighbors
 
         train, payload = self._dask_fit
         _require_queries(X)
@@ -334,7 +336,7 @@ class _NeighborsBase:
         the functional search, which keeps the training data distributed.
         """
         if getattr(self, "_dask_fit", None) is not None:
-            from .neighbors import kneighbors as functional_kneighbors
+            from .._api.neighbors import kneighbors as functional_kneighbors
 
             if X is None:
                 msg = "kneighbors(X=None) is not supported on a model fitted on Dask arrays; pass X"
@@ -582,7 +584,7 @@ class _TutorialEstimator(_NeighborsBase):
             queries are densified per call; the results are then arrays of
             their library (NumPy for SciPy). With ``metric="precomputed"`` a
             sparse ``X`` is a neighbour graph (see
-            :func:`knn_gpu.sparse_input.densify_distances`).
+            :func:`knn_gpu._lib.sparse_input.densify_distances`).
         num_neighbors : int, optional
             Defaults to the model's ``num_neighbors``.
         return_distance : bool
@@ -614,7 +616,7 @@ class _TutorialEstimator(_NeighborsBase):
         >>> KNN(metric="manhattan").get_distance([0.0, 0.0], [3.0, 4.0])
         7.0
         """
-        from .neighbors import kneighbors as functional_kneighbors
+        from .._api.neighbors import kneighbors as functional_kneighbors
 
         metric = check_metric(self._engine_metric(), direct=True)
         if metric == "precomputed":
@@ -726,7 +728,7 @@ class KNN(_TutorialEstimator):
             Half-precision rows (float16, torch's bfloat16) are kept as
             given; distances and predictions are then float32. A sparse
             matrix (SciPy, ``cupyx.scipy.sparse``, torch) is densified as
-            it enters (:mod:`knn_gpu.sparse_input`), as are sparse queries.
+            it enters (:mod:`knn_gpu._lib.sparse_input`), as are sparse queries.
         y : array, shape (n_samples,) or (n_samples, n_outputs)
 
         Returns
@@ -847,7 +849,7 @@ class KNNClassifier(_TutorialEstimator):
         if array_api_compat.is_dask_array(X):
             import dask.array as da
 
-            from .dask_search import encode_labels
+            from .._engine.dask_search import encode_labels
 
             classes, codes = encode_labels(da.asarray(y))
             self._fit_dask(X, codes)

@@ -2,7 +2,7 @@
 
 ``NearestNeighbors``, ``KNeighborsClassifier``, ``KNeighborsRegressor``,
 ``KNeighborsTransformer`` and :func:`kneighbors_graph` (the radius classes are
-in :mod:`knn_gpu.drop_in_radius`) take scikit-learn 1.9's parameters, defaults,
+in :mod:`knn_gpu._estimators.drop_in_radius`) take scikit-learn 1.9's parameters, defaults,
 fitted attributes, return types, warnings and errors, so that replacing ``from
 sklearn.neighbors import ...`` by ``from knn_gpu import ...`` changes where the
 search runs, not the answers.
@@ -10,7 +10,7 @@ search runs, not the answers.
 The shape is scikit-learn's ``sklearn/neighbors/_base.py``: one base that fits
 and validates (:class:`_DropInBase`: scikit-learn's ``BaseEstimator`` and
 declarative ``_parameter_constraints`` over knn_gpu's engine base
-:class:`knn_gpu.estimators._NeighborsBase`), a k-query mixin
+:class:`knn_gpu._estimators.knn._NeighborsBase`), a k-query mixin
 (:class:`_KNeighborsMixin`: ``kneighbors``, ``kneighbors_graph``), a radius-query
 mixin (:class:`_RadiusNeighborsMixin`: ``radius_neighbors``,
 ``radius_neighbors_graph``), and thin public classes that add only their
@@ -21,7 +21,7 @@ versions. This module imports scikit-learn: ``import knn_gpu`` does not (the
 top-level names load it on first use), and without scikit-learn touching one
 of these classes raises one ``ImportError`` naming the extra to install.
 
-Input validation stays knn_gpu's (:mod:`knn_gpu.validation`): scikit-learn's
+Input validation stays knn_gpu's (:mod:`knn_gpu._lib.validation`): scikit-learn's
 ``validate_data`` would convert GPU arrays to NumPy. It follows scikit-learn's
 semantics (feature names of pandas and polars frames, their order and count,
 ``n_features_in_``), and results stay in the input's namespace and on its
@@ -86,13 +86,13 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess by 
         "knn_gpu.KNNClassifier and the functions (knn_gpu.kneighbors, knn_gpu.radius_neighbors) need neither"
     ) from error
 
-from .backends import convert_like, move_to, to_host
-from .estimators import _NeighborsBase, decode_class_labels, encode_class_labels
-from .predictions import ALL_ZERO_WEIGHTS, all_zero_rows, class_votes, weighted_mean
-from .radius import read_counts
-from .radius_queries import GRAPH_MODES, csr_from_flat, per_query
-from .sparse_input import is_sparse
-from .validation import _from_library, as_targets, distance_dtype_for, exact_dtype
+from .._engine.predictions import ALL_ZERO_WEIGHTS, all_zero_rows, class_votes, weighted_mean
+from .._engine.radius import read_counts
+from .._engine.radius_queries import GRAPH_MODES, csr_from_flat, per_query
+from .._lib.backends import convert_like, move_to, to_host
+from .._lib.sparse_input import is_sparse
+from .._lib.validation import _from_library, as_targets, distance_dtype_for, exact_dtype
+from .knn import _NeighborsBase, decode_class_labels, encode_class_labels
 
 __all__ = [
     "NearestNeighbors",
@@ -109,7 +109,7 @@ ENGINE_METRICS = {
     "sqeuclidean": "sqeuclidean",
     "cosine": "cosine",
     "inner_product": "inner_product",  # knn_gpu's own: maximum inner product search
-    # Computed directly (knn_gpu.direct): no matrix-product form.
+    # Computed directly (knn_gpu._engine.direct): no matrix-product form.
     "manhattan": "manhattan",
     "l1": "manhattan",
     "cityblock": "manhattan",

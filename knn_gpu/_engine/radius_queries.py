@@ -1,11 +1,11 @@
 """scikit-learn's radius queries on a fitted estimator, and per-query reductions of their flat result.
 
 The estimators' base reaches the radius engine in one place
-(:meth:`knn_gpu.estimators._NeighborsBase._radius_flat`:
-:func:`knn_gpu.radius_direct.radius_search` for an index in memory,
-:func:`knn_gpu.radius_streamed.radius_search_streamed` for a model fitted out
+(:meth:`knn_gpu._estimators.knn._NeighborsBase._radius_flat`:
+:func:`knn_gpu._engine.radius_direct.radius_search` for an index in memory,
+:func:`knn_gpu._engine.radius_streamed.radius_search_streamed` for a model fitted out
 of core); the drop-in classes' ``radius_neighbors`` and
-``radius_neighbors_graph`` (:mod:`knn_gpu.drop_in`) shape its result.
+``radius_neighbors_graph`` (:mod:`knn_gpu._estimators.drop_in`) shape its result.
 Every query has its own number of neighbours, so the engine's result is flat:
 ``(distances, indices, offsets)``, query ``i``'s neighbours at
 ``offsets[i]:offsets[i + 1]``. The reductions here (:func:`segment_sums`,
@@ -22,7 +22,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .backends import to_host
+from .._lib.backends import to_host
 from .radius import query_numbers, read_counts
 from .topk import positions_of_true
 
