@@ -58,6 +58,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .devices import device_scope, free_device_bytes, is_gpu
+from .gathers import take, take_along_axis, take_from_rows
 from .direct import DirectIndex, StoredRows, build_direct_index, is_direct, resolve_metric, search_direct
 from .distances import (
     EXACT_CHUNK_FEATURES,
@@ -690,39 +691,36 @@ def _search_batch(index: TrainIndex, plan: BlockPlan, queries: Any, k: int, keys
         # Members of each merged block lie num_fine // group columns apart (see the module notes).
         minima = xp.min(xp.reshape(keys, (rows, fine_size * group, num_fine // group)), axis=1)
         if group < index.max_group:  # to the blocks' natural order, so that ties go to the lower block
-            minima = xp.take(minima, index.block_position[::group] % (num_fine // group), axis=1)
+            minima = take(minima, index.block_position[::group] % (num_fine // group), axis=1, xp=xp)
         blocks = smallest_k_columns(minima, plan.kept, xp=xp)
     else:
         blocks = xp.broadcast_to(xp.arange(plan.num_groups, dtype=xp.int64, device=device), (rows, plan.num_groups))
     # Candidate keys of the kept blocks, in ascending training index: (rows, kept, group, fine_size).
     fine = blocks[:, :, None] * group + xp.arange(group, dtype=xp.int64, device=device)[None, None, :]
-    positions = xp.reshape(xp.take(index.block_position, xp.reshape(fine, (-1,))), fine.shape)
+    positions = xp.reshape(take(index.block_position, xp.reshape(fine, (-1,)), axis=0, xp=xp), fine.shape)
     within = xp.arange(fine_size, dtype=xp.int64, device=device)
     stored = xp.reshape(positions[..., None] + within * num_fine, (rows, plan.width))
-    row_start = xp.arange(rows, dtype=xp.int64, device=device)[:, None] * index.num_stored
-    candidate_keys = xp.reshape(
-        xp.take(xp.reshape(keys, (-1,)), xp.reshape(stored + row_start, (-1,))), (rows, plan.width)
-    )
+    candidate_keys = take_from_rows(keys, stored, xp=xp)
     columns = smallest_k_columns(candidate_keys, plan.num_candidates, xp=xp)
     # Column -> (kept block, fine block within it, row within that): training index b * S0 + i.
     member = columns % plan.block_size
-    chosen_fine = xp.take_along_axis(blocks, columns // plan.block_size, axis=1) * group + member // fine_size
+    chosen_fine = take_along_axis(blocks, columns // plan.block_size, axis=1, xp=xp) * group + member // fine_size
     train_indices = chosen_fine * fine_size + member % fine_size
 
     num_features = index.num_features
     if index.exact_rows is None:
         # Take whole stored rows, then drop the augmented column: a take from the
         # column-sliced view would gather from non-contiguous rows (8x slower on NumPy).
-        stored_at = xp.take_along_axis(stored, columns, axis=1)
-        candidate_rows = xp.take(index.rows, xp.reshape(stored_at, (-1,)), axis=0)
+        stored_at = take_along_axis(stored, columns, axis=1, xp=xp)
+        candidate_rows = take(index.rows, xp.reshape(stored_at, (-1,)), axis=0, xp=xp)
         stored_width = index.rows.shape[1]  # num_features + 1, or num_features for half-precision rows
         candidate_rows = xp.reshape(candidate_rows, (rows, plan.num_candidates, stored_width))[..., :num_features]
     else:
-        candidate_rows = xp.take(index.exact_rows, xp.reshape(train_indices, (-1,)), axis=0)
+        candidate_rows = take(index.exact_rows, xp.reshape(train_indices, (-1,)), axis=0, xp=xp)
         candidate_rows = xp.reshape(candidate_rows, (rows, plan.num_candidates, num_features))
     distances = exact_distances(queries, candidate_rows, index.metric, index.offset, xp=xp, exact=index.exact)
     # Candidates are in ascending training index, so a stable sort keeps ties in index order.
     order = xp.argsort(distances, axis=1, stable=True)[:, :k]
-    distances = xp.take_along_axis(distances, order, axis=1)
-    indices = xp.take_along_axis(train_indices, order, axis=1)
+    distances = take_along_axis(distances, order, axis=1, xp=xp)
+    indices = take_along_axis(train_indices, order, axis=1, xp=xp)
     return distances, indices
