@@ -49,10 +49,10 @@ written. FLOPs: ``2 M N K`` for the matrix products (``mm``, ``bmm``,
 ``addmm``, ...); elementwise arithmetic is memory-bound and priced by its
 bytes. Views, ``empty`` and reshapes are free. Two ops are known to read
 their input several times on CUDA: ``topk`` (radix selection: one pass per
-8-bit digit of the key, then a gather pass; a sort of the k results when
-``sorted=True``) and ``sort`` (one pass in shared memory up to 4,096
-elements per row, else one radix pass per 8-bit digit, keys and values read
-and written each time). Kernels run one after another on one stream; the
+8-bit digit of the key, then a gather pass, one kernel each; a sort of the
+k results when ``sorted=True``) and ``sort`` (one kernel in shared memory up
+to 4,096 elements per row, else one radix pass (kernel) per 8-bit digit,
+keys and int64 indices read and written each time). Kernels run one after another on one stream; the
 modeled time is their sum (no overlap of independent kernels).
 
 Host (Python) time is not in the GPU model; it is shown beside it. It is
@@ -326,6 +326,7 @@ def price(
         source = tensors_in[0]
         row = source.shape[-1] if source.ndim else 1
         passes = 1 if row <= 4096 else source.element_size()
+        kernels = passes
         moved = passes * 2 * (_distinct_bytes(source) + source.numel() * 8)
     seconds = max(kernels * roofline.launch_s, moved / roofline.memory_bytes_per_s, flops / peak)
     return OpCost(name, "kernel", kernels, moved, flops, seconds, signature)
