@@ -59,8 +59,20 @@ __all__ = [
 
 
 #: Rows per chunk when the float64 column mean is summed at fit, so that the
-#: training set is never copied whole in float64.
+#: training set is never copied whole in float64 (on the host: cache-sized).
 MEAN_CHUNK_ROWS = 8192
+
+#: On a GPU, chunks of that float64 copy take up to this many bytes: each
+#: chunk is three kernels of ~5 us, so 8,192-row chunks of 1M rows would
+#: launch 369 of them where 8 suffice.
+DEVICE_MEAN_CHUNK_BYTES = 2**27
+
+
+def mean_chunk_rows(num_features: int, on_gpu: bool) -> int:
+    """Rows per chunk of :func:`column_mean` and :func:`half_ranking_terms`."""
+    if not on_gpu:
+        return MEAN_CHUNK_ROWS
+    return max(MEAN_CHUNK_ROWS, DEVICE_MEAN_CHUNK_BYTES // (8 * max(1, num_features)))
 
 #: float32 bytes of one chunk of half-precision training rows converted and
 #: augmented for the ranking product: on the host small enough to stay in
@@ -108,11 +120,13 @@ def augment_train(train: Any, metric: str, *, xp: ModuleType, exact: Any) -> tup
 
 
 def column_mean(train: Any, *, xp: ModuleType, exact: Any) -> Any:
-    """Mean of each column in ``exact`` precision, summed in chunks of :data:`MEAN_CHUNK_ROWS` rows."""
-    total = xp.zeros(train.shape[1], dtype=exact, device=array_api_compat.device(train))
+    """Mean of each column in ``exact`` precision, summed in chunks of :func:`mean_chunk_rows` rows."""
+    device = array_api_compat.device(train)
+    total = xp.zeros(train.shape[1], dtype=exact, device=device)
     num_samples = train.shape[0]
-    for start in range(0, num_samples, MEAN_CHUNK_ROWS):
-        stop = min(start + MEAN_CHUNK_ROWS, num_samples)  # the standard leaves out-of-range stops undefined
+    chunk_rows = mean_chunk_rows(train.shape[1], is_gpu(xp, device))
+    for start in range(0, num_samples, chunk_rows):
+        stop = min(start + chunk_rows, num_samples)  # the standard leaves out-of-range stops undefined
         total = total + xp.sum(xp.astype(train[start:stop, ...], exact), axis=0)
     return total / train.shape[0]
 
@@ -145,7 +159,7 @@ def rank_chunk_rows(num_features: int, on_gpu: bool) -> int:
 def half_ranking_terms(train: Any, metric: str, *, xp: ModuleType, exact: Any) -> tuple[Any, Any, Any]:
     """What ranks half-precision training rows in float32, in training order.
 
-    Computed :data:`MEAN_CHUNK_ROWS` rows at a time, so that no float32 copy
+    Computed :func:`mean_chunk_rows` rows at a time, so that no float32 copy
     of the training set ever exists.
 
     Returns
@@ -169,8 +183,9 @@ def half_ranking_terms(train: Any, metric: str, *, xp: ModuleType, exact: Any) -
     if metric == "inner_product":
         return offset, xp.zeros(num_samples, dtype=float32, device=device), None
     pieces = []
-    for start in range(0, num_samples, MEAN_CHUNK_ROWS):
-        chunk = xp.astype(train[start : min(start + MEAN_CHUNK_ROWS, num_samples), ...], float32)
+    chunk_rows = mean_chunk_rows(num_features, is_gpu(xp, device))
+    for start in range(0, num_samples, chunk_rows):
+        chunk = xp.astype(train[start : min(start + chunk_rows, num_samples), ...], float32)
         if metric == "cosine":
             norms = xp.linalg.vector_norm(chunk, axis=-1)
             pieces.append(1 / xp.where(norms == 0, xp.ones_like(norms), norms))
