@@ -374,7 +374,7 @@ def _plain(value: Any) -> Any:
 
 
 #: The engine's deliberate host syncs (tests/test_fake_cuda.py's list): the finiteness check of the inputs.
-ALLOWED_SYNC_SITES = ("knn_gpu.validation.check_finite", "knn_gpu._lib.validation.check_finite")
+ALLOWED_SYNC_SITES = ("knn_gpu._lib.validation.check_finite",)
 
 
 def device_context(roofline: Roofline = H200, *, storage: str = "meta"):

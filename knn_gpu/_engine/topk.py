@@ -17,7 +17,7 @@ from typing import Any
 import array_api_compat
 import array_api_extra as xpx
 
-from .devices import is_gpu
+from .._lib.devices import is_gpu
 
 __all__ = [
     "smallest_k_columns",
