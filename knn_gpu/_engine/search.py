@@ -127,6 +127,12 @@ class TrainIndex(StoredRows):
     the training rows themselves, unshifted and without the augmented column
     (``offset`` is zeros), and ``key_column``, ``row_scale`` and
     ``rank_offset`` hold in float32 what ranks them in float32.
+
+    On a GPU, where every kernel costs ~5 us whatever its size, the index
+    keeps what spares a batch a dozen small kernels: ``train_of_stored``
+    (8 bytes a row), and for torch ``rank_bias``, the augmented column as the
+    bias of one ``addmm`` (the query rows are then neither scaled nor
+    augmented per batch).
     """
 
     device: Any
@@ -145,6 +151,10 @@ class TrainIndex(StoredRows):
     key_column: Any = None  # half precision: (num_stored,) float32 augmented column, else None
     row_scale: Any = None  # half precision and cosine: (num_stored,) float32 1 / ||t||, else None
     rank_offset: Any = None  # half precision: (num_features,) float32 shift of the ranking, else None
+    # torch on a GPU (full precision): the augmented column, contiguous, the bias of the ranking GEMM.
+    rank_bias: Any = None
+    # On a GPU: (num_stored,) int64 training row of each stored row (padding: num_samples and on), else None.
+    train_of_stored: Any = None
 
     @property
     def rank_dtype(self) -> Any:
@@ -267,6 +277,10 @@ def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_d
         )
         rows = xp.concat([rows, pad_rows], axis=0)
     rows = take(rows, train_of_stored, axis=0, xp=xp)
+    on_gpu = is_gpu(xp, device)
+    rank_bias = None
+    if on_gpu and array_api_compat.is_torch_namespace(xp):
+        rank_bias = xp.asarray(rows[:, num_features], copy=True)  # contiguous, as cuBLASLt's bias epilogue needs
     return TrainIndex(
         device=device,
         metric=metric,
@@ -281,6 +295,8 @@ def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_d
         exact=exact,
         data_dtype=data_dtype,
         exact_rows=exact_rows,
+        rank_bias=rank_bias,
+        train_of_stored=train_of_stored if on_gpu else None,
     )
 
 
@@ -313,6 +329,7 @@ def _build_half_index(train: Any, metric: str, *, xp: ModuleType, device: Any, e
         key_column=take(column, order, axis=0, xp=xp),
         row_scale=None if scale is None else take(scale, order, axis=0, xp=xp),
         rank_offset=rank_offset,
+        train_of_stored=order if is_gpu(xp, device) else None,
     )
 
 
@@ -616,6 +633,8 @@ def batch_keys(index: TrainIndex, queries: Any, keys_out: Any = None) -> Any:
     ``keys_out`` (NumPy and CuPy) is a buffer to fill, reused across batches.
     """
     xp = index.xp
+    if index.rank_bias is not None:
+        return _torch_ranking_keys(index, queries)
     if index.key_column is None:
         ranked_queries = xp.astype(queries, index.rank_dtype, copy=False)
         offset = xp.astype(index.offset, index.rank_dtype, copy=False)
@@ -631,6 +650,28 @@ def batch_keys(index: TrainIndex, queries: Any, keys_out: Any = None) -> Any:
         xp=xp,
         out=keys_out,
     )
+
+
+def _torch_ranking_keys(index: TrainIndex, queries: Any) -> Any:
+    """torch on a GPU: the keys of :func:`batch_keys` in one ``addmm``, the augmented column its bias.
+
+    ``[q', 1] . [t, c] = q'.t + c``: the product over the features only (the
+    stored rows without their last column: a strided view, no copy), the
+    column added by the GEMM's epilogue, the query factor's constant (-2 for
+    the Euclidean metrics, -1 for cosine and inner_product) as its ``alpha``,
+    exact as a power of two. One or two kernels where the augmented query
+    rows took five.
+    """
+    import torch
+
+    xp = index.xp
+    ranked_queries = xp.astype(queries, index.rank_dtype, copy=False)
+    if index.metric in ("cosine", "inner_product"):
+        factor, alpha = ranked_queries, -1.0
+    else:
+        factor, alpha = ranked_queries - xp.astype(index.offset, index.rank_dtype, copy=False), -2.0
+    features = index.rows[:, : index.num_features]
+    return torch.addmm(index.rank_bias, factor, features.T, alpha=alpha)
 
 
 def _search_batch(index: TrainIndex, plan: BlockPlan, queries: Any, k: int, keys_out: Any = None) -> tuple[Any, Any]:
@@ -654,16 +695,22 @@ def _search_batch(index: TrainIndex, plan: BlockPlan, queries: Any, k: int, keys
     stored = xp.reshape(positions[..., None] + within * num_fine, (rows, plan.width))
     candidate_keys = take_from_rows(keys, stored, xp=xp)
     columns = smallest_k_columns(candidate_keys, plan.num_candidates, xp=xp)
-    # Column -> (kept block, fine block within it, row within that): training index b * S0 + i.
-    member = columns % plan.block_size
-    chosen_fine = take_along_axis(blocks, columns // plan.block_size, axis=1, xp=xp) * group + member // fine_size
-    train_indices = chosen_fine * fine_size + member % fine_size
+    stored_at = take_along_axis(stored, columns, axis=1, xp=xp)
+    if index.train_of_stored is not None:
+        # On a GPU one gather, where the arithmetic below is nine small kernels.
+        train_indices = xp.reshape(
+            take(index.train_of_stored, xp.reshape(stored_at, (-1,)), axis=0, xp=xp), stored_at.shape
+        )
+    else:
+        # Column -> (kept block, fine block within it, row within that): training index b * S0 + i.
+        member = columns % plan.block_size
+        chosen_fine = take_along_axis(blocks, columns // plan.block_size, axis=1, xp=xp) * group + member // fine_size
+        train_indices = chosen_fine * fine_size + member % fine_size
 
     num_features = index.num_features
     if index.exact_rows is None:
         # Take whole stored rows, then drop the augmented column: a take from the
         # column-sliced view would gather from non-contiguous rows (8x slower on NumPy).
-        stored_at = take_along_axis(stored, columns, axis=1, xp=xp)
         candidate_rows = take(index.rows, xp.reshape(stored_at, (-1,)), axis=0, xp=xp)
         stored_width = index.rows.shape[1]  # num_features + 1, or num_features for half-precision rows
         candidate_rows = xp.reshape(candidate_rows, (rows, plan.num_candidates, stored_width))[..., :num_features]
