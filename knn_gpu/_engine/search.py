@@ -368,21 +368,41 @@ def candidate_count(k: int, num_samples: int) -> int:
     return min(num_samples, k + margin)
 
 
+#: Rows of up to this many values sort in one pass in shared memory on CUDA (torch's bitonic/warp sort).
+ONE_PASS_SORT_WIDTH = 4096
+
+
+def _sort_passes(width: int) -> int:
+    return 1 if width <= ONE_PASS_SORT_WIDTH else 4
+
+
 def plan_blocks(index: TrainIndex, k: int) -> BlockPlan:
     """The block size (a power-of-two group of fine blocks) that makes selection cheapest for ``k``.
 
     Per query the selection reads ``num_groups`` block minima and gathers and
     selects ``candidates * block_size`` keys; the group minimising their sum
     is taken. Where no group prunes (k close to n), every block is kept.
+
+    A kept key costs twice a block minimum (gathered, then selected) where
+    the selection is a partition or a top-k. torch on a GPU selects both by
+    sorting (:func:`knn_gpu._engine.topk.smallest_k_columns_by_sort`): a row
+    of up to :data:`ONE_PASS_SORT_WIDTH` values sorts in one pass, a longer
+    one in four (radix digits of float32), so each element costs its sort's
+    passes, and a kept key one more for its gather.
     """
     num_candidates = candidate_count(k, index.num_samples)
+    sorts = array_api_compat.is_torch_namespace(index.xp) and is_gpu(index.xp, index.device)
     best = None
     group = 1
     while group <= index.max_group:
         num_groups = index.num_fine_blocks // group
         block_size = group * index.fine_block_size
         if num_candidates < num_groups:
-            cost = num_groups + 2 * num_candidates * block_size
+            keys = num_candidates * block_size
+            if sorts:
+                cost = num_groups * _sort_passes(num_groups) + keys * (_sort_passes(keys) + 1)
+            else:
+                cost = num_groups + 2 * keys
             if best is None or cost < best[0]:
                 best = (cost, BlockPlan(group, num_groups, num_candidates, num_candidates, block_size))
         group *= 2
