@@ -89,6 +89,11 @@ HALF_PADDING_KEY = 2.0**120
 #: (rows, candidates, at most this many features).
 EXACT_CHUNK_FEATURES = 64
 
+#: On a GPU (where the whole batch is one step, its size from the memory
+#: budget), chunks of up to this many features: a chunk is two or three
+#: kernels of ~5 us however small, so d = 128 is one chunk, not two.
+DEVICE_EXACT_CHUNK_FEATURES = 256
+
 
 def augment_train(train: Any, metric: str, *, xp: ModuleType, exact: Any) -> tuple[Any, Any]:
     """Training rows prepared for the ranking product.
@@ -334,7 +339,7 @@ def exact_distances(
         return xp.minimum(xp.maximum(1 - dots / safe_norms, zero), zero + 2)
     # The stored rows were shifted in the data's own dtype: shift the queries the same way, so that a
     # query equal to a training row has the same bits, and distance exactly 0 (float32 data too).
-    shifted = xp.astype(queries - xp.astype(offset, queries.dtype), exact)
+    shifted = xp.astype(queries - xp.astype(offset, queries.dtype, copy=False), exact)
     squared = _rescore_in_steps(shifted, candidates, _squared_distance, xp=xp, exact=exact)
     if metric == "euclidean":
         return xp.sqrt(squared)
@@ -371,15 +376,17 @@ def _dot_and_square_norm(queries: Any, candidates: Any, *, xp: ModuleType, exact
 def _rescore_in_steps(queries: Any, candidates: Any, term: Any, *, xp: ModuleType, exact: Any) -> Any:
     """``term`` summed over features, :data:`EXACT_CHUNK_FEATURES` at a time, for row steps of the batch.
 
-    Each step's temporaries are (step rows, candidates, at most 64 features)
-    in ``exact``: a fixed bound whatever the dimension. On the host a step
+    Each step's temporaries are (step rows, candidates, at most 64 features;
+    :data:`DEVICE_EXACT_CHUNK_FEATURES` on a GPU) in ``exact``: a fixed bound
+    whatever the dimension. On the host a step
     holds about :data:`HOST_STEP_BYTES`; on a device the whole batch is one
     step (its size already comes from the memory budget).
     """
     rows, num_candidates, num_features = candidates.shape
-    chunk = min(num_features, EXACT_CHUNK_FEATURES)
+    on_gpu = is_gpu(xp, array_api_compat.device(candidates))
+    chunk = min(num_features, DEVICE_EXACT_CHUNK_FEATURES if on_gpu else EXACT_CHUNK_FEATURES)
     step = rows
-    if not is_gpu(xp, array_api_compat.device(candidates)):
+    if not on_gpu:
         step = max(1, min(rows, HOST_STEP_BYTES // (num_candidates * chunk * 8)))
     pieces = []
     for row in range(0, rows, step):

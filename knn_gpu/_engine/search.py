@@ -58,7 +58,7 @@ from .._lib.validation import exact_dtype, is_half_precision
 from .budget import DEFAULT_MEMORY_BUDGET, available_cores, default_memory_budget, dtype_itemsize, run_in_shares
 from .direct import DirectIndex, StoredRows, build_direct_index, is_direct, resolve_metric, search_direct
 from .distances import (
-    EXACT_CHUNK_FEATURES,
+    DEVICE_EXACT_CHUNK_FEATURES,
     HALF_PADDING_KEY,
     augment_queries,
     augment_train,
@@ -435,7 +435,7 @@ def batch_bytes_per_query(index: TrainIndex, plan: BlockPlan, reduce_bytes_per_q
     rescoring = 6 * num_candidates * 8
     if is_gpu(index.xp, index.device):
         # One re-scoring step per batch on a device; on the host steps of HOST_STEP_BYTES (a fixed few MiB).
-        rescoring += 3 * num_candidates * min(features, EXACT_CHUNK_FEATURES) * exact_size
+        rescoring += 3 * num_candidates * min(features, DEVICE_EXACT_CHUNK_FEATURES) * exact_size
     return keys + minima + selection + gathered + rescoring + int(reduce_bytes_per_query)
 
 
@@ -709,10 +709,11 @@ def _search_batch(index: TrainIndex, plan: BlockPlan, queries: Any, k: int, keys
     else:
         blocks = xp.broadcast_to(xp.arange(plan.num_groups, dtype=xp.int64, device=device), (rows, plan.num_groups))
     # Candidate keys of the kept blocks, in ascending training index: (rows, kept, group, fine_size).
-    fine = blocks[:, :, None] * group + xp.arange(group, dtype=xp.int64, device=device)[None, None, :]
-    positions = xp.reshape(take(index.block_position, xp.reshape(fine, (-1,)), axis=0, xp=xp), fine.shape)
-    within = xp.arange(fine_size, dtype=xp.int64, device=device)
-    stored = xp.reshape(positions[..., None] + within * num_fine, (rows, plan.width))
+    # Fine block b * group + j of merged block b is row b, column j of the positions seen as (groups, group).
+    members = xp.reshape(index.block_position, (plan.num_groups, group))
+    positions = xp.reshape(take(members, xp.reshape(blocks, (-1,)), axis=0, xp=xp), (rows, plan.kept, group))
+    within = xp.arange(0, fine_size * num_fine, num_fine, dtype=xp.int64, device=device)
+    stored = xp.reshape(positions[..., None] + within, (rows, plan.width))
     candidate_keys = take_from_rows(keys, stored, xp=xp)
     columns = smallest_k_columns(candidate_keys, plan.num_candidates, xp=xp)
     stored_at = take_along_axis(stored, columns, axis=1, xp=xp)
