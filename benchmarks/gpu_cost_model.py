@@ -69,7 +69,11 @@ written): no exact search can be faster on CUDA cores.
 
 Run ``python benchmarks/gpu_cost_model.py`` (about a minute); ``--json PATH``
 chooses the output (default ``benchmarks/gpu_cost_model.json``),
-``--shapes small`` runs a quick set (the test uses it).
+``--shapes small`` runs a quick set (the test uses it). ``--measured PATH``
+reads the same shapes timed on a real GPU (:func:`load_measured`) and
+prints model and measurement side by side: the calibration of the model
+when a GPU is lent. The peer fitted (training norms kept) is what a
+measured ``peer_s`` is compared with.
 """
 
 from __future__ import annotations
@@ -621,10 +625,78 @@ def ratio_summary(results: list[dict]) -> dict:
     }
 
 
+#: Names a measured record may give its shape and its timings (seconds) under.
+_SHAPE_KEYS = {
+    "num_queries": ("num_queries", "n_query", "n_queries", "queries"),
+    "num_train": ("num_train", "n_train", "train"),
+    "dim": ("dim", "d", "n_features", "features"),
+    "k": ("k", "num_neighbors"),
+}
+_TIME_KEYS = {
+    "functional": ("functional_s", "knn_gpu_functional_s", "kneighbors_s"),
+    "fitted": ("fitted_s", "knn_gpu_fitted_s", "knn_gpu_s", "KNN.kneighbors_s"),
+    "peer": ("peer_s", "torch_peer_s"),
+    "floor": ("floor_s", "gemm_floor_s", "gemm_s"),
+}
+
+
+def load_measured(path: Path) -> dict[tuple[int, int, int, int], dict[str, float]]:
+    """Seconds measured on a real GPU, by ``(num_queries, num_train, dim, k)``.
+
+    Reads a JSON list of records (or an object holding one under
+    ``"records"`` or ``"results"``), each naming its shape (``num_queries``
+    or ``n_query``, ``num_train`` or ``n_train``, ``dim``, ``k``; or all of
+    them in a ``"shape"`` object) and any of the timings ``functional_s``,
+    ``fitted_s``, ``peer_s``, ``floor_s`` (or the ``knn_gpu_``-prefixed
+    names). Records without a known shape or timing are skipped.
+    """
+    data = json.loads(Path(path).read_text())
+    if isinstance(data, dict):
+        data = data.get("records", data.get("results", []))
+    measured: dict[tuple[int, int, int, int], dict[str, float]] = {}
+    for record in data if isinstance(data, list) else []:
+        if not isinstance(record, dict):
+            continue
+        fields = {**record, **(record.get("shape") if isinstance(record.get("shape"), dict) else {})}
+        shape = []
+        for names in _SHAPE_KEYS.values():
+            value = next((fields[name] for name in names if isinstance(fields.get(name), (int, float))), None)
+            shape.append(None if value is None else int(value))
+        times = {
+            part: float(fields[name])
+            for part, names in _TIME_KEYS.items()
+            for name in names
+            if isinstance(fields.get(name), (int, float))
+        }
+        if None not in shape and times:
+            measured.setdefault(tuple(shape), {}).update(times)
+    return measured
+
+
+def calibration_table(results: list[dict], measured: dict[tuple[int, int, int, int], dict[str, float]]) -> str:
+    """Model beside measurement, per shape and part: measured / modeled (> 1: the GPU is slower than modeled)."""
+    lines = ["| shape | part | modeled ms | measured ms | measured / modeled |", "|---|---|---|---|---|"]
+    model_keys = {"functional": "functional", "fitted": "fitted", "peer": "peer_fitted"}
+    for result in results:
+        shape = result["shape"]
+        times = measured.get((shape["num_queries"], shape["num_train"], shape["dim"], shape["k"]), {})
+        for part, seconds in sorted(times.items()):
+            modeled = result["floor_s"] if part == "floor" else result[model_keys[part]]["modeled_s"]
+            lines.append(
+                f"| {result['label']} | {part} | {_ms(modeled)} | {_ms(seconds)} | {seconds / modeled:.2f} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--shapes", choices=sorted(SHAPES), default="issue")
     parser.add_argument("--json", type=Path, default=Path(__file__).with_name("gpu_cost_model.json"))
+    parser.add_argument(
+        "--measured",
+        type=Path,
+        help="JSON of the same shapes timed on a real GPU (see load_measured): printed beside the model",
+    )
     args = parser.parse_args(argv)
     plain = plain_call_seconds()
     validation = validate(VALIDATION_SHAPE[args.shapes])
@@ -642,8 +714,14 @@ def main(argv: list[str] | None = None) -> dict:
     table = markdown_table(results)
     print(f"\n{H200.name}, float32, torch on the fake CUDA device (storage='meta')\n")
     print(table)
+    calibration = None
+    if args.measured is not None:
+        calibration = calibration_table(results, load_measured(args.measured))
+        print(f"\nModel beside the measurement ({args.measured}):\n")
+        print(calibration)
     report = {
         "roofline": asdict(H200),
+        "calibration": calibration,
         "torch": torch.__version__,
         "validation": validation,
         "host_cost_per_torch_call_s": {"harness": costs[0], "plain": costs[1]},

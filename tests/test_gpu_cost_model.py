@@ -138,3 +138,33 @@ def test_small_run_report(model, tmp_path):
     assert summary["worst_functional"] == max(ratios)
     assert summary["geomean_functional"] == pytest.approx(math.prod(ratios) ** (1 / len(ratios)))
     assert "| shape |" in report["table"]
+
+
+def test_measured_times_are_put_beside_the_model(model, tmp_path):
+    """A GPU run's JSON (two spellings of the shape) is matched by shape and divided by the model."""
+    measured = tmp_path / "gpu.json"
+    measured.write_text(
+        json.dumps(
+            {
+                "records": [
+                    {"n_query": 200, "n_train": 5000, "dim": 16, "k": 10, "knn_gpu_fitted_s": 0.002, "gpu": "H200"},
+                    {"shape": {"num_queries": 10, "num_train": 5000, "dim": 16, "k": 10}, "peer_s": 0.0005},
+                    {"n_query": 7, "n_train": 5000, "dim": 16, "k": 10, "fitted_s": 1.0},  # a shape not modeled
+                    {"n_query": 200, "note": "no shape"},
+                ]
+            }
+        )
+    )
+    assert model.load_measured(measured) == {
+        (200, 5000, 16, 10): {"fitted": 0.002},
+        (10, 5000, 16, 10): {"peer": 0.0005},
+        (7, 5000, 16, 10): {"fitted": 1.0},
+    }
+    report = model.main(["--shapes", "small", "--json", str(tmp_path / "model.json"), "--measured", str(measured)])
+    lines = report["calibration"].splitlines()[2:]
+    assert len(lines) == 2
+    first, second = report["results"]
+    expected = 0.002 / first["fitted"]["modeled_s"]
+    assert lines[0].startswith(f"| {first['label']} | fitted |") and lines[0].endswith(f"| {expected:.2f} |")
+    assert lines[1].startswith(f"| {second['label']} | peer |")
+    assert lines[1].endswith(f"| {0.0005 / second['peer_fitted']['modeled_s']:.2f} |")
