@@ -94,11 +94,11 @@ for _path in (str(ROOT / "tests"), str(ROOT)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+import fake_cuda  # noqa: E402
 import torch  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils._pytree import tree_flatten, tree_map  # noqa: E402
 
-import fake_cuda  # noqa: E402
 import knn_gpu  # noqa: E402
 
 __all__ = ["Roofline", "H200", "OpCost", "CostRecorder", "trace", "peer_kneighbors", "floor_seconds", "main"]
@@ -562,7 +562,9 @@ def validate(shape: Shape, roofline: Roofline = H200) -> dict:
             generator = torch.Generator().manual_seed(0)
             train = torch.randn((shape.num_train, shape.dim), generator=generator).to("cuda")
             queries = torch.randn((shape.num_queries, shape.dim), generator=generator).to("cuda")
-            traces[storage] = trace(gpu, lambda: knn_gpu.kneighbors(queries, train, shape.k), roofline)
+            traces[storage] = trace(
+                gpu, lambda queries=queries, train=train: knn_gpu.kneighbors(queries, train, shape.k), roofline
+            )
     real, meta = traces["cpu"], traces["meta"]
     # Host data put on the device is an H2D copy on meta, the fake device's clone of a host tensor on "cpu".
     real_ops = [("<to device>" if op.op == "clone" and op.from_host else op.op, op.signature) for op in real.ops]
@@ -581,7 +583,10 @@ def validate(shape: Shape, roofline: Roofline = H200) -> dict:
         "host_copies": meta.copies,
         "first_difference": None
         if first_difference is None
-        else {"real": real_ops[first_difference : first_difference + 1], "meta": meta_ops[first_difference : first_difference + 1]},
+        else {
+            "real": real_ops[first_difference : first_difference + 1],
+            "meta": meta_ops[first_difference : first_difference + 1],
+        },
     }
 
 
@@ -682,9 +687,7 @@ def calibration_table(results: list[dict], measured: dict[tuple[int, int, int, i
         times = measured.get((shape["num_queries"], shape["num_train"], shape["dim"], shape["k"]), {})
         for part, seconds in sorted(times.items()):
             modeled = result["floor_s"] if part == "floor" else result[model_keys[part]]["modeled_s"]
-            lines.append(
-                f"| {result['label']} | {part} | {_ms(modeled)} | {_ms(seconds)} | {seconds / modeled:.2f} |"
-            )
+            lines.append(f"| {result['label']} | {part} | {_ms(modeled)} | {_ms(seconds)} | {seconds / modeled:.2f} |")
     return "\n".join(lines)
 
 

@@ -143,7 +143,9 @@ def test_sorting_selection_keeps_the_lower_column_among_ties(dtype):
         assert got.dtype == torch.int64 and tuple(got.shape) == (4, k)
         np.testing.assert_array_equal(got.numpy(), expected)
         # The standard path (any namespace) agrees.
-        np.testing.assert_array_equal(smallest_k_columns(values, k, xp=array_api_compat.array_namespace(values)), expected)
+        np.testing.assert_array_equal(
+            smallest_k_columns(values, k, xp=array_api_compat.array_namespace(values)), expected
+        )
 
 
 def test_float64_ranked_in_float32_stays_exact(backend):

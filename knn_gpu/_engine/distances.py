@@ -74,6 +74,7 @@ def mean_chunk_rows(num_features: int, on_gpu: bool) -> int:
         return MEAN_CHUNK_ROWS
     return max(MEAN_CHUNK_ROWS, DEVICE_MEAN_CHUNK_BYTES // (8 * max(1, num_features)))
 
+
 #: float32 bytes of one chunk of half-precision training rows converted and
 #: augmented for the ranking product: on the host small enough to stay in
 #: the caches, on a GPU large enough to keep the kernels busy.
