@@ -59,7 +59,9 @@ Host (Python) time is not in the GPU model; it is shown beside it. It is
 the wall time of the traced call less the tracing harness's own cost per
 torch call (calibrated on ``x + 1``) plus torch's cost per call on the
 CPU: an estimate of what the host spends issuing the call, NumPy work
-included (a block layout of 1M rows built in NumPy counts in full).
+included (a block layout of 1M rows built in NumPy counts in full), never
+less than the torch calls times torch's cost per call. It is noisy on a
+shared machine; the number of torch calls per call, also shown, is not.
 
 The peer (:func:`peer_kneighbors`) is what a user writes by hand: the
 ``||q||^2 - 2 q.t + ||t||^2`` expansion with one ``q @ t.T`` and
@@ -597,8 +599,8 @@ def _ms(seconds: float) -> str:
 def markdown_table(results: list[dict]) -> str:
     """The results as a Markdown table, with the worst ratio and the geometric means below."""
     lines = [
-        "| shape | kernels (functional / fitted / peer) | GB moved (knn_gpu / peer) | modeled ms: functional | fitted | peer | peer fitted | GEMM floor | functional / peer | fitted / peer fitted | syncs | host ms (functional / fitted / peer) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| shape | kernels (functional / fitted / peer) | GB moved (knn_gpu / peer) | modeled ms: functional | fitted | peer | peer fitted | GEMM floor | functional / peer | fitted / peer fitted | syncs | torch calls (functional / fitted / peer) | host ms (functional / fitted / peer) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         f, d, p, pf = r["functional"], r["fitted"], r["peer"], r["peer_fitted"]
@@ -607,7 +609,8 @@ def markdown_table(results: list[dict]) -> str:
             f"| {f['bytes'] / 1e9:.3g} / {p['bytes'] / 1e9:.3g} "
             f"| {_ms(f['modeled_s'])} | {_ms(d['modeled_s'])} | {_ms(p['modeled_s'])} | {_ms(pf['modeled_s'])} "
             f"| {_ms(r['floor_s'])} | {r['ratio_functional']:.2f} | {r['ratio_fitted']:.2f} "
-            f"| {f['syncs']} / {d['syncs']} | {_ms(f['host_s'])} / {_ms(d['host_s'])} / {_ms(p['host_s'])} |"
+            f"| {f['syncs']} / {d['syncs']} | {f['torch_calls']} / {d['torch_calls']} / {pf['torch_calls']} "
+            f"| {_ms(f['host_s'])} / {_ms(d['host_s'])} / {_ms(p['host_s'])} |"
         )
     summary = ratio_summary(results)
     lines.append("")
