@@ -109,8 +109,8 @@ def radius_neighbors(
         :func:`knn_gpu.kneighbors` takes them. ``"inner_product"`` is a
         similarity without a radius in scikit-learn's sense, and is refused.
     p : float, optional
-        The Minkowski power for ``metric="minkowski"`` (``>= 1``, infinity
-        allowed; None: 2); ignored by the other metrics.
+        The Minkowski power for ``metric="minkowski"`` (``> 0``, infinity allowed, ``0 < p < 1`` with a warning, as
+        :func:`knn_gpu.kneighbors`; None: 2); ignored by the other metrics.
     sort_results : bool
         List each query's neighbours by ascending (distance, index) instead
         of ascending index. Needs ``return_distance=True``, as in
