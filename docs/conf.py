@@ -35,7 +35,7 @@ extensions = [
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build", "api/generated/*.examples", "**.ipynb_checkpoints", "auto_examples/*.md5"]
+exclude_patterns = ["_build", "api/generated/backreferences", "**.ipynb_checkpoints", "auto_examples/*.md5"]
 templates_path = ["_templates"]
 myst_enable_extensions = ["colon_fence", "deflist", "dollarmath"]
 myst_heading_anchors = 3
@@ -91,7 +91,7 @@ write_api_reference()
 
 autosummary_generate = True
 autosummary_imported_members = True
-autodoc_default_options = {"members": True, "inherited-members": True, "show-inheritance": False}
+autodoc_default_options = {"members": True, "inherited-members": True}
 autodoc_typehints = "none"  # numpydoc's Parameters sections say the types
 numpydoc_show_class_members = False  # the class template lists the members itself
 numpydoc_class_members_toctree = False
@@ -112,6 +112,9 @@ if os.environ.get("KNN_GPU_DOCS_INTERSPHINX") != "1":
 sphinx_gallery_conf = {
     "examples_dirs": str(ROOT / "examples"),
     "gallery_dirs": "auto_examples",
+    # "Examples using X" on each API page: the names as the examples call them (knn_gpu.KNN).
+    "backreferences_dir": "api/generated/backreferences",
+    "doc_module": ("knn_gpu",),
     "filename_pattern": r"/plot_",  # plot_*.py run at build time; gpu_*.py are shown, not run
     "ignore_pattern": r"__init__\.py",
     "download_all_examples": False,

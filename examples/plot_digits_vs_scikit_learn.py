@@ -4,7 +4,7 @@ Digits: knn_gpu against scikit-learn
 
 Classify scikit-learn's 8 × 8 handwritten digits with
 :class:`knn_gpu.KNeighborsClassifier` and with
-:class:`sklearn.neighbors.KNeighborsClassifier`, for k = 1 to 15. The
+scikit-learn's ``sklearn.neighbors.KNeighborsClassifier``, for k = 1 to 15. The
 digits' pixels are small integers, so many distances tie exactly; knn_gpu
 keeps the lower training index among equal distances, so where a vote hangs
 on such a tie the two can differ. Here they agree on every test image.

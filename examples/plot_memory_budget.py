@@ -4,7 +4,7 @@ Memory held against the memory budget
 
 ``memory_budget`` bounds the temporaries of a search's batches in flight.
 This example traces the peak memory of one fitted model's
-:meth:`knn_gpu.KNN.kneighbors` call with :mod:`tracemalloc` (NumPy
+:meth:`knn_gpu.KNN.kneighbors` call with Python's ``tracemalloc`` (NumPy
 allocations are traced) for budgets from 1 to 16 MiB, and subtracts the
 output, which the budget does not cover. The peak stays below the budget and
 grows with it: larger budgets buy larger batches, not unbounded memory.

@@ -376,8 +376,8 @@ class _NeighborsEstimator:
             never its own neighbour (its exact duplicates may be). Sparse
             queries are densified per call; the results are then arrays of
             their library (NumPy for SciPy). With ``metric="precomputed"`` a
-            sparse ``X`` is a neighbour graph (see
-            :func:`knn_gpu.sparse_input.densify_distances`).
+            sparse ``X`` is a neighbour graph: stored entries are distances,
+            missing entries are no neighbours.
         num_neighbors : int, optional
             Defaults to the model's ``num_neighbors``.
         return_distance : bool
@@ -610,7 +610,7 @@ class KNN(_NeighborsEstimator):
             Half-precision rows (float16, torch's bfloat16) are kept as
             given; distances and predictions are then float32. A sparse
             matrix (SciPy, ``cupyx.scipy.sparse``, torch) is densified as
-            it enters (:mod:`knn_gpu.sparse_input`), as are sparse queries.
+            it enters, in its own library, as are sparse queries.
         y : array, shape (n_samples,) or (n_samples, n_outputs)
 
         Returns

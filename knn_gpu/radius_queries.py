@@ -253,7 +253,7 @@ class RadiusQueries:
 
         Returns
         -------
-        sparse matrix in CSR format, shape (n_queries, n_samples_fit_)
+        sparse matrix in CSR format, shape (n_queries, ``n_samples_fit_``)
             Built from the flat result without a loop over queries;
             ``cupyx.scipy.sparse.csr_matrix`` on the GPU for CuPy, else
             ``scipy.sparse.csr_matrix`` on the host.
