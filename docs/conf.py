@@ -122,7 +122,7 @@ sphinx_gallery_conf = {
     "abort_on_example_error": True,
     "only_warn_on_example_error": False,
     "matplotlib_animations": False,
-    "within_subsection_order": "FileNameSortKey",
+    "within_subsection_order": "ExampleTitleSortKey",  # the GPU example ("Training data ...") last
     "show_memory": False,
     "min_reported_time": 1e9,  # no timings on the pages: they depend on the machine that built them
     "line_numbers": False,
@@ -135,7 +135,8 @@ html_static_path = ["_static"]
 html_css_files = ["custom.css"]
 html_theme_options = {
     "navbar_end": ["theme-switcher", "navbar-icon-links"],
-    "secondary_sidebar_items": ["page-toc"],
+    # No "on this page" column where the width is needed for wide tables.
+    "secondary_sidebar_items": {"**": ["page-toc"], "guide/migrating": [], "benchmarks": []},
     "show_toc_level": 2,
     "navigation_with_keys": False,
     "footer_start": ["copyright"],

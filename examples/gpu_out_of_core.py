@@ -1,6 +1,6 @@
 """
-On a GPU: training data larger than the device (out of core)
-============================================================
+Training data larger than the GPU (out of core)
+===============================================
 
 **Needs a CUDA GPU** (and CuPy: ``pip install -e ".[cuda12]"``): this
 example is shown, not executed, when the site is built.

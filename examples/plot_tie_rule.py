@@ -36,7 +36,7 @@ print("training rows at the 4th distance:", tied)
 # The chosen points (filled) are the lowest indices among those tied at the
 # k-th distance; scikit-learn's brute force may choose others among them.
 
-fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
+fig, ax = plt.subplots(figsize=(5, 5.4), layout="constrained")
 chosen = set(indices[0].tolist())
 for index, (x, y) in enumerate(points):
     is_chosen = index in chosen
@@ -44,7 +44,7 @@ for index, (x, y) in enumerate(points):
     ax.annotate(str(index), (x, y), ha="center", va="center", color="white" if is_chosen else "tab:blue", zorder=3)
 ax.scatter([0], [0], marker="*", s=300, color="tab:red", zorder=3, label="query")
 ax.set_aspect("equal")
-ax.set_title("k = 4 among equally distant points: the lower indices win")
+ax.set_title("k = 4 of 12 equally distant points:\nthe lowest training indices win")
 ax.legend(loc="lower right")
 ax.set_xlim(-6.5, 6.5)
 ax.set_ylim(-6.5, 6.5)
