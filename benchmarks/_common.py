@@ -1,6 +1,6 @@
 """Helpers shared by the benchmark programs: data, the FAISS peer, the product floor, the machine.
 
-Only NumPy, FAISS and knn_gpu's public surface (plus ``knn_gpu.compare``'s
+Only NumPy, FAISS and knn_gpu's public surface (plus ``knn_gpu.cli.compare``'s
 machine description) are used here, so the programs keep running while the
 engine's internals change. The programs are run as scripts
 (``python benchmarks/NAME.py``), which puts this folder on ``sys.path``.
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from knn_gpu.compare import machine_description
+from knn_gpu.cli.compare import machine_description
 
 
 def make_data(shape: dict, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -53,7 +53,7 @@ import numpy as np
 from _common import faiss_index, machine_line, make_data, matmul_floor
 
 import knn_gpu
-from knn_gpu.compare import machine_description
+from knn_gpu.cli.compare import machine_description
 
 GOAL_FLOOR_RATIO = 1.3
 RELATIVE_TOLERANCE = 1e-4

@@ -33,8 +33,8 @@ import numpy as np
 from _common import faiss_index, make_data, matmul_floor, peak_rss_mib
 
 import knn_gpu
-from knn_gpu.backends import namespace_of_backend, to_host
-from knn_gpu.compare import machine_description
+from knn_gpu._lib.backends import namespace_of_backend, to_host
+from knn_gpu.cli.compare import machine_description
 
 GOAL = {"name": "goal", "n_train": 100_000, "n_query": 10_000, "dim": 64, "k": 10}
 SMALL = {"name": "small", "n_train": 10_000, "n_query": 1_000, "dim": 32, "k": 10}

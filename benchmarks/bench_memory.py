@@ -9,7 +9,7 @@ are made first; then ``tracemalloc.reset_peak()`` and one call. Reported:
   includes the call's output, whose size is shown so that it can be
   subtracted;
 * the ratio peak / budget, where the budget is
-  ``knn_gpu.search.DEFAULT_MEMORY_BUDGET`` when that attribute exists (goal:
+  ``knn_gpu._engine.budget.DEFAULT_MEMORY_BUDGET`` when that attribute exists (goal:
   below 2 x budget);
 * the subprocess's max RSS, with the max RSS before the call (inputs and
   imports). It is read from ``/proc/self/status`` (``VmHWM``) where there is
@@ -45,7 +45,7 @@ import numpy as np
 from _common import machine_line, make_data, peak_rss_mib
 
 import knn_gpu
-from knn_gpu.compare import machine_description
+from knn_gpu.cli.compare import machine_description
 
 MIB = 2**20
 GOAL_BUDGET_RATIO = 2.0
@@ -72,12 +72,12 @@ def quick_probes() -> list[dict]:
 
 
 def memory_budget() -> int | None:
-    """``knn_gpu.search.DEFAULT_MEMORY_BUDGET`` in bytes, or None where the engine has no such attribute."""
+    """``knn_gpu._engine.budget.DEFAULT_MEMORY_BUDGET`` in bytes, or None where the engine has no such attribute."""
     try:
-        search = importlib.import_module("knn_gpu.search")
+        budget = importlib.import_module("knn_gpu._engine.budget")
     except ImportError:
         return None
-    return getattr(search, "DEFAULT_MEMORY_BUDGET", None)
+    return getattr(budget, "DEFAULT_MEMORY_BUDGET", None)
 
 
 def run_probe(probe: dict) -> dict:
@@ -162,11 +162,11 @@ def main() -> int:
     print(f"knn_gpu {knn_gpu.__version__} ({Path(knn_gpu.__file__).parent})" + ("; QUICK shapes" if args.quick else ""))
     if budget:
         print(
-            f"budget: knn_gpu.search.DEFAULT_MEMORY_BUDGET = {budget / MIB:.0f} MiB; "
+            f"budget: knn_gpu._engine.budget.DEFAULT_MEMORY_BUDGET = {budget / MIB:.0f} MiB; "
             f"goal: peak during the call < {GOAL_BUDGET_RATIO:g} x budget"
         )
     else:
-        print("budget: knn_gpu.search.DEFAULT_MEMORY_BUDGET not found; no ratio")
+        print("budget: knn_gpu._engine.budget.DEFAULT_MEMORY_BUDGET not found; no ratio")
     print("MiB; peak = traced peak during the call minus memory held before it (includes the output)")
     print(
         f"{'probe':<24} {'queries x train x dim':<38} {'peak':>9} {'output':>8} {'peak/budget':>11} {'goal':>5} "

@@ -30,7 +30,7 @@ import numpy as np
 from _common import interleaved, machine_line, make_data
 
 import knn_gpu
-from knn_gpu.radius import to_object_arrays
+from knn_gpu import to_object_arrays
 
 GOAL = {"n_train": 20_000, "n_query": 2_000, "dim": 32, "k": 10}
 QUICK = {"n_train": 2_000, "n_query": 200, "dim": 32, "k": 10}

@@ -3,25 +3,26 @@
 The same code runs on NumPy (CPU), CuPy (CUDA), torch and array_api_strict.
 """
 
-from .backends import available_backends
-from .drop_in import (
+from ._api.neighbors import kneighbors
+from ._api.radius import radius_neighbors, to_object_arrays
+from ._estimators.drop_in import (
     KNeighborsClassifier,
     KNeighborsRegressor,
     KNeighborsTransformer,
     NearestNeighbors,
     kneighbors_graph,
 )
-from .drop_in_radius import (
+from ._estimators.drop_in_radius import (
     RadiusNeighborsClassifier,
     RadiusNeighborsRegressor,
     RadiusNeighborsTransformer,
     radius_neighbors_graph,
 )
-from .estimators import KNN, KNNClassifier
-from .info import config_info, show_config
-from .neighbors import kneighbors
-from .radius import radius_neighbors
-from .validation import NotFittedError
+from ._estimators.knn import KNN, KNNClassifier
+from ._lib.backends import available_backends
+from ._lib.validation import NotFittedError
+from ._version import __version__ as __version__
+from .cli.info import config_info, show_config
 
 __all__ = [
     "KNN",
@@ -40,6 +41,6 @@ __all__ = [
     "kneighbors_graph",
     "radius_neighbors",
     "radius_neighbors_graph",
+    "to_object_arrays",
     "show_config",
 ]
-__version__ = "0.1.0"

@@ -15,7 +15,7 @@ import array_api_compat
 import numpy as np
 import pytest
 
-from knn_gpu.backends import cupy_gpu_status, to_host
+from knn_gpu._lib.backends import cupy_gpu_status, to_host
 
 
 @dataclass(frozen=True)

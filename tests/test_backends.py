@@ -11,7 +11,7 @@ import pytest
 
 import knn_gpu
 from knn_gpu import KNN
-from knn_gpu.backends import cupy_gpu_status
+from knn_gpu._lib.backends import cupy_gpu_status
 
 HAS_CUPY = importlib.util.find_spec("cupy") is not None
 GPU_USABLE = cupy_gpu_status()[0]
@@ -65,7 +65,7 @@ def test_named_backend_moves_training_data(name):
 
 
 def test_cli_demo_runs_in_process_and_as_module(capsys):
-    from knn_gpu.cli import main
+    from knn_gpu.cli.main import main
 
     assert main(["demo"]) == 0
     output = capsys.readouterr().out

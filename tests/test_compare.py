@@ -16,8 +16,8 @@ import pytest
 
 pytest.importorskip("rich")
 
-from knn_gpu import compare
-from knn_gpu.cli import build_parser, main
+from knn_gpu.cli import compare
+from knn_gpu.cli.main import build_parser, main
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 HAS_FAISS = importlib.util.find_spec("faiss") is not None  # the benchmark extra, not installed by CI

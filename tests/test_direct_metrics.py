@@ -20,10 +20,10 @@ from sklearn.datasets import load_digits
 from sklearn.neighbors import NearestNeighbors
 
 import knn_gpu
-from knn_gpu import direct, search
-from knn_gpu.backends import to_host
-from knn_gpu.direct import DirectIndex, direct_bytes, direct_plan, resolve_metric
-from knn_gpu.search import build_index, search_index
+from knn_gpu._engine import direct, search
+from knn_gpu._engine.direct import DirectIndex, direct_bytes, direct_plan, resolve_metric
+from knn_gpu._engine.search import build_index, search_index
+from knn_gpu._lib.backends import to_host
 
 #: (metric, p) pairs: each named metric and Minkowski powers.
 CASES = [
@@ -244,8 +244,8 @@ def test_no_host_synchronisation_in_the_blocked_search(monkeypatch, metric, p):
         with refusing_host_conversions(monkeypatch, xp):
             return strict_search(*args, **kwargs)
 
-    monkeypatch.setattr(knn_gpu.neighbors, "search_index", guarded_search)
-    monkeypatch.setattr(knn_gpu.estimators, "search_index", guarded_search)
+    monkeypatch.setattr(knn_gpu._api.neighbors, "search_index", guarded_search)
+    monkeypatch.setattr(knn_gpu._estimators.knn, "search_index", guarded_search)
     for k in (5, 250):
         distances, indices = knn_gpu.kneighbors(
             queries, train, k, metric=metric, p=p, batch_size=16, memory_budget=2**16

@@ -24,7 +24,7 @@ from knn_gpu import (
     NearestNeighbors,
     kneighbors_graph,
 )
-from knn_gpu.backends import to_host
+from knn_gpu._lib.backends import to_host
 
 LOADERS = {
     "iris": datasets.load_iris,
@@ -358,7 +358,8 @@ def test_guide_drop_in_examples_run(script):
 def test_no_host_synchronisation_inside_the_batches(monkeypatch, weights):
     """On array_api_strict's device1, the drop-in reductions (and the all-zero-weights flag) run without a host sync."""
 
-    from knn_gpu import estimators, search
+    from knn_gpu._engine import search
+    from knn_gpu._estimators import knn as estimators
 
     xp = pytest.importorskip("array_api_strict")
     device = xp.Device("device1")
@@ -421,7 +422,7 @@ def array_api_run():
 
 def _cupy_without_gpu(result) -> bool:
     """A check that failed inside CuPy because this machine has CuPy but no usable GPU (the environment, not us)."""
-    from knn_gpu.backends import cupy_gpu_status
+    from knn_gpu._lib.backends import cupy_gpu_status
 
     return (
         result["check"] in ("check_array_api_input", "check_array_api_mixed_inputs")

@@ -19,7 +19,7 @@ from knn_gpu import (
     RadiusNeighborsTransformer,
     radius_neighbors_graph,
 )
-from knn_gpu.radius_queries import query_numbers, segment_sums
+from knn_gpu._engine.radius_queries import query_numbers, segment_sums
 
 LOADERS = {"iris": datasets.load_iris, "wine": datasets.load_wine, "digits": datasets.load_digits}
 

@@ -9,12 +9,13 @@ from guards import refusing_host_conversions, traced_peak
 from oracle import oracle_kneighbors
 
 import knn_gpu
-from knn_gpu import search
-from knn_gpu.backends import to_host
-from knn_gpu.devices import device_scope, free_device_bytes
-from knn_gpu.search import BlockPlan, build_index, plan_blocks, search_index
-from knn_gpu.topk import kth_smallest_by_bisection, smallest_k_columns
-from knn_gpu.validation import METRICS
+from knn_gpu._engine import budget as budget_module
+from knn_gpu._engine import search
+from knn_gpu._engine.search import BlockPlan, build_index, plan_blocks, search_index
+from knn_gpu._engine.topk import kth_smallest_by_bisection, smallest_k_columns
+from knn_gpu._lib.backends import to_host
+from knn_gpu._lib.devices import device_scope, free_device_bytes
+from knn_gpu._lib.validation import METRICS
 
 
 def _tied_data(num_train: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -165,7 +166,7 @@ def test_classifier_votes_of_many_classes_stay_within_the_budget(monkeypatch):
     y = np.arange(5_000) % 1_000
     queries = rng.standard_normal((3_000, 8), dtype=np.float32)
     budget = 16 * 2**20
-    monkeypatch.setattr(search, "DEFAULT_MEMORY_BUDGET", budget)
+    monkeypatch.setattr(budget_module, "DEFAULT_MEMORY_BUDGET", budget)
     model = knn_gpu.KNNClassifier(num_neighbors=5).fit(X, y)
     proba, peak_proba = traced_peak(lambda: model.predict_proba(queries))
     predicted, peak_predict = traced_peak(lambda: model.predict(queries))  # proba is held before, not counted
@@ -196,8 +197,8 @@ def test_no_host_synchronisation_in_any_search_or_prediction(monkeypatch, metric
         with refusing_host_conversions(monkeypatch, xp):
             return strict_search(*args, **kwargs)
 
-    monkeypatch.setattr(knn_gpu.neighbors, "search_index", guarded_search)
-    monkeypatch.setattr(knn_gpu.estimators, "search_index", guarded_search)
+    monkeypatch.setattr(knn_gpu._api.neighbors, "search_index", guarded_search)
+    monkeypatch.setattr(knn_gpu._estimators.knn, "search_index", guarded_search)
     for k in (5, 400):
         distances, indices = knn_gpu.kneighbors(queries, train, k, metric=metric, batch_size=16)
         assert array_api_compat.device(indices) == device

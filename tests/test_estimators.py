@@ -13,7 +13,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from knn_gpu import KNN, KNNClassifier
-from knn_gpu.tutorial import tutorial_data
+from knn_gpu.cli.demo import tutorial_data
 
 
 def _jitter(X, seed=0):

@@ -24,7 +24,7 @@ from oracle import oracle_distances  # noqa: E402
 
 import knn_gpu  # noqa: E402
 from knn_gpu import KNN, KNNClassifier  # noqa: E402
-from knn_gpu.validation import DIRECT_METRICS, METRICS  # noqa: E402
+from knn_gpu._lib.validation import DIRECT_METRICS, METRICS  # noqa: E402
 
 CUDA0 = torch.device("cuda", 0)
 CUDA1 = torch.device("cuda", 1)
@@ -33,14 +33,14 @@ CUDA1 = torch.device("cuda", 1)
 #: A sync anywhere else fails the test. Shorten this when the engine stops syncing there.
 DELIBERATE_SYNC_SITES = (
     # One bool per input array, before any work (its docstring: "synchronises on purpose").
-    "knn_gpu.validation.check_finite",
+    "knn_gpu._lib.validation.check_finite",
     # metric="precomputed": one bool per distance matrix (no negative distances), before any work.
-    "knn_gpu.validation.check_nonnegative_distances",
+    "knn_gpu._lib.validation.check_nonnegative_distances",
     # The distinct labels of device labels: the number of classes is data-dependent.
-    "knn_gpu.estimators.encode_class_labels",
+    "knn_gpu._estimators.knn.encode_class_labels",
 )
 
-#: The engine's contract for half-precision input (knn_gpu.validation.floating_dtype and
+#: The engine's contract for half-precision input (knn_gpu._lib.validation.floating_dtype and
 #: distance_dtype_for): stored as given, ranked in float32, re-scored in float64 and answered in
 #: float32, as FAISS answers (half-precision distances would overflow above 65504).
 HALF_RESULT_DTYPES = {"float16": torch.float32, "bfloat16": torch.float32}

@@ -16,8 +16,9 @@ from guards import traced_peak
 from oracle import oracle_kneighbors, unambiguous_rows
 
 import knn_gpu
-from knn_gpu import KNN, KNNClassifier, search
-from knn_gpu.search import build_index, search_index
+from knn_gpu import KNN, KNNClassifier
+from knn_gpu._engine import search
+from knn_gpu._engine.search import build_index, search_index
 
 METRICS = ("euclidean", "sqeuclidean", "cosine", "inner_product")
 

@@ -13,8 +13,9 @@ from types import SimpleNamespace
 import pytest
 
 import knn_gpu
-from knn_gpu import backends, info
-from knn_gpu.cli import main
+from knn_gpu._lib import backends
+from knn_gpu.cli import info
+from knn_gpu.cli.main import main
 
 HAS_CUPY = importlib.util.find_spec("cupy") is not None
 HAS_TORCH = importlib.util.find_spec("torch") is not None

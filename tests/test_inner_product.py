@@ -167,7 +167,7 @@ def test_float64_ranked_in_float32_is_re_scored_exactly(backend):
     """The GPU policy for float64 data, forced: inner products 10 + j * 1e-9 tie in float32, not in float64."""
     if not backend.has_float64():
         pytest.skip("device has no float64")
-    from knn_gpu.search import build_index, search_index
+    from knn_gpu._engine.search import build_index, search_index
 
     rng = np.random.default_rng(9)
     direction = np.eye(6)[0]

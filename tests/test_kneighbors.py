@@ -10,8 +10,8 @@ from sklearn.datasets import load_diabetes
 from sklearn.neighbors import NearestNeighbors
 
 import knn_gpu
-from knn_gpu import search
-from knn_gpu.search import batch_bytes_per_query, build_index, default_batch_rows, plan_blocks, search_index
+from knn_gpu._engine import search
+from knn_gpu._engine.search import batch_bytes_per_query, build_index, default_batch_rows, plan_blocks, search_index
 
 METRICS = ("euclidean", "sqeuclidean", "cosine")
 

@@ -15,10 +15,11 @@ from guards import refusing_host_conversions, traced_peak
 from oracle import oracle_distances
 
 import knn_gpu
-from knn_gpu import radius as radius_module
-from knn_gpu.backends import to_host
-from knn_gpu.radius import radius_search_index, to_object_arrays
-from knn_gpu.search import build_index
+from knn_gpu import to_object_arrays
+from knn_gpu._engine import radius as radius_module
+from knn_gpu._engine.radius import radius_search_index
+from knn_gpu._engine.search import build_index
+from knn_gpu._lib.backends import to_host
 
 RADIUS_METRICS = ("euclidean", "sqeuclidean", "cosine")
 
@@ -316,7 +317,7 @@ def test_torch_on_fake_cuda_syncs_only_to_read_counts(metric, dtype_name):
     queries, train = _integer_data(12)
     queries, train = queries.astype(dtype_name), train.astype(dtype_name)
     radius = RADII[metric][3]
-    sites = ("knn_gpu.validation.check_finite", "knn_gpu.radius.read_counts")
+    sites = ("knn_gpu._lib.validation.check_finite", "knn_gpu._engine.radius.read_counts")
     # Cosine distances of integer rows tie mathematically but round differently per library: index order there.
     sort_results = metric != "cosine"
     expected = knn_gpu.radius_neighbors(queries, train, radius, metric=metric, sort_results=sort_results)
@@ -337,7 +338,7 @@ def test_torch_on_fake_cuda_syncs_only_to_read_counts(metric, dtype_name):
             assert result[0].dtype == getattr(torch, dtype_name) and result[1].dtype == result[2].dtype == torch.int64
             with allow_sync():
                 host = [array.cpu().numpy() for array in result]
-        counts = [site for _, site in syncs if site == "knn_gpu.radius.read_counts"]
+        counts = [site for _, site in syncs if site == "knn_gpu._engine.radius.read_counts"]
         assert len(counts) == -(-queries.shape[0] // 8) + 1
         assert {site for _, site in syncs} <= set(sites)
         for got, want in zip(host, expected):

@@ -18,11 +18,11 @@ import pytest
 from guards import refusing_host_conversions, traced_peak
 
 import knn_gpu
-from knn_gpu import radius as radius_module
-from knn_gpu import radius_direct
-from knn_gpu.backends import to_host
-from knn_gpu.radius_direct import radius_search_direct
-from knn_gpu.search import build_index
+from knn_gpu._engine import radius as radius_module
+from knn_gpu._engine import radius_direct
+from knn_gpu._engine.radius_direct import radius_search_direct
+from knn_gpu._engine.search import build_index
+from knn_gpu._lib.backends import to_host
 
 #: Minkowski powers searched, and radii per power on small-integer data: 0 (duplicates only), values
 #: that integer distances hit exactly (for p = 1, 3 and infinity), and one that yields empty rows
@@ -345,7 +345,7 @@ def test_torch_on_fake_cuda_syncs_only_to_read_counts(dtype_name):
 
     queries, train = _integer_data(9)
     queries, train = queries.astype(dtype_name), train.astype(dtype_name)
-    sites = ("knn_gpu.validation.check_finite", "knn_gpu.radius.read_counts")
+    sites = ("knn_gpu._lib.validation.check_finite", "knn_gpu._engine.radius.read_counts")
     expected = knn_gpu.radius_neighbors(queries, train, 3.0, metric="minkowski", p=3, sort_results=True)
     with fake_cuda(num_devices=2, allowed_sync_sites=sites) as gpu:
         device = torch.device("cuda", 1)
@@ -362,7 +362,7 @@ def test_torch_on_fake_cuda_syncs_only_to_read_counts(dtype_name):
         assert all(array.device == device for array in result)
         with allow_sync():
             host = [array.cpu().numpy() for array in result]
-    counts = [site for _, site in syncs if site == "knn_gpu.radius.read_counts"]
+    counts = [site for _, site in syncs if site == "knn_gpu._engine.radius.read_counts"]
     assert len(counts) == -(-queries.shape[0] // 8)
     assert {site for _, site in syncs} <= set(sites)
     for got, want in zip(host, expected):
@@ -402,7 +402,7 @@ def test_out_of_core_models_answer_as_in_memory_ones(backend, monkeypatch, metri
 
     Each chunk's search reads its batches' counts (the product engine one more, for its compaction), nothing else.
     """
-    from knn_gpu.streaming import chunk_rows_for
+    from knn_gpu._engine.streaming import chunk_rows_for
 
     queries, train = _integer_data(11)
     budget = 2 * 3 * (train.shape[1] + 1) * 4 * 70  # chunks of 70 rows: 4 chunks of the 240 rows

@@ -13,7 +13,7 @@ sk = pytest.importorskip("sklearn.neighbors")
 from sklearn.pipeline import make_pipeline  # noqa: E402
 
 import knn_gpu  # noqa: E402
-from knn_gpu.sparse_input import densify_features, is_sparse, sparse_library  # noqa: E402
+from knn_gpu._lib.sparse_input import densify_features, is_sparse, sparse_library  # noqa: E402
 
 #: Every SciPy sparse format scikit-learn's brute force takes, as matrices, and CSR/COO as sparse arrays.
 FORMATS = {

@@ -9,8 +9,8 @@ from guards import traced_peak
 from oracle import oracle_kneighbors
 
 import knn_gpu
-from knn_gpu.backends import to_host
-from knn_gpu.streaming import chunk_rows_for, is_host_array
+from knn_gpu._engine.streaming import chunk_rows_for, is_host_array
+from knn_gpu._lib.backends import to_host
 
 METRICS = ("euclidean", "sqeuclidean", "cosine")
 
@@ -87,7 +87,7 @@ def test_host_numpy_train_streams_to_fake_cuda():
     queries, train = _tied(400, seed=3)
     budget = _budget_for_chunks(400, 5, chunks=4)
     expected = knn_gpu.kneighbors(queries, train, 6)
-    with fake_cuda(num_devices=2, allowed_sync_sites=("knn_gpu.validation.check_finite",)) as gpu:
+    with fake_cuda(num_devices=2, allowed_sync_sites=("knn_gpu._lib.validation.check_finite",)) as gpu:
         device = torch.device("cuda", 1)
         distances, indices = knn_gpu.kneighbors(torch.asarray(queries, device=device), train, 6, memory_budget=budget)
         for result, dtype in ((distances, torch.float32), (indices, torch.int64)):
@@ -154,14 +154,14 @@ def test_torch_cuda_backend_and_automatic_out_of_core(monkeypatch):
     torch = pytest.importorskip("torch")
     from fake_cuda import allow_sync, fake_cuda
 
-    from knn_gpu import backends
+    from knn_gpu._lib import backends
 
     monkeypatch.setattr(backends, "torch_cuda_status", lambda: (True, ""))  # the CPU build, faked into CUDA
     monkeypatch.setattr(backends, "cupy_gpu_status", lambda: (False, "no GPU for CuPy"))
     queries, train = _tied(600, seed=6)
     labels = np.arange(600) % 3
     expected = knn_gpu.KNNClassifier(5).fit(train, labels)
-    sites = ("knn_gpu.validation.check_finite",)
+    sites = ("knn_gpu._lib.validation.check_finite",)
     with fake_cuda(num_devices=2, allowed_sync_sites=sites, free_bytes=1 << 40) as gpu:
         model = knn_gpu.KNNClassifier(5, backend="torch:cuda:1").fit(train, labels)
         assert type(model._index).__name__ == "TrainIndex" and model._index.device == torch.device("cuda", 1)
@@ -169,7 +169,7 @@ def test_torch_cuda_backend_and_automatic_out_of_core(monkeypatch):
             host_result = model.predict(queries)
         device_result = model.predict(torch.asarray(queries, device="cuda:1"))
         assert device_result.device == torch.device("cuda", 1) and device_result.dtype == torch.int64
-        assert knn_gpu.estimators.resolve_backend("auto", train)[1] == torch.device("cuda", 0)
+        assert knn_gpu._estimators.knn.resolve_backend("auto", train)[1] == torch.device("cuda", 0)
         with allow_sync():
             device_result = device_result.cpu().numpy()
     assert isinstance(host_result, np.ndarray)
@@ -213,7 +213,7 @@ def test_streamed_minkowski_keeps_its_power():
     Integer data: the p = 3 sums are exact, so the streamed and in-memory
     searches must agree to the index.
     """
-    from knn_gpu.streaming import StreamedTrain, streamed_search
+    from knn_gpu._engine.streaming import StreamedTrain, streamed_search
 
     rng = np.random.default_rng(11)
     train = rng.integers(-9, 10, size=(500, 5)).astype(np.float32)

@@ -1,10 +1,10 @@
 """Radius search for the directly computed metrics: Minkowski with p != 2 and ``"precomputed"``.
 
-The same flow as the matrix-product engine (:mod:`knn_gpu.radius`), batch by
+The same flow as the matrix-product engine (:mod:`knn_gpu._engine.radius`), batch by
 batch of queries, without a Python loop over queries:
 
 1. the batch's keys against every training row, block by block with the
-   k-search's own block functions (:data:`knn_gpu.direct.BLOCK_FUNCTIONS`):
+   k-search's own block functions (:data:`knn_gpu._engine.direct.BLOCK_FUNCTIONS`):
    ``sum |q_f - t_f|^p`` without the root for a Minkowski p with a root, the
    distance itself for p = 1 and infinity, the query's row itself for
    ``"precomputed"`` (nothing computed); in the exact dtype (float64 where
@@ -12,9 +12,9 @@ batch of queries, without a Python loop over queries:
 2. the neighbour mask ``key <= threshold``, the radius in key units
    (:func:`key_radius`): ``radius ** p`` for a p with a root, the radius
    itself otherwise;
-3. its count, read to the host (:func:`~knn_gpu.radius.read_counts`): the
+3. its count, read to the host (:func:`~knn_gpu._engine.radius.read_counts`): the
    batch's one synchronisation;
-4. the neighbours' flat positions (:func:`~knn_gpu.topk.positions_of_true`),
+4. the neighbours' flat positions (:func:`~knn_gpu._engine.topk.positions_of_true`),
    hence their queries and training indices, already in (query, index)
    order, and their keys; the p-th root of those keys only, after the final
    sort (``sort_results`` orders by key, as scikit-learn orders its reduced
@@ -28,14 +28,14 @@ against ``3.0 ** 3`` = 27, where ``27 ** (1/3)`` may round to either side of
 are the k-search's exact keys, so there is no safety margin to cover.
 
 The common tail (``sort_results``, offsets) is
-:func:`knn_gpu.radius.finish_radius_search`; with every candidate a
+:func:`knn_gpu._engine.radius.finish_radius_search`; with every candidate a
 neighbour there is nothing to compact and no count to read at the end:
 ``B`` batches read ``B`` times.
 
 Memory: per query of a batch, its keys (exact dtype), the mask (one byte)
 and, but on NumPy, the compaction's running count (16 bytes) for every
 training row, on top of the block temporaries the k-search counts
-(:func:`knn_gpu.direct.direct_plan`, with k = 0). As in the product engine,
+(:func:`knn_gpu._engine.direct.direct_plan`, with k = 0). As in the product engine,
 the result and each batch's neighbours until the end (query, index and
 distance: 24 bytes each) depend on the data and are not bounded.
 """
@@ -49,7 +49,8 @@ from typing import Any
 
 import array_api_compat
 
-from .devices import device_scope
+from .._lib.devices import device_scope
+from .budget import default_memory_budget, run_in_shares
 from .direct import BLOCK_FUNCTIONS, DirectIndex, _has_root, block_method, direct_plan, direct_workers
 from .radius import (
     batch_radius,
@@ -59,7 +60,6 @@ from .radius import (
     radius_search_index,
     read_counts,
 )
-from .search import default_memory_budget, run_in_shares
 from .topk import positions_of_true
 
 __all__ = ["radius_search", "radius_search_direct", "key_radius", "radius_bytes_per_query"]
@@ -102,7 +102,7 @@ def radius_search_direct(
     memory_budget: int | None = None,
     distance_dtype: Any = None,
 ) -> tuple[Any, Any, Any]:
-    """Every training row within ``radius`` of each query, for a :class:`~knn_gpu.direct.DirectIndex`.
+    """Every training row within ``radius`` of each query, for a :class:`~knn_gpu._engine.direct.DirectIndex`.
 
     Parameters
     ----------
@@ -112,7 +112,7 @@ def radius_search_direct(
     queries : array, shape (n_queries, n_features)
         Validated, in the index's namespace, device and (data) dtype.
     radius : float or array, shape (n_queries,)
-        Checked by :func:`~knn_gpu.validation.check_radius` (``>= 0``,
+        Checked by :func:`~knn_gpu._lib.validation.check_radius` (``>= 0``,
         infinity allowed); an array holds one radius per query.
     sort_results : bool
         Order each query's neighbours by (distance, index) instead of index.
@@ -129,7 +129,7 @@ def radius_search_direct(
     distances : array, shape (n_neighbours,), ``distance_dtype``
     indices : array of int64, shape (n_neighbours,)
     offsets : array of int64, shape (n_queries + 1,)
-        As :func:`knn_gpu.radius.radius_search_index`: query ``i``'s
+        As :func:`knn_gpu._engine.radius.radius_search_index`: query ``i``'s
         neighbours are ``indices[offsets[i]:offsets[i + 1]]``, with distance
         ``<= radius`` (decided in key units, see the module notes).
     """
@@ -239,7 +239,7 @@ def radius_search(
 ) -> tuple[Any, Any, Any]:
     """The radius engine of ``index``: :func:`radius_search_direct` for a DirectIndex, else the product engine.
 
-    Same parameters and result as :func:`knn_gpu.radius.radius_search_index`
+    Same parameters and result as :func:`knn_gpu._engine.radius.radius_search_index`
     (``train``, the rows the index was built from, is used by the product
     engine's re-scoring only).
     """

@@ -43,7 +43,7 @@ from typing import Any
 
 import array_api_compat
 
-from .devices import is_gpu
+from .._lib.devices import is_gpu
 
 __all__ = [
     "augment_train",

@@ -53,7 +53,7 @@ __all__ = [
 #: is a similarity (maximum inner product search): larger is nearer.
 METRICS = ("euclidean", "sqeuclidean", "cosine", "inner_product")
 
-#: Metrics computed directly, block by block (:mod:`knn_gpu.direct`), and "l2" (euclidean):
+#: Metrics computed directly, block by block (:mod:`knn_gpu._engine.direct`), and "l2" (euclidean):
 #: Minkowski with a power p ("minkowski"; p = 2 is euclidean), its names for p = 1
 #: ("manhattan", "l1", "cityblock") and p = infinity ("chebyshev", "infinity"), and
 #: "precomputed" distances. The k-nearest-neighbour and radius searches take them.
@@ -326,7 +326,7 @@ def as_feature_matrix(x: Any, name: str, *, allow_empty: bool = False, distances
     x : array_like or sparse matrix
         Anything NumPy can convert, an array of an Array API library, or a
         sparse matrix (``scipy.sparse``, ``cupyx.scipy.sparse``, torch
-        sparse), densified by :mod:`knn_gpu.sparse_input`.
+        sparse), densified by :mod:`knn_gpu._lib.sparse_input`.
     name : str
         The argument's name, used in error messages.
     allow_empty : bool
@@ -601,3 +601,34 @@ def _check_radius_array(radius: Any, num_queries: int | None) -> Any:
         msg = "radius must hold non-negative real numbers (infinity allowed), but it has negative or NaN values"
         raise ValueError(msg)
     return radius
+
+
+def prepare_queries(
+    queries: Any, num_features: int, dtype: Any, *, xp: Any, name: str = "X", expected_by: str = "train"
+) -> Any:
+    """Check the feature count of validated queries and cast them to ``dtype``."""
+    check_feature_count(queries, num_features, name=name, expected_by=expected_by)
+    return xp.astype(queries, dtype, copy=False)
+
+
+def check_feature_count(queries: Any, num_features: int, *, name: str, expected_by: str) -> None:
+    """Raise ``ValueError`` unless ``queries`` has ``num_features`` columns."""
+    if queries.shape[1] != num_features:
+        msg = f"{name} has {queries.shape[1]} features, but {expected_by} is expecting {num_features} features as input"
+        raise ValueError(msg)
+
+
+def check_precomputed_inputs(queries: Any, train: Any) -> None:
+    """For ``metric="precomputed"``: a square ``train`` of distances, and query rows of distances to its samples."""
+    check_square_distances(train, "train")
+    check_feature_count(queries, train.shape[1], name="queries", expected_by="train")
+    check_nonnegative_distances(queries, "queries")
+
+
+def dtype_in(xp: Any, dtype: Any) -> Any:
+    """The dtype of namespace ``xp`` with the name of ``dtype`` (of any library), e.g. NumPy's float32 in torch."""
+    name = str(dtype).rsplit(".", 1)[-1]
+    if not hasattr(xp, name):
+        msg = f"data of dtype {name} cannot move to {xp.__name__}, which has no {name}; convert it first"
+        raise TypeError(msg)
+    return getattr(xp, name)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import backends
+from .._lib import backends
 
 __all__ = ["config_info", "show_config", "render_config", "gpu_devices", "backend_status", "library_versions"]
 
@@ -135,7 +135,7 @@ def library_versions() -> dict[str, str | None]:
     >>> versions["numpy"] is not None
     True
     """
-    from . import __version__
+    from .._version import __version__
 
     versions: dict[str, str | None] = {
         "knn_gpu": __version__,

@@ -23,7 +23,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .backends import convert_like
+from .._lib.backends import convert_like
 from .merge import merge_neighbor_lists
 from .search import build_index, search_index
 
@@ -66,7 +66,7 @@ def _chunk_candidates(queries, train, payload, chunk_offset, *, k, metric, dtype
 
 
 def _merge_candidates(candidates, axis=None, keepdims=None, *, k, payload_width):
-    """Keep the k best of concatenated packed candidate lists (the rule of :mod:`knn_gpu.merge`)."""
+    """Keep the k best of concatenated packed candidate lists (the rule of :mod:`knn_gpu._engine.merge`)."""
     xp = array_api_compat.array_namespace(candidates)
     rows = candidates.shape[0]
     group = k * (2 + payload_width)
@@ -164,7 +164,7 @@ def dask_kneighbors(queries, train, k, *, metric, dtype_name):
 
     For ``"inner_product"`` they are the negated inner products, ascending;
     :func:`knn_gpu.kneighbors` flips them with
-    :func:`knn_gpu.distances.public_distances`.
+    :func:`knn_gpu._engine.distances.public_distances`.
     """
     candidates = dask_neighbor_candidates(queries, train, k, metric=metric, dtype_name=dtype_name)
     return candidates[:, :k].astype(dtype_name), candidates[:, k : 2 * k].astype("int64")

@@ -7,9 +7,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from .backends import auto_backend, to_host
-from .estimators import KNN
-from .tutorial import TUTORIAL_QUERY_VALUES, tutorial_data
+from .._estimators.knn import KNN
+from .._lib.backends import auto_backend, to_host
+from .demo import TUTORIAL_QUERY_VALUES, tutorial_data
 
 __all__ = ["main"]
 

@@ -1,9 +1,9 @@
 """Radius search: every training row within ``radius`` of each query, exactly.
 
 This module is the engine of the matrix-product metrics (euclidean,
-sqeuclidean, cosine over a :class:`~knn_gpu.search.TrainIndex`); the
+sqeuclidean, cosine over a :class:`~knn_gpu._engine.search.TrainIndex`); the
 directly computed ones (Minkowski with p != 2, precomputed) have theirs in
-:mod:`knn_gpu.radius_direct`, which shares this module's final compaction
+:mod:`knn_gpu._engine.radius_direct`, which shares this module's final compaction
 (:func:`finish_radius_search`) and count reads. ``radius`` is one float, or
 an array of one radius per query (:func:`radius_on_device`).
 
@@ -11,18 +11,18 @@ Data flows one way, batch by batch of queries, without a Python loop over
 queries:
 
 1. the ranking keys of the batch against every stored row
-   (:func:`knn_gpu.search.batch_keys`, the product of the k-search);
+   (:func:`knn_gpu._engine.search.batch_keys`, the product of the k-search);
 2. the candidate mask ``key <= threshold``: the radius turned into key units
    per query, plus a safety margin that covers the rounding of the keys
    (:func:`key_thresholds`);
 3. the mask's total count, read to the host (:func:`read_counts`): the one
    synchronisation of a batch, since the number of candidates sizes what
    follows;
-4. the candidates' flat positions (:func:`knn_gpu.topk.positions_of_true`,
+4. the candidates' flat positions (:func:`knn_gpu._engine.topk.positions_of_true`,
    a nonzero of known size), hence their queries and training indices,
    ordered by (query, training index);
 5. the exact re-scoring of the candidates by direct differences in float64
-   (:func:`knn_gpu.distances.exact_distances`), in chunks of a bounded size;
+   (:func:`knn_gpu._engine.distances.exact_distances`), in chunks of a bounded size;
    a candidate is kept where its exact distance is ``<= radius``
    (scikit-learn's rule).
 
@@ -77,44 +77,30 @@ from types import ModuleType
 from typing import Any
 
 import array_api_compat
-import numpy as np
 
-from .devices import device_scope, is_gpu
-from .direct import resolve_metric
+from .._lib.backends import move_to
+from .._lib.devices import device_scope, is_gpu
+from .._lib.validation import (
+    check_radius_shape,
+)
 from .distances import EXACT_CHUNK_FEATURES, HALF_PADDING_KEY, exact_distances
-from .estimators import _move_to
-from .neighbors import check_precomputed_inputs, prepare_queries
 from .search import (
     HOST_MAX_BATCH_ROWS,
     TrainIndex,
     batch_fixed_bytes,
     batch_keys,
-    build_index,
     default_memory_budget,
     dtype_itemsize,
     keys_bytes_per_query,
 )
 from .topk import positions_of_true
-from .validation import (
-    as_feature_matrix,
-    check_batch_size,
-    check_memory_budget,
-    check_metric,
-    check_p,
-    check_radius,
-    check_radius_shape,
-    check_same_namespace,
-    floating_dtype,
-)
 
 __all__ = [
-    "radius_neighbors",
     "radius_search_index",
     "key_thresholds",
     "read_counts",
     "batch_bytes_per_query",
     "rescore_chunk",
-    "to_object_arrays",
     "KEYS_SHARE",
 ]
 
@@ -225,7 +211,7 @@ def key_thresholds(index: TrainIndex, queries: Any, radius: Any, sq_norm_bound: 
 def batch_bytes_per_query(index: TrainIndex) -> int:
     """Bytes of a batch's temporaries per query (an upper estimate).
 
-    Its keys and augmented row (:func:`knn_gpu.search.keys_bytes_per_query`),
+    Its keys and augmented row (:func:`knn_gpu._engine.search.keys_bytes_per_query`),
     the candidate mask (one byte per stored row) and, but on NumPy (whose
     compaction is ``flatnonzero``), the compaction's count and running count
     (int64 at most), plus a few exact values per query for the thresholds.
@@ -263,7 +249,7 @@ def rescore_chunk(index: TrainIndex, memory_budget: int) -> int:
 def radius_batch_rows(index: TrainIndex, num_queries: int, memory_budget: int) -> int:
     """Queries per batch: ``KEYS_SHARE`` of the budget, less the fixed temporaries, over :func:`batch_bytes_per_query`.
 
-    NumPy batches hold at most :data:`knn_gpu.search.HOST_MAX_BATCH_ROWS`
+    NumPy batches hold at most :data:`knn_gpu._engine.search.HOST_MAX_BATCH_ROWS`
     queries (the keys stay in the caches between the product and the mask).
     """
     share = int(memory_budget * KEYS_SHARE) - batch_fixed_bytes(index)
@@ -293,7 +279,7 @@ def radius_search_index(
     queries : array, shape (n_queries, n_features)
         Validated, in the index's namespace, device and (data) dtype.
     radius : float or array, shape (n_queries,)
-        Checked by :func:`~knn_gpu.validation.check_radius`: ``>= 0``,
+        Checked by :func:`~knn_gpu._lib.validation.check_radius`: ``>= 0``,
         infinity allowed; an array holds one radius per query (any
         namespace: moved to the index's device once).
     sort_results : bool
@@ -448,7 +434,7 @@ def finish_radius_search(
 
 
 def radius_on_device(radius: Any, num_queries: int, *, xp: ModuleType, device: Any, dtype: Any) -> Any:
-    """A radius checked by :func:`~knn_gpu.validation.check_radius` as the engines take it.
+    """A radius checked by :func:`~knn_gpu._lib.validation.check_radius` as the engines take it.
 
     A float stays a float; an array (of any namespace, e.g. NumPy radii for
     device queries: moved once; its values already checked) must have shape
@@ -458,7 +444,7 @@ def radius_on_device(radius: Any, num_queries: int, *, xp: ModuleType, device: A
     if isinstance(radius, float):
         return radius
     check_radius_shape(radius, num_queries)
-    return xp.astype(_move_to(radius, xp, device), dtype, copy=False)
+    return xp.astype(move_to(radius, xp, device), dtype, copy=False)
 
 
 def batch_radius(radius: Any, start: int, stop: int) -> Any:
@@ -494,7 +480,7 @@ def _radius_batch(
     del mask
     query_of = positions // num_stored
     stored = positions % num_stored
-    # Stored row i * B0 + position[b] holds training row b * S0 + i (see knn_gpu.search).
+    # Stored row i * B0 + position[b] holds training row b * S0 + i (see knn_gpu._engine.search).
     train = xp.take(block_of_position, stored % num_fine) * index.fine_block_size + stored // num_fine
     order = xp.argsort(query_of * num_stored + train)
     query_of = xp.take(query_of, order)
@@ -536,187 +522,3 @@ def _rescore(
         distances = exact_distances(candidate_queries, rows[:, None, :], index.metric, offset, xp=xp, exact=index.exact)
         pieces.append(distances[:, 0])
     return pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=0)
-
-
-def to_object_arrays(distances: Any, indices: Any, offsets: Any) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's format of a radius search: host object arrays holding one 1-D array per query.
-
-    Parameters
-    ----------
-    distances, indices : arrays, shape (n_neighbours,)
-    offsets : array of int, shape (n_queries + 1,)
-        As :func:`knn_gpu.radius_neighbors` returns them, in any namespace.
-
-    Returns
-    -------
-    distances, indices : numpy arrays of dtype object, shape (n_queries,)
-        Element ``i`` is query ``i``'s NumPy array (a view of one host copy).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> dist, ind = to_object_arrays(np.array([0.5, 1.0, 0.0]), np.array([2, 0, 1]), np.array([0, 2, 2, 3]))
-    >>> [row.tolist() for row in ind]
-    [[2, 0], [], [1]]
-    """
-    from .backends import to_host
-
-    host_offsets = to_host(offsets)
-    result = []
-    for values in (to_host(distances), to_host(indices)):
-        per_query = np.empty(host_offsets.shape[0] - 1, dtype=object)
-        for query, (begin, end) in enumerate(zip(host_offsets[:-1], host_offsets[1:])):
-            per_query[query] = values[begin:end]
-        result.append(per_query)
-    return result[0], result[1]
-
-
-def radius_neighbors(
-    queries: Any,
-    train: Any,
-    radius: Any,
-    *,
-    metric: str = "euclidean",
-    p: float | None = None,
-    sort_results: bool = False,
-    return_distance: bool = True,
-    batch_size: int | None = None,
-    memory_budget: int | None = None,
-) -> tuple:
-    """Every training row within ``radius`` of each query, exactly.
-
-    A training row is a neighbour of a query where their distance is
-    ``<= radius`` (scikit-learn's rule). For ``"euclidean"``,
-    ``"sqeuclidean"`` and ``"cosine"`` it is decided on distances recomputed
-    exactly (float64 direct differences where the device has float64): the
-    float32 ranking product only proposes candidates, with a safety margin
-    that covers its rounding. The directly computed
-    metrics decide on their exact keys, ``sum |q - t|^p <= radius ** p`` as
-    scikit-learn's brute search does.
-
-    Parameters
-    ----------
-    queries : array, shape (n_queries, n_features)
-    train : array, shape (n_samples, n_features)
-        From the same array library and on the same device as ``queries``
-        (NumPy, CuPy, torch, array_api_strict, ...). Lists are converted
-        with NumPy.
-    radius : float or array of shape (n_queries,)
-        ``>= 0`` (infinity allowed), in the metric's units: a distance for
-        every metric but ``"sqeuclidean"`` (a squared distance) and
-        ``"cosine"`` (``1 - cos``). An array (any library; a list) gives
-        each query its own radius; it is moved to the queries' device once.
-    metric : str, default "euclidean"
-        ``"euclidean"`` (``"l2"``), ``"sqeuclidean"``, ``"cosine"``, or the
-        directly computed ``"minkowski"`` (power ``p``), ``"manhattan"``
-        (``"l1"``, ``"cityblock"``), ``"chebyshev"`` (``"infinity"``) and
-        ``"precomputed"`` (``train`` a square matrix of distances, ``queries``
-        rows of distances to the training samples), as
-        :func:`knn_gpu.kneighbors` takes them. ``"inner_product"`` is a
-        similarity without a radius in scikit-learn's sense, and is refused.
-    p : float, optional
-        The Minkowski power for ``metric="minkowski"`` (``>= 1``, infinity
-        allowed; None: 2); ignored by the other metrics.
-    sort_results : bool
-        List each query's neighbours by ascending (distance, index) instead
-        of ascending index. Needs ``return_distance=True``, as in
-        scikit-learn.
-    return_distance : bool
-        Return the distances too (the default).
-    batch_size : int, optional
-        Queries per batch; by default chosen from ``memory_budget``.
-    memory_budget : int, optional
-        Bytes for the temporaries of the search (keys, masks, index arrays,
-        re-scoring chunks); 256 MiB on the host, half the free memory of the
-        data's GPU by default. The result itself, whose size depends on the
-        data, is not bounded by it.
-
-    Returns
-    -------
-    distances : array, shape (n_neighbours,)
-        In the inputs' floating dtype (float32 for half-precision input);
-        left out when ``return_distance=False``.
-    indices : array of int64, shape (n_neighbours,)
-        Training row indices.
-    offsets : array of int64, shape (n_queries + 1,)
-        Query ``i``'s neighbours are ``indices[offsets[i]:offsets[i + 1]]``
-        (and their distances ``distances[offsets[i]:offsets[i + 1]]``).
-
-    All three are flat arrays in the queries' namespace and on their device.
-    :func:`to_object_arrays` turns them into scikit-learn's format (host
-    object arrays, one array per query).
-
-    Notes
-    -----
-    The number of neighbours depends on the data, so each batch of queries
-    reads its number of candidates to the host once, and the search reads
-    the total number of neighbours once at the end: on a GPU those are its
-    only synchronisations.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> import knn_gpu
-    >>> train = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
-    >>> distances, indices, offsets = knn_gpu.radius_neighbors(np.array([[0.0, 0.0], [5.0, 5.0]]), train, 1.0)
-    >>> indices, offsets
-    (array([0, 1]), array([0, 2, 2]))
-    >>> distances
-    array([0., 1.])
-    >>> knn_gpu.radius_neighbors(np.array([[0.0, 0.0]]), train, 2.0, metric="manhattan")
-    (array([0., 1., 2.]), array([0, 1, 2]), array([0, 3]))
-    >>> knn_gpu.radius_neighbors(np.array([[0.0, 0.0], [0.0, 0.0]]), train, [0.5, 1.0], return_distance=False)
-    (array([0, 0, 1]), array([0, 1, 3]))
-    """
-    # Imported here: the engine dispatcher lives with the direct engine, which builds on this module.
-    from .radius_direct import radius_search
-
-    metric = check_metric(metric, direct=True)
-    if metric == "inner_product":
-        msg = (
-            "metric='inner_product' has no radius search: it is a similarity, not a distance; "
-            "use 'euclidean', 'sqeuclidean', 'cosine' or a directly computed metric"
-        )
-        raise ValueError(msg)
-    p = check_p(p)
-    radius = check_radius(radius)
-    for name, value in (("sort_results", sort_results), ("return_distance", return_distance)):
-        if not isinstance(value, bool):
-            msg = f"{name} must be True or False, got {value!r}"
-            raise TypeError(msg)
-    if sort_results and not return_distance:
-        msg = "return_distance must be True if sort_results is True"
-        raise ValueError(msg)
-    batch_size = check_batch_size(batch_size)
-    memory_budget = check_memory_budget(memory_budget)
-    if array_api_compat.is_dask_array(train) or array_api_compat.is_dask_array(queries):
-        msg = "radius_neighbors does not take Dask arrays yet; compute() them, or search chunk by chunk"
-        raise TypeError(msg)
-    engine_metric, p = resolve_metric(metric, p)
-    precomputed = engine_metric == "precomputed"
-    # A sparse precomputed pair is a neighbour graph: missing entries are no neighbours (infinity).
-    train = as_feature_matrix(train, "train", distances=precomputed)
-    queries = as_feature_matrix(queries, "queries", allow_empty=True, distances=precomputed)
-    if precomputed:
-        check_precomputed_inputs(queries, train)
-    if not isinstance(radius, float):
-        check_radius_shape(radius, queries.shape[0])
-    xp = check_same_namespace(queries, train, ("queries", "train"))
-    device = array_api_compat.device(train)
-    if array_api_compat.device(queries) != device:
-        msg = f"queries and train must be on the same device, got {array_api_compat.device(queries)} and {device}"
-        raise ValueError(msg)
-    dtype = floating_dtype(xp.result_type(queries.dtype, train.dtype), xp, device)
-    queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
-    train = xp.astype(train, dtype, copy=False)
-    index = build_index(train, engine_metric, xp=xp, p=p)
-    distances, indices, offsets = radius_search(
-        index,
-        queries,
-        radius,
-        sort_results=sort_results,
-        batch_rows=batch_size,
-        memory_budget=memory_budget,
-        train=train,
-    )
-    return (distances, indices, offsets) if return_distance else (indices, offsets)

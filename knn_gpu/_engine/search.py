@@ -30,7 +30,7 @@ indices on every backend.
 
 Half precision: float16 and bfloat16 rows are stored as given (no float32
 copy) and ranked in float32 chunk by chunk, the augmented column kept apart
-in float32 (:func:`knn_gpu.distances.half_ranking_keys`); the candidates
+in float32 (:func:`knn_gpu._engine.distances.half_ranking_keys`); the candidates
 are re-scored in float64 from the half-precision rows, and the distances
 returned are float32.
 
@@ -44,20 +44,18 @@ memory, read under the data's device before the loop.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import array_api_compat
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from .devices import device_scope, free_device_bytes, is_gpu
+from .._lib.devices import device_scope, is_gpu
+from .._lib.validation import exact_dtype, is_half_precision
+from .budget import DEFAULT_MEMORY_BUDGET, available_cores, default_memory_budget, dtype_itemsize, run_in_shares
 from .direct import DirectIndex, StoredRows, build_direct_index, is_direct, resolve_metric, search_direct
 from .distances import (
     EXACT_CHUNK_FEATURES,
@@ -71,7 +69,6 @@ from .distances import (
     ranking_keys,
 )
 from .topk import smallest_k_columns
-from .validation import exact_dtype, is_half_precision
 
 __all__ = [
     "TrainIndex",
@@ -87,13 +84,6 @@ __all__ = [
     "search_workers",
     "DEFAULT_MEMORY_BUDGET",
 ]
-
-#: Bytes that the temporaries of the batches in flight may take on the host,
-#: unless told otherwise (all of them: see :func:`batch_bytes_per_query`).
-DEFAULT_MEMORY_BUDGET = 256 * 2**20
-
-#: Share of the free device memory a GPU search budgets for its batches.
-GPU_MEMORY_SHARE = 0.5
 
 #: A worker thread is worth starting for at least this many ranking keys and
 #: queries. Smaller shares gain less than they lose: right after a multi-threaded
@@ -208,12 +198,12 @@ def build_index(
 ) -> TrainIndex | DirectIndex:
     """Prepare validated floating training rows for :func:`search_index`.
 
-    ``metric`` is any name :func:`~knn_gpu.validation.check_metric` accepts
+    ``metric`` is any name :func:`~knn_gpu._lib.validation.check_metric` accepts
     with ``direct=True``, and ``p`` (checked by
-    :func:`~knn_gpu.validation.check_p`) the Minkowski power, used with
+    :func:`~knn_gpu._lib.validation.check_p`) the Minkowski power, used with
     ``"minkowski"`` only. Metrics without a matrix-product form (Minkowski
     with p != 2, its named cases, ``"precomputed"``) get a
-    :class:`~knn_gpu.direct.DirectIndex`, searched block by block.
+    :class:`~knn_gpu._engine.direct.DirectIndex`, searched block by block.
 
     ``rank_dtype`` overrides :func:`ranking_dtype` (tests use it to prove the
     GPU's float32 ranking of float64 data exact on the CPU).
@@ -464,25 +454,6 @@ def default_batch_rows(
     return max(1, -(-num_queries // (num_workers * max(rounds, 1))))
 
 
-def default_memory_budget(xp: ModuleType, device: Any) -> int:
-    """:data:`GPU_MEMORY_SHARE` of the free memory of a GPU ``device`` (read now), else :data:`DEFAULT_MEMORY_BUDGET`."""
-    free_bytes = free_device_bytes(xp, device)
-    return DEFAULT_MEMORY_BUDGET if free_bytes is None else int(free_bytes * GPU_MEMORY_SHARE)
-
-
-def dtype_itemsize(xp: ModuleType, dtype: Any) -> int:
-    if hasattr(xp, "finfo") and xp.isdtype(dtype, "real floating"):
-        return xp.finfo(dtype).bits // 8
-    return xp.iinfo(dtype).bits // 8
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def search_workers(index: TrainIndex, num_queries: int, n_jobs: int | None) -> int:
     """Threads that search batches side by side (NumPy only).
 
@@ -520,8 +491,8 @@ def search_index(
     Parameters
     ----------
     index : TrainIndex or DirectIndex
-        A :class:`~knn_gpu.direct.DirectIndex` is searched block by block
-        (:func:`knn_gpu.direct.search_direct`).
+        A :class:`~knn_gpu._engine.direct.DirectIndex` is searched block by block
+        (:func:`knn_gpu._engine.direct.search_direct`).
     queries : array, shape (n_queries, num_features)
         Validated, in the index's namespace, device and (data) dtype.
     k : int
@@ -597,32 +568,6 @@ def search_index(
         if len(results) == 1:
             return results[0][1]
         return tuple(xp.concat(parts, axis=0) for parts in zip(*(batch for _, batch in results)))
-
-
-def run_in_shares(
-    starts: list[int],
-    search_share: Callable[[list[int]], list[tuple]],
-    num_workers: int,
-    *,
-    one_blas_thread: bool = False,
-) -> list[tuple]:
-    """``search_share`` over round-robin shares of the batch ``starts``, on ``num_workers`` threads.
-
-    ``search_share(share)`` returns a ``(start, result)`` pair per start of
-    its share; the pairs come back in the order of ``starts``. One thread
-    (the caller's) when there is one worker or one batch; at most
-    ``num_workers`` batches are in flight. ``one_blas_thread`` limits BLAS to
-    one thread while the workers run (the product search: each worker's
-    products would otherwise start a thread per core).
-    """
-    num_workers = min(num_workers, len(starts))
-    if num_workers <= 1:
-        return search_share(starts)
-    shares = [starts[worker::num_workers] for worker in range(num_workers)]
-    limits = threadpool_limits(limits=1, user_api="blas") if one_blas_thread else contextlib.nullcontext()
-    with limits, ThreadPoolExecutor(num_workers) as pool:
-        share_results = list(pool.map(search_share, shares))
-    return sorted((batch for share in share_results for batch in share), key=lambda batch: batch[0])
 
 
 def _neighbors_themselves(distances: Any, indices: Any) -> tuple[Any, Any]:

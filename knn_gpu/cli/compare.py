@@ -33,9 +33,9 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .backends import BACKENDS, available_backends, to_backend, to_host
-from .devices import synchronize
-from .neighbors import kneighbors
+from .._api.neighbors import kneighbors
+from .._lib.backends import BACKENDS, available_backends, to_backend, to_host
+from .._lib.devices import synchronize
 
 __all__ = [
     "add_compare_arguments",

@@ -4,12 +4,12 @@
 ``RadiusNeighborsTransformer`` and :func:`radius_neighbors_graph` take
 scikit-learn 1.9's parameters, defaults, fitted attributes, return types,
 warnings and errors; they share the drop-in k-neighbours classes' base
-(validation, fitting, metrics: see :mod:`knn_gpu.drop_in`) and the radius
-queries of :class:`knn_gpu.radius_queries.RadiusQueries`.
+(validation, fitting, metrics: see :mod:`knn_gpu._estimators.drop_in`) and the radius
+queries of :class:`knn_gpu._engine.radius_queries.RadiusQueries`.
 
 Each query has its own number of neighbours: the engine's result stays flat
 on the device (``distances``, ``indices``, ``offsets``), and votes and means
-are segment sums over it (:func:`knn_gpu.radius_queries.segment_sums`), with
+are segment sums over it (:func:`knn_gpu._engine.radius_queries.segment_sums`), with
 no Python loop over queries. The host reads are the engine's (one per batch
 of queries and one per search), the number of queries without neighbours
 (scikit-learn raises, warns or predicts NaN for them), and for the
@@ -30,12 +30,12 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .backends import convert_like, to_host
+from .._engine.predictions import check_weights, quiet_divide
+from .._engine.radius import read_counts
+from .._engine.radius_queries import GRAPH_MODES, RadiusQueries, _per_query, query_numbers, segment_sums
+from .._engine.topk import positions_of_true
+from .._lib.backends import convert_like, to_host
 from .drop_in import NearestNeighbors, _ClassLabels, _KNeighborsBase, _Targets, decode_class_labels
-from .predictions import check_weights, quiet_divide
-from .radius import read_counts
-from .radius_queries import GRAPH_MODES, RadiusQueries, _per_query, query_numbers, segment_sums
-from .topk import positions_of_true
 
 __all__ = [
     "RadiusNeighborsClassifier",

@@ -2,9 +2,9 @@
 
 :class:`RadiusQueries` gives the drop-in classes ``radius_neighbors`` and
 ``radius_neighbors_graph`` over the radius engine
-(:func:`knn_gpu.radius_direct.radius_search`: the matrix-product engine for a
+(:func:`knn_gpu._engine.radius_direct.radius_search`: the matrix-product engine for a
 ``TrainIndex``, the direct one for a ``DirectIndex``, on the estimator's index;
-:func:`knn_gpu.radius_streamed.radius_search_streamed` for a model fitted out
+:func:`knn_gpu._engine.radius_streamed.radius_search_streamed` for a model fitted out
 of core).
 Every query has its own number of neighbours, so the engine's result is flat:
 ``(distances, indices, offsets)``, query ``i``'s neighbours at
@@ -22,18 +22,18 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .backends import to_host
-from .radius import query_numbers, read_counts
-from .radius_direct import radius_search
-from .radius_streamed import radius_search_streamed
-from .streaming import StreamedTrain
-from .topk import positions_of_true
-from .validation import (
+from .._lib.backends import to_host
+from .._lib.validation import (
     check_batch_size,
     check_memory_budget,
     check_radius,
     check_radius_shape,
 )
+from .radius import query_numbers, read_counts
+from .radius_direct import radius_search
+from .radius_streamed import radius_search_streamed
+from .streaming import StreamedTrain
+from .topk import positions_of_true
 
 __all__ = ["RadiusQueries", "segment_sums", "query_numbers", "csr_from_flat", "GRAPH_MODES"]
 

@@ -260,3 +260,12 @@ def convert_like(x: Any, like: Any) -> Any:
     if array_api_compat.is_numpy_namespace(xp_like):
         return host
     return xp_like.asarray(host, device=device_like)
+
+
+def move_to(data: Any, xp: Any, device: Any = None) -> Any:
+    """``data`` in namespace ``xp`` (through the host when libraries differ), on ``device`` if given."""
+    if array_api_compat.array_namespace(data) is not xp:
+        data = xp.asarray(to_host(data), device=device)
+    if device is not None and array_api_compat.device(data) != device:
+        data = array_api_compat.to_device(data, device)
+    return data

@@ -6,50 +6,30 @@ from typing import Any
 
 import array_api_compat
 
-from .direct import is_direct, resolve_metric
-from .distances import public_distances
-from .search import build_index, search_index
-from .sparse_input import check_stored_neighbors, fewest_stored_per_row, is_sparse
-from .streaming import StreamedTrain, is_host_array, streamed_search
-from .validation import (
+from .._engine.direct import is_direct, resolve_metric
+from .._engine.distances import public_distances
+from .._engine.index import build_neighbors_index
+from .._engine.streaming import is_host_array
+from .._lib.sparse_input import check_stored_neighbors, fewest_stored_per_row, is_sparse
+from .._lib.validation import (
     METRICS,
     as_feature_matrix,
     check_batch_size,
+    check_feature_count,
     check_memory_budget,
     check_metric,
     check_n_jobs,
-    check_nonnegative_distances,
     check_num_neighbors,
     check_out_of_core,
     check_p,
+    check_precomputed_inputs,
     check_same_namespace,
-    check_square_distances,
+    dtype_in,
     floating_dtype,
+    prepare_queries,
 )
 
-__all__ = ["kneighbors", "prepare_queries", "check_precomputed_inputs"]
-
-
-def prepare_queries(
-    queries: Any, num_features: int, dtype: Any, *, xp: Any, name: str = "X", expected_by: str = "train"
-) -> Any:
-    """Check the feature count of validated queries and cast them to ``dtype``."""
-    check_feature_count(queries, num_features, name=name, expected_by=expected_by)
-    return xp.astype(queries, dtype, copy=False)
-
-
-def check_feature_count(queries: Any, num_features: int, *, name: str, expected_by: str) -> None:
-    """Raise ``ValueError`` unless ``queries`` has ``num_features`` columns."""
-    if queries.shape[1] != num_features:
-        msg = f"{name} has {queries.shape[1]} features, but {expected_by} is expecting {num_features} features as input"
-        raise ValueError(msg)
-
-
-def check_precomputed_inputs(queries: Any, train: Any) -> None:
-    """For ``metric="precomputed"``: a square ``train`` of distances, and query rows of distances to its samples."""
-    check_square_distances(train, "train")
-    check_feature_count(queries, train.shape[1], name="queries", expected_by="train")
-    check_nonnegative_distances(queries, "queries")
+__all__ = ["kneighbors"]
 
 
 def kneighbors(
@@ -193,8 +173,10 @@ def kneighbors(
         device = array_api_compat.device(queries)
         dtype = floating_dtype(xp.result_type(queries.dtype, dtype_in(xp, train.dtype)), xp, device)
         queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
-        streamed = StreamedTrain(train, queries[:0, ...], dtype, metric, memory_budget=memory_budget)
-        distances, indices = streamed_search(streamed, queries, k, batch_rows=batch_size, n_jobs=n_jobs)
+        index = build_neighbors_index(
+            train, metric, stream=True, anchor=queries[:0, ...], dtype=dtype, memory_budget=memory_budget
+        )
+        distances, indices = index.kneighbors(queries, k, batch_rows=batch_size, n_jobs=n_jobs)
         return public_distances(distances, metric), indices
     xp = check_same_namespace(queries, train, ("queries", "train"))
     device = array_api_compat.device(train)
@@ -205,10 +187,8 @@ def kneighbors(
         raise ValueError(msg)
     dtype = floating_dtype(xp.result_type(queries.dtype, train.dtype), xp, device)
     queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
-    index = build_index(xp.astype(train, dtype, copy=False), engine_metric, xp=xp, p=p)
-    distances, indices = search_index(
-        index, queries, k, batch_rows=batch_size, n_jobs=n_jobs, memory_budget=memory_budget
-    )
+    index = build_neighbors_index(xp.astype(train, dtype, copy=False), engine_metric, p=p)
+    distances, indices = index.kneighbors(queries, k, batch_rows=batch_size, n_jobs=n_jobs, memory_budget=memory_budget)
     return public_distances(distances, metric), indices
 
 
@@ -221,18 +201,9 @@ def _streams(queries: Any, train: Any) -> bool:
     return is_host_array(train) and not is_host_array(queries)
 
 
-def dtype_in(xp: Any, dtype: Any) -> Any:
-    """The dtype of namespace ``xp`` with the name of ``dtype`` (of any library), e.g. NumPy's float32 in torch."""
-    name = str(dtype).rsplit(".", 1)[-1]
-    if not hasattr(xp, name):
-        msg = f"data of dtype {name} cannot move to {xp.__name__}, which has no {name}; convert it first"
-        raise TypeError(msg)
-    return getattr(xp, name)
-
-
 def _dask_kneighbors(queries: Any, train: Any, k: int, metric: str) -> tuple[Any, Any]:
     """Lazy results for Dask arrays: the search per training chunk, merged by a tree."""
-    from .dask_search import check_dask_features, dask_kneighbors, working_dtype_name
+    from .._engine.dask_search import check_dask_features
 
     if not array_api_compat.is_dask_array(train):
         msg = "with Dask queries, train must be a Dask array too (chunked along rows)"
@@ -244,4 +215,4 @@ def _dask_kneighbors(queries: Any, train: Any, k: int, metric: str) -> tuple[Any
         queries = as_feature_matrix(queries, "queries")
     check_feature_count(queries, train.shape[1], name="queries", expected_by="train")
     k = check_num_neighbors(k, train.shape[0], name="k")
-    return dask_kneighbors(queries, train, k, metric=metric, dtype_name=working_dtype_name(queries, train))
+    return build_neighbors_index(train, metric).kneighbors(queries, k)

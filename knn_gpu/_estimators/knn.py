@@ -16,16 +16,16 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .backends import auto_backend, convert_like, namespace_of_backend, parse_backend, to_host
-from .devices import device_scope, is_gpu
-from .distances import public_distances
-from .neighbors import dtype_in, prepare_queries
-from .predictions import check_weights, class_votes, neighbor_weights, weighted_mean
-from .search import TrainIndex, build_index, dtype_itemsize, search_index
-from .sparse_input import check_stored_neighbors, fewest_stored_per_row, is_sparse
-from .streaming import StreamedTrain, chunk_rows_for, is_host_array, stream_budget, streamed_search, upload
-from .topk import columns_of_true
-from .validation import (
+from .._engine.budget import dtype_itemsize
+from .._engine.distances import public_distances
+from .._engine.predictions import check_weights, class_votes, neighbor_weights, weighted_mean
+from .._engine.search import TrainIndex, build_index, search_index
+from .._engine.streaming import StreamedTrain, chunk_rows_for, is_host_array, stream_budget, streamed_search, upload
+from .._engine.topk import columns_of_true
+from .._lib.backends import auto_backend, convert_like, move_to, namespace_of_backend, parse_backend, to_host
+from .._lib.devices import device_scope, is_gpu
+from .._lib.sparse_input import check_stored_neighbors, fewest_stored_per_row, is_sparse
+from .._lib.validation import (
     as_feature_matrix,
     as_targets,
     check_batch_size,
@@ -38,9 +38,11 @@ from .validation import (
     check_out_of_core,
     check_square_distances,
     distance_dtype_for,
+    dtype_in,
     feature_names_of,
     floating_dtype,
     not_fitted_error,
+    prepare_queries,
 )
 
 __all__ = ["KNN", "KNNClassifier"]
@@ -61,15 +63,6 @@ def resolve_backend(backend: Any, data: Any) -> tuple[Any, Any]:
         raise ValueError(msg)
     library, device = parse_backend(backend)
     return namespace_of_backend(library), device
-
-
-def _move_to(data: Any, xp: Any, device: Any = None) -> Any:
-    """``data`` in namespace ``xp`` (through the host when libraries differ), on ``device`` if given."""
-    if array_api_compat.array_namespace(data) is not xp:
-        data = xp.asarray(to_host(data), device=device)
-    if device is not None and array_api_compat.device(data) != device:
-        data = array_api_compat.to_device(data, device)
-    return data
 
 
 class _NeighborsEstimator:
@@ -106,7 +99,7 @@ class _NeighborsEstimator:
         return self.num_neighbors
 
     def _engine_metric(self) -> str:
-        """The search engine's metric name (one of :data:`~knn_gpu.validation.METRICS` or the direct ones)."""
+        """The search engine's metric name (one of :data:`~knn_gpu._lib.validation.METRICS` or the direct ones)."""
         return self.metric
 
     def _engine_p(self) -> float | None:
@@ -166,7 +159,7 @@ class _NeighborsEstimator:
         """Validate parameters and ``X``, place ``X`` on the backend, build the index.
 
         Out of core (see ``out_of_core``), ``X`` stays where it is, in host
-        memory, and the index is a :class:`~knn_gpu.streaming.StreamedTrain`.
+        memory, and the index is a :class:`~knn_gpu._engine.streaming.StreamedTrain`.
         """
         self._check_params()
         names = feature_names_of(X)
@@ -194,7 +187,7 @@ class _NeighborsEstimator:
             return None, StreamedTrain(
                 rows, xp.astype(anchor, dtype), dtype, self._engine_metric(), self.memory_budget, p=self._engine_p()
             )
-        X = xp.astype(_move_to(X, xp, array_api_compat.device(anchor)), dtype, copy=False)
+        X = xp.astype(move_to(X, xp, array_api_compat.device(anchor)), dtype, copy=False)
         # The engine searches the scaled rows; _fit_X keeps the caller's (scikit-learn's _fit_X, reused by
         # fit(other_model) and the graph functions as rows in the caller's units).
         self._engine_X = X if self._scale is None else X * self._scale
@@ -227,7 +220,7 @@ class _NeighborsEstimator:
     # -- Dask: the training data stays distributed --------------------------------
     def _fit_dask(self, X: Any, payload: Any) -> None:
         """Validate a Dask fit and keep ``X`` and the per-row ``payload`` lazy."""
-        from .dask_search import check_dask_features
+        from .._engine.dask_search import check_dask_features
 
         self._check_params()
         X = check_dask_features(X, "X").rechunk({1: -1})
@@ -244,7 +237,7 @@ class _NeighborsEstimator:
         self.n_samples_fit_ = int(X.shape[0])
 
     def _dask_reduce(self, X: Any, num_classes: int | None = None) -> Any:
-        from .dask_search import dask_reduce_neighbors
+        from .._engine.dask_search import dask_reduce_neighbors
 
         train, payload = self._dask_fit
         _require_queries(X)
@@ -327,7 +320,7 @@ class _NeighborsEstimator:
         if graph and k is not None:
             check_stored_neighbors(fewest_stored_per_row(X, array_api_compat.array_namespace(X)), k)
         queries = prepare_queries(
-            _move_to(X, index.xp, index.device),
+            move_to(X, index.xp, index.device),
             index.num_features,
             index.dtype,
             xp=index.xp,
@@ -393,7 +386,7 @@ class _NeighborsEstimator:
             In the namespace and on the device of ``X``.
         """
         if getattr(self, "_dask_fit", None) is not None:
-            from .neighbors import kneighbors as functional_kneighbors
+            from .._api.neighbors import kneighbors as functional_kneighbors
 
             if X is None:
                 msg = "kneighbors(X=None) is not supported on a model fitted on Dask arrays; pass X"
@@ -491,7 +484,7 @@ def encode_class_labels(labels: Any, index: Any) -> tuple[Any, Any]:
     labels = label_xp.asarray(labels, copy=True)
     classes = label_xp.sort(label_xp.unique_values(labels))
     codes = label_xp.astype(label_xp.searchsorted(classes, labels), label_xp.int64)
-    return classes, _move_to(codes, xp, index.device)
+    return classes, move_to(codes, xp, index.device)
 
 
 def decode_class_labels(winners: Any, classes: Any, X: Any) -> Any:
@@ -506,7 +499,7 @@ def decode_class_labels(winners: Any, classes: Any, X: Any) -> Any:
             return labels
         return convert_like(labels, X)
     label_xp = array_api_compat.array_namespace(classes)
-    labels = label_xp.take(classes, _move_to(winners, label_xp, array_api_compat.device(classes)))
+    labels = label_xp.take(classes, move_to(winners, label_xp, array_api_compat.device(classes)))
     return labels if X is None else convert_like(labels, X)
 
 
@@ -626,7 +619,7 @@ class KNN(_NeighborsEstimator):
             return self
         X_fit, index = self._fit_features(X)
         y = as_targets(y, "y", index.num_samples)
-        xp_targets = index.xp.astype(_move_to(y, index.xp, index.device), distance_dtype_for(index.dtype, index.xp))
+        xp_targets = index.xp.astype(move_to(y, index.xp, index.device), distance_dtype_for(index.dtype, index.xp))
         if xp_targets.ndim == 1:
             xp_targets = xp_targets[:, None]
         self._store_fit(X_fit, index)
@@ -707,7 +700,7 @@ class KNNClassifier(_NeighborsEstimator):
         if array_api_compat.is_dask_array(X):
             import dask.array as da
 
-            from .dask_search import encode_labels
+            from .._engine.dask_search import encode_labels
 
             classes, codes = encode_labels(da.asarray(y))
             self._fit_dask(X, codes)

@@ -18,8 +18,8 @@ directly computed ``"manhattan"``/``"l1"``/``"cityblock"``,
 (``metric_params={"w": w}``) searches the rows scaled by ``w ** (1/p)``.
 Any other metric is a ``ValueError`` saying it is not supported yet. ``NearestNeighbors`` also
 answers radius queries, with every metric but ``"inner_product"``
-(:class:`knn_gpu.radius_queries.RadiusQueries`); the radius classes are in
-:mod:`knn_gpu.drop_in_radius`.
+(:class:`knn_gpu._engine.radius_queries.RadiusQueries`); the radius classes are in
+:mod:`knn_gpu._estimators.drop_in_radius`.
 
 Namespaces and devices follow scikit-learn's array API conventions. Results
 are in the namespace and on the device of the queries. Under scikit-learn's
@@ -46,12 +46,12 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .backends import convert_like, to_host
-from .estimators import _move_to, _NeighborsEstimator, decode_class_labels, encode_class_labels
-from .predictions import ALL_ZERO_WEIGHTS, all_zero_rows, class_votes, weighted_mean
-from .radius_queries import GRAPH_MODES, RadiusQueries, csr_from_flat
-from .sparse_input import is_sparse
-from .validation import as_targets, distance_dtype_for, exact_dtype
+from .._engine.predictions import ALL_ZERO_WEIGHTS, all_zero_rows, class_votes, weighted_mean
+from .._engine.radius_queries import GRAPH_MODES, RadiusQueries, csr_from_flat
+from .._lib.backends import convert_like, move_to, to_host
+from .._lib.sparse_input import is_sparse
+from .._lib.validation import as_targets, distance_dtype_for, exact_dtype
+from .knn import _NeighborsEstimator, decode_class_labels, encode_class_labels
 
 __all__ = [
     "NearestNeighbors",
@@ -70,7 +70,7 @@ ENGINE_METRICS = {
     "sqeuclidean": "sqeuclidean",
     "cosine": "cosine",
     "inner_product": "inner_product",  # knn_gpu's own: maximum inner product search
-    # Computed directly (knn_gpu.direct): no matrix-product form.
+    # Computed directly (knn_gpu._engine.direct): no matrix-product form.
     "manhattan": "manhattan",
     "l1": "manhattan",
     "cityblock": "manhattan",
@@ -747,7 +747,7 @@ class _Targets:
     def _fit_targets(self, X: Any, y: Any) -> None:
         X_fit, index = self._fit_neighbors(X)
         y = as_targets(y, "y", index.num_samples)
-        targets = index.xp.astype(_move_to(y, index.xp, index.device), distance_dtype_for(index.dtype, index.xp))
+        targets = index.xp.astype(move_to(y, index.xp, index.device), distance_dtype_for(index.dtype, index.xp))
         self._store_fit(X_fit, index)
         self._targets = targets[:, None] if targets.ndim == 1 else targets
         self._targets_1d = y.ndim == 1

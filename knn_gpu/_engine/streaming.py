@@ -4,9 +4,9 @@ For a training set larger than the GPU (50M x 768 embeddings on a 24 GB card),
 FAISS's ``knn_gpu`` with a memory limit copies tiles of the database to the
 device; cuVS copies all of it. Here each chunk of training rows is copied to
 the queries' device *once*, searched for every query by the in-memory engine
-(:func:`knn_gpu.search.search_index`), and its k best are merged into the
+(:func:`knn_gpu._engine.search.search_index`), and its k best are merged into the
 running k best by the one merge rule that the Dask path uses too
-(:mod:`knn_gpu.merge`). Per-chunk distances are kept in float64 (where the
+(:mod:`knn_gpu._engine.merge`). Per-chunk distances are kept in float64 (where the
 device has it) until the end, so the merge orders exactly as one search
 would: the indices equal the in-memory search's.
 
@@ -26,11 +26,12 @@ from typing import Any
 
 import array_api_compat
 
-from .backends import convert_like, to_host
-from .devices import device_scope
+from .._lib.backends import convert_like, to_host
+from .._lib.devices import device_scope
+from .._lib.validation import distance_dtype_for, exact_dtype
+from .budget import default_memory_budget, dtype_itemsize
 from .merge import merge_neighbor_lists
-from .search import build_index, default_memory_budget, dtype_itemsize, search_index
-from .validation import distance_dtype_for, exact_dtype
+from .search import build_index, search_index
 
 __all__ = ["StreamedTrain", "streamed_search", "stream_budget", "chunk_rows_for", "is_host_array", "upload"]
 
@@ -52,7 +53,7 @@ def is_host_array(array: Any) -> bool:
 class StreamedTrain:
     """Training rows kept in host memory, searched on ``device`` of namespace ``xp``.
 
-    Stands where a :class:`~knn_gpu.search.TrainIndex` stands for an
+    Stands where a :class:`~knn_gpu._engine.search.TrainIndex` stands for an
     in-memory model: same ``xp``, ``device``, ``dtype``, ``num_samples``,
     ``num_features``; :func:`streamed_search` is its ``search_index``.
     """
@@ -104,7 +105,7 @@ def streamed_search(
 ) -> tuple:
     """The ``k`` nearest training rows of each query, streaming the rows chunk by chunk.
 
-    Parameters and result as :func:`knn_gpu.search.search_index`; ``queries``
+    Parameters and result as :func:`knn_gpu._engine.search.search_index`; ``queries``
     are validated and on ``train.device`` in ``train.dtype``. A ``reduce``
     runs after the merge, on batches of queries.
     """

@@ -1,19 +1,19 @@
 """Radius search on a model fitted out of core: training rows streamed through the device in chunks.
 
-Each chunk of host rows (:class:`~knn_gpu.streaming.StreamedTrain`) is copied
+Each chunk of host rows (:class:`~knn_gpu._engine.streaming.StreamedTrain`) is copied
 to the queries' device once, indexed, and searched for every query by the
-in-memory radius engine of its metric (:func:`knn_gpu.radius_direct.radius_search`),
+in-memory radius engine of its metric (:func:`knn_gpu._engine.radius_direct.radius_search`),
 its distances kept in the exact dtype; its training indices are offset by the
 chunk's start. As the chunks are consecutive and each chunk's neighbours are
 in (query, index) order, one stable sort by query puts all of them in
 (query, index) order; the tail shared by the engines
-(:func:`knn_gpu.radius.finish_radius_search`) orders them by distance for
+(:func:`knn_gpu._engine.radius.finish_radius_search`) orders them by distance for
 ``sort_results`` and gives the offsets.
 
 Synchronisations: each chunk's search reads ``B + 1`` counts for its ``B``
 batches; nothing more is read at the end. Device memory: the chunk (its
 stored rows and the copies made building them) takes half the budget, the
-chunk's search the other half, as in :func:`knn_gpu.streaming.streamed_search`;
+chunk's search the other half, as in :func:`knn_gpu._engine.streaming.streamed_search`;
 the neighbours found so far, as every radius result, are not bounded by it.
 """
 
@@ -21,12 +21,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .devices import device_scope
+from .._lib.devices import device_scope
+from .._lib.validation import distance_dtype_for, exact_dtype
+from .budget import dtype_itemsize
 from .radius import empty_radius_result, finish_radius_search, query_numbers, radius_on_device
 from .radius_direct import radius_search
-from .search import build_index, dtype_itemsize
+from .search import build_index
 from .streaming import StreamedTrain, chunk_rows_for, stream_budget, upload
-from .validation import distance_dtype_for, exact_dtype
 
 __all__ = ["radius_search_streamed"]
 
@@ -49,7 +50,7 @@ def radius_search_streamed(
     queries : array, shape (n_queries, n_features)
         Validated, on ``train.device`` in ``train.dtype``.
     radius : float or array, shape (n_queries,)
-        Checked by :func:`~knn_gpu.validation.check_radius`.
+        Checked by :func:`~knn_gpu._lib.validation.check_radius`.
     sort_results : bool
         Order each query's neighbours by (distance, index) instead of index.
     batch_rows : int, optional
@@ -58,7 +59,7 @@ def radius_search_streamed(
     Returns
     -------
     distances, indices (int64), offsets (int64, shape (n_queries + 1,))
-        As :func:`knn_gpu.radius.radius_search_index`, with the indices of
+        As :func:`knn_gpu._engine.radius.radius_search_index`, with the indices of
         the whole training set.
     """
     if train.metric == "precomputed":

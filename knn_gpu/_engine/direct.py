@@ -6,8 +6,8 @@ expansion, and ``"precomputed"`` distances need no arithmetic at all. Both
 go through one blocked search: per batch of queries, the training rows are
 taken in blocks of consecutive rows, in ascending order; each block's
 distances are computed directly in the exact dtype (float64 where the device
-has it), its k best kept by :func:`~knn_gpu.topk.smallest_k_columns` and
-merged into the running k best by :func:`~knn_gpu.merge.merge_neighbor_lists`.
+has it), its k best kept by :func:`~knn_gpu._engine.topk.smallest_k_columns` and
+merged into the running k best by :func:`~knn_gpu._engine.merge.merge_neighbor_lists`.
 As the blocks come in ascending index order, equal distances keep the lower
 training index, as in every other search.
 
@@ -46,10 +46,11 @@ from typing import Any
 
 import array_api_compat
 
-from .devices import device_scope
+from .._lib.devices import device_scope
+from .._lib.validation import distance_dtype_for, exact_dtype
+from .budget import available_cores, default_memory_budget, run_in_shares
 from .merge import merge_neighbor_lists
 from .topk import smallest_k_columns
-from .validation import distance_dtype_for, exact_dtype
 
 __all__ = ["DirectIndex", "build_direct_index", "search_direct", "resolve_metric", "direct_bytes", "direct_plan"]
 
@@ -271,13 +272,11 @@ def direct_plan(
 def direct_workers(index: DirectIndex, num_queries: int, n_jobs: int | None) -> int:
     """Threads searching batches side by side (NumPy only; cdist and NumPy's ufuncs release the GIL).
 
-    As :func:`knn_gpu.search.search_workers`, but a direct distance costs
+    As :func:`knn_gpu._engine.search.search_workers`, but a direct distance costs
     ``features`` operations, not one, so threads pay from
     :data:`MIN_OPERATIONS_PER_WORKER` difference terms and
     :data:`MIN_DIRECT_QUERIES_PER_WORKER` queries per thread.
     """
-    from .search import available_cores
-
     if not array_api_compat.is_numpy_namespace(index.xp) or index.metric == "precomputed" and n_jobs is None:
         return 1
     if n_jobs is None:
@@ -305,9 +304,7 @@ def search_direct(
     reduce_bytes_per_query: int = 0,
     distance_dtype: Any = None,
 ) -> tuple:
-    """:func:`knn_gpu.search.search_index` for a :class:`DirectIndex` (same parameters and result)."""
-    from .search import default_memory_budget, run_in_shares
-
+    """:func:`knn_gpu._engine.search.search_index` for a :class:`DirectIndex` (same parameters and result)."""
     xp = index.xp
     if reduce is None:
         reduce = _neighbors_themselves

@@ -1,0 +1,1 @@
+"""The public functions, above the engine: :func:`knn_gpu.kneighbors`, :func:`knn_gpu.radius_neighbors`."""
