@@ -74,7 +74,7 @@ def kneighbors(
         the four matrix-product metrics only.
 
         Sparse input (SciPy, ``cupyx.scipy.sparse``, torch) is densified
-        in its own library (:mod:`knn_gpu._lib.sparse_input`): missing features
+        in its own library: missing features
         are 0; with ``"precomputed"`` a sparse matrix is a neighbour graph,
         as in scikit-learn: missing entries are no neighbours, and each query
         row must store at least ``k`` entries.

@@ -66,7 +66,7 @@ class NotFittedError(ValueError, AttributeError):
     It subclasses both ``ValueError`` and ``AttributeError``, as
     scikit-learn's error of the same name does, so code written for either
     convention catches it. The instances knn_gpu raises are built by
-    :func:`not_fitted_error`: when scikit-learn is already imported they are
+    an internal factory: when scikit-learn is already imported they are
     also instances of ``sklearn.exceptions.NotFittedError``.
     """
 
