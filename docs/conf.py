@@ -152,3 +152,19 @@ nitpicky = True
 nitpick_ignore_regex = [
     ("py:class", r"(array|arrays|array-like|ndarray|object|callable|optional|default|shape|int|float|bool|str|dict|list|tuple|None|or|of|any|namespace|sequence)"),
 ]
+
+
+def _skip_scikit_learn_members(app, what, name, obj, skip, options):
+    """Leave out what the drop-ins inherit from scikit-learn's bases (``get_params``, ``set_output``, metadata routing).
+
+    Their docstrings are scikit-learn's, written against its own site's labels;
+    the migration guide says these methods come from scikit-learn unchanged.
+    """
+    module = getattr(obj, "__module__", None) or ""
+    if module == "sklearn" or module.startswith("sklearn."):
+        return True
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_scikit_learn_members)

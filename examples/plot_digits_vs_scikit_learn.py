@@ -13,7 +13,6 @@ Needs: knn_gpu, scikit-learn and matplotlib.
 """
 
 import matplotlib.pyplot as plt
-import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier as SklearnClassifier

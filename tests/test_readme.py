@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from doc_blocks import ROOT, python_blocks, run_as_script
 
 README = ROOT / "README.md"

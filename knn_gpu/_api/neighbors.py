@@ -81,8 +81,8 @@ def kneighbors(
     p : float, optional
         The Minkowski power for ``metric="minkowski"``: ``p > 0``,
         ``float("inf")`` allowed, ``0 < p < 1`` (a semi-metric) with
-        scikit-learn's ``UserWarning`` (:func:`knn_gpu.validation.check_p`,
-        the one rule of the functions and the estimators); None (the default) is 2, the euclidean
+        scikit-learn's ``UserWarning`` (the one rule of the functions and
+        the estimators); None (the default) is 2, the euclidean
         distance (matrix-product path). Ignored by the other metrics, as
         scikit-learn ignores it.
     batch_size : int, optional

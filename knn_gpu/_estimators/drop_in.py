@@ -482,7 +482,7 @@ class _RadiusNeighborsMixin(_SklearnRadiusNeighborsMixin):
 
         Returns
         -------
-        sparse matrix in CSR format, shape (n_queries, n_samples_fit_)
+        sparse matrix in CSR format, shape (n_queries, ``n_samples_fit_``)
             Built from the flat result without a loop over queries;
             ``cupyx.scipy.sparse.csr_matrix`` on the GPU for CuPy, else
             ``scipy.sparse.csr_matrix`` on the host.

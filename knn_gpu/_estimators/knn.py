@@ -579,8 +579,8 @@ class _TutorialEstimator(_NeighborsBase):
             never its own neighbour (its exact duplicates may be). Sparse
             queries are densified per call; the results are then arrays of
             their library (NumPy for SciPy). With ``metric="precomputed"`` a
-            sparse ``X`` is a neighbour graph (see
-            :func:`knn_gpu._lib.sparse_input.densify_distances`).
+            sparse ``X`` is a neighbour graph: stored entries are distances,
+            missing entries are no neighbours.
         num_neighbors : int, optional
             Defaults to the model's ``num_neighbors``.
         return_distance : bool
@@ -724,7 +724,7 @@ class KNN(_TutorialEstimator):
             Half-precision rows (float16, torch's bfloat16) are kept as
             given; distances and predictions are then float32. A sparse
             matrix (SciPy, ``cupyx.scipy.sparse``, torch) is densified as
-            it enters (:mod:`knn_gpu._lib.sparse_input`), as are sparse queries.
+            it enters, as are sparse queries (missing features are 0).
         y : array, shape (n_samples,) or (n_samples, n_outputs)
 
         Returns
