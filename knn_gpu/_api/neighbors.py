@@ -74,13 +74,15 @@ def kneighbors(
         the four matrix-product metrics only.
 
         Sparse input (SciPy, ``cupyx.scipy.sparse``, torch) is densified
-        in its own library (:mod:`knn_gpu._lib.sparse_input`): missing features
+        in its own library: missing features
         are 0; with ``"precomputed"`` a sparse matrix is a neighbour graph,
         as in scikit-learn: missing entries are no neighbours, and each query
         row must store at least ``k`` entries.
     p : float, optional
-        The Minkowski power for ``metric="minkowski"``: ``p >= 1``,
-        ``float("inf")`` allowed; None (the default) is 2, the euclidean
+        The Minkowski power for ``metric="minkowski"``: ``p > 0``,
+        ``float("inf")`` allowed, ``0 < p < 1`` (a semi-metric) with
+        scikit-learn's ``UserWarning`` (the one rule of the functions and
+        the estimators); None (the default) is 2, the euclidean
         distance (matrix-product path). Ignored by the other metrics, as
         scikit-learn ignores it.
     batch_size : int, optional

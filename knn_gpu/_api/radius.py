@@ -84,9 +84,9 @@ def radius_neighbors(
     ``"sqeuclidean"`` and ``"cosine"`` it is decided on distances recomputed
     exactly (float64 direct differences where the device has float64): the
     float32 ranking product only proposes candidates, with a safety margin
-    that covers its rounding (:mod:`knn_gpu._engine.radius`). The directly computed
+    that covers its rounding. The directly computed
     metrics decide on their exact keys, ``sum |q - t|^p <= radius ** p`` as
-    scikit-learn's brute search does (:mod:`knn_gpu._engine.radius_direct`).
+    scikit-learn's brute search does.
 
     Parameters
     ----------
@@ -109,8 +109,8 @@ def radius_neighbors(
         :func:`knn_gpu.kneighbors` takes them. ``"inner_product"`` is a
         similarity without a radius in scikit-learn's sense, and is refused.
     p : float, optional
-        The Minkowski power for ``metric="minkowski"`` (``>= 1``, infinity
-        allowed; None: 2); ignored by the other metrics.
+        The Minkowski power for ``metric="minkowski"`` (``> 0``, infinity allowed, ``0 < p < 1`` with a warning, as
+        :func:`knn_gpu.kneighbors`; None: 2); ignored by the other metrics.
     sort_results : bool
         List each query's neighbours by ascending (distance, index) instead
         of ascending index. Needs ``return_distance=True``, as in

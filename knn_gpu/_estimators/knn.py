@@ -1,15 +1,23 @@
-"""Estimators: the tutorial's ``KNN`` regressor and ``KNNClassifier``.
+"""The estimators' engine base, and the tutorial's ``KNN`` regressor and ``KNNClassifier``.
 
-Both follow the scikit-learn estimator protocol without importing
-scikit-learn: the constructor stores its arguments unchanged, ``fit``
-validates them, fitted attributes end in ``_``, and ``get_params`` /
-``set_params`` read the constructor's signature.
+:class:`_NeighborsBase` is the one base every estimator of knn_gpu stands on
+(the tutorial classes here, the scikit-learn-named classes of
+:mod:`knn_gpu._estimators.drop_in` and :mod:`knn_gpu._estimators.drop_in_radius`): it validates and
+fits, and it is the only place that reaches the search engine, through one
+method for the k-search (:meth:`_NeighborsBase._neighbors_on_backend`) and one
+for the radius search (:meth:`_NeighborsBase._radius_flat`). It holds no
+estimator protocol (``get_params``...): the scikit-learn-named classes take
+that from scikit-learn's own ``BaseEstimator``, and the tutorial classes, which
+must work without scikit-learn, from :class:`_TutorialEstimator`, which follows
+the protocol without importing scikit-learn: the constructor stores its
+arguments unchanged, ``fit`` validates them, fitted attributes end in ``_``,
+and ``get_params`` / ``set_params`` read the constructor's signature.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -18,9 +26,10 @@ import numpy as np
 
 from .._engine.budget import dtype_itemsize
 from .._engine.distances import public_distances
+from .._engine.index import NeighborsIndex, build_neighbors_index
 from .._engine.predictions import check_weights, class_votes, neighbor_weights, weighted_mean
-from .._engine.search import TrainIndex, build_index, search_index
-from .._engine.streaming import StreamedTrain, chunk_rows_for, is_host_array, stream_budget, streamed_search, upload
+from .._engine.radius_queries import exclude_self_flat
+from .._engine.streaming import chunk_rows_for, is_host_array, stream_budget, upload
 from .._engine.topk import columns_of_true
 from .._lib.backends import auto_backend, convert_like, move_to, namespace_of_backend, parse_backend, to_host
 from .._lib.devices import device_scope, is_gpu
@@ -36,6 +45,9 @@ from .._lib.validation import (
     check_nonnegative_distances,
     check_num_neighbors,
     check_out_of_core,
+    check_p,
+    check_radius,
+    check_radius_shape,
     check_square_distances,
     distance_dtype_for,
     dtype_in,
@@ -65,29 +77,14 @@ def resolve_backend(backend: Any, data: Any) -> tuple[Any, Any]:
     return namespace_of_backend(library), device
 
 
-class _NeighborsEstimator:
-    """Fitting, neighbour queries and the estimator protocol shared by both models."""
+class _NeighborsBase:
+    """Fitting, validation and the engine's two doors (k-search, radius search), shared by every estimator.
 
-    def __init__(
-        self,
-        num_neighbors: int = 5,
-        *,
-        weights: str | Callable = "uniform",
-        metric: str = "euclidean",
-        backend: str | None = None,
-        batch_size: int | None = None,
-        n_jobs: int | None = None,
-        memory_budget: int | None = None,
-        out_of_core: bool | None = None,
-    ) -> None:
-        self.num_neighbors = num_neighbors
-        self.weights = weights
-        self.metric = metric
-        self.backend = backend
-        self.batch_size = batch_size
-        self.n_jobs = n_jobs
-        self.memory_budget = memory_budget
-        self.out_of_core = out_of_core
+    Subclasses set the constructor's parameters as attributes; this base
+    reads ``metric``, ``weights`` (if any), ``backend``, ``batch_size``,
+    ``n_jobs``, ``memory_budget``, ``out_of_core`` and, for radius queries,
+    ``radius``.
+    """
 
     #: Whether ``fit`` refuses a default number of neighbours larger than the
     #: training set (the seed classes' documented behaviour); the drop-in
@@ -116,50 +113,22 @@ class _NeighborsEstimator:
         """
         return None
 
-    # -- the estimator protocol -------------------------------------------------
-    @classmethod
-    def _get_param_names(cls) -> list[str]:
-        signature = inspect.signature(cls.__init__)
-        return [name for name in signature.parameters if name != "self"]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor parameters, as scikit-learn's ``get_params``."""
-        return {name: getattr(self, name) for name in self._get_param_names()}
-
-    def set_params(self, **params: Any) -> _NeighborsEstimator:
-        """Set constructor parameters; unknown names raise ``ValueError``."""
-        valid = self._get_param_names()
-        for name, value in params.items():
-            if name not in valid:
-                msg = f"invalid parameter {name!r} for {type(self).__name__}; valid parameters: {valid}"
-                raise ValueError(msg)
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = inspect.signature(type(self).__init__).parameters
-        changed = [
-            f"{name}={value!r}"
-            for name, value in self.get_params().items()
-            if defaults[name].default is not value and defaults[name].default != value
-        ]
-        return f"{type(self).__name__}({', '.join(changed)})"
-
     # -- fitting ----------------------------------------------------------------
     def _check_params(self) -> None:
         """The constructor parameters that ``fit`` checks before any work (num_neighbors needs X)."""
         metric = check_metric(self._engine_metric(), direct=True)
         check_weights(getattr(self, "weights", "uniform"), metric)
+        check_p(self._engine_p())
         check_batch_size(self.batch_size)
         check_n_jobs(self.n_jobs)
         check_memory_budget(self.memory_budget)
         check_out_of_core(self.out_of_core)
 
-    def _fit_features(self, X: Any) -> tuple[Any, TrainIndex | StreamedTrain]:
-        """Validate parameters and ``X``, place ``X`` on the backend, build the index.
+    def _fit_features(self, X: Any) -> tuple[Any, NeighborsIndex]:
+        """Validate parameters and ``X``, place ``X`` on the backend, build the index (the engine's front door).
 
         Out of core (see ``out_of_core``), ``X`` stays where it is, in host
-        memory, and the index is a :class:`~knn_gpu._engine.streaming.StreamedTrain`.
+        memory, and the index streams it (its plan is ``"streamed"``).
         """
         self._check_params()
         names = feature_names_of(X)
@@ -184,14 +153,20 @@ class _NeighborsEstimator:
             # Out of core the rows stay in host memory: weighted, a scaled host copy of them does.
             rows = X if scale is None else _scaled_host_rows(X, scale)
             self._engine_X = None
-            return None, StreamedTrain(
-                rows, xp.astype(anchor, dtype), dtype, self._engine_metric(), self.memory_budget, p=self._engine_p()
+            return None, build_neighbors_index(
+                rows,
+                self._engine_metric(),
+                p=self._engine_p(),
+                stream=True,
+                anchor=xp.astype(anchor, dtype),
+                dtype=dtype,
+                memory_budget=self.memory_budget,
             )
         X = xp.astype(move_to(X, xp, array_api_compat.device(anchor)), dtype, copy=False)
         # The engine searches the scaled rows; _fit_X keeps the caller's (scikit-learn's _fit_X, reused by
         # fit(other_model) and the graph functions as rows in the caller's units).
         self._engine_X = X if self._scale is None else X * self._scale
-        return X, build_index(self._engine_X, self._engine_metric(), xp=xp, p=self._engine_p())
+        return X, build_neighbors_index(self._engine_X, self._engine_metric(), p=self._engine_p())
 
     def _streams(self, X: Any, anchor: Any, dtype: Any) -> bool:
         """Keep ``X`` in host memory? Always if ``out_of_core``; if None, when it would not fit on the GPU."""
@@ -205,7 +180,7 @@ class _NeighborsEstimator:
         # The stored rows and the copies made while building them.
         return 2 * X.shape[0] * (X.shape[1] + 1) * dtype_itemsize(xp, dtype) > budget
 
-    def _store_fit(self, X: Any, index: TrainIndex) -> None:
+    def _store_fit(self, X: Any, index: NeighborsIndex) -> None:
         names = getattr(self, "_fit_feature_names", None)
         if names is not None:
             self.feature_names_in_ = names
@@ -251,7 +226,7 @@ class _NeighborsEstimator:
             num_classes=num_classes,
         )
 
-    def _check_fitted(self) -> TrainIndex:
+    def _check_fitted(self) -> NeighborsIndex | None:
         index = getattr(self, "_index", None)
         if index is None and getattr(self, "_dask_fit", None) is None:
             msg = (
@@ -283,7 +258,7 @@ class _NeighborsEstimator:
             num_neighbors = self._default_k()
         batch_rows = check_batch_size(self.batch_size)
         n_jobs = check_n_jobs(self.n_jobs)
-        search = streamed_search if isinstance(index, StreamedTrain) else self._search_in_memory
+        search = functools.partial(index.kneighbors, memory_budget=check_memory_budget(self.memory_budget))
         if X is None:
             k = check_num_neighbors(num_neighbors, index.num_samples - 1)
             if getattr(self, "_fit_stored", None) is not None:
@@ -292,7 +267,6 @@ class _NeighborsEstimator:
         k = check_num_neighbors(num_neighbors, index.num_samples)
         X, queries = self._validated_queries(X, index, k)
         result = search(
-            index,
             queries,
             k,
             batch_rows=batch_rows,
@@ -334,22 +308,22 @@ class _NeighborsEstimator:
     def _check_sparse_queries(self, X: Any) -> None:
         """Refuse sparse queries where the model cannot take them (the drop-in classes' tree algorithms); here: never."""
 
-    def _search_in_memory(self, index: TrainIndex, queries: Any, k: int, **options: Any) -> tuple:
-        return search_index(index, queries, k, memory_budget=check_memory_budget(self.memory_budget), **options)
-
-    def _leave_one_out(self, index: Any, k: int, search: Any, **options: Any) -> tuple[Any, Any]:
+    def _leave_one_out(self, index: NeighborsIndex, k: int, search: Any, **options: Any) -> tuple[Any, Any]:
         """Each training point's k nearest others; out of core, the training rows are the queries chunk by chunk."""
         xp = index.xp
-        if not isinstance(index, StreamedTrain):
-            distances, indices = search(index, self._engine_X, k + 1, **options)
+        if index.plan != "streamed":
+            distances, indices = search(self._engine_X, k + 1, **options)
             return _exclude_self(distances, indices, k, xp=xp)
+        streamed = index.store
         step = chunk_rows_for(
-            index.num_features, dtype_itemsize(xp, index.dtype), stream_budget(index.memory_budget, xp, index.device)
+            index.num_features,
+            dtype_itemsize(xp, index.dtype),
+            stream_budget(streamed.memory_budget, xp, index.device),
         )
         pieces = []
         for start in range(0, index.num_samples, step):
-            queries = upload(index.rows[start : start + step, ...], index.anchor, index.dtype)
-            distances, indices = search(index, queries, k + 1, **options)
+            queries = upload(streamed.rows[start : start + step, ...], streamed.anchor, index.dtype)
+            distances, indices = search(queries, k + 1, **options)
             pieces.append(_exclude_self(distances, indices, k, xp=xp, first_row=start))
         if len(pieces) == 1:
             return pieces[0]
@@ -359,31 +333,11 @@ class _NeighborsEstimator:
         """``result`` in the namespace and on the device of ``X`` (the fit data if None)."""
         return result if X is None else convert_like(result, X)
 
-    def kneighbors(self, X: Any = None, num_neighbors: int | None = None, return_distance: bool = True) -> Any:
-        """The nearest training rows of each row of ``X``.
+    def _kneighbors(self, X: Any, num_neighbors: int | None, return_distance: bool) -> Any:
+        """``(distances, indices)`` (or ``indices``) of the ``num_neighbors`` nearest, in the namespace of ``X``.
 
-        Parameters
-        ----------
-        X : array or sparse matrix, shape (n_queries, n_features), optional
-            Queries. ``None`` queries the training set itself, and a point is
-            never its own neighbour (its exact duplicates may be). Sparse
-            queries are densified per call; the results are then arrays of
-            their library (NumPy for SciPy). With ``metric="precomputed"`` a
-            sparse ``X`` is a neighbour graph (see
-            :func:`knn_gpu._lib.sparse_input.densify_distances`).
-        num_neighbors : int, optional
-            Defaults to the model's ``num_neighbors``.
-        return_distance : bool
-            Return ``(distances, indices)`` if True, else only ``indices``.
-
-        Returns
-        -------
-        distances : array, shape (n_queries, num_neighbors)
-            In the metric's units, ascending (for ``metric="inner_product"``,
-            the inner products, descending); equal values list the lower
-            training index first.
-        indices : array of int64, shape (n_queries, num_neighbors)
-            In the namespace and on the device of ``X``.
+        Public distances (the metric's units); a model fitted on Dask asks
+        the functional search, which keeps the training data distributed.
         """
         if getattr(self, "_dask_fit", None) is not None:
             from .._api.neighbors import kneighbors as functional_kneighbors
@@ -401,31 +355,48 @@ class _NeighborsEstimator:
             return indices
         return self._like_input(public_distances(distances, self._engine_metric()), X), indices
 
-    def get_distance(self, first: Any, second: Any) -> float:
-        """Euclidean distance between two 1-D examples (the tutorial's helper).
+    def _radius_flat(self, X: Any, radius: Any, sort_results: bool = False) -> tuple[Any, Any, Any, Any]:
+        """The radius search: ``(distances, indices, offsets, validated X)`` on the model's backend.
 
-        Examples
-        --------
-        >>> from knn_gpu import KNN
-        >>> KNN().get_distance([0.0, 3.0], [4.0, 0.0])
-        5.0
+        The one place the estimators reach the radius engine (the matrix-product
+        or direct engine on the index in memory, the streamed one out of core).
+        ``X=None``: each training row against the others (leave-one-out).
+        ``radius=None``: the model's ``radius``.
         """
-        pair = [_host_vector(first, "first"), _host_vector(second, "second")]
-        if pair[0].shape != pair[1].shape:
-            msg = f"first and second must have the same length, got {pair[0].shape[0]} and {pair[1].shape[0]}"
+        index = self._check_fitted()
+        if index is None:
+            msg = (
+                f"radius queries of {type(self).__name__} need the training rows in memory or streamed from it; "
+                "this model was fitted on Dask arrays (pass X.compute())"
+            )
             raise ValueError(msg)
-        return float(math.sqrt(float(np.sum((pair[0] - pair[1]) ** 2))))
-
-    def get_neighbors(self, example: Any) -> list[tuple[int, float]]:
-        """The tutorial's contract: ``[(index, distance), ...]`` for one example.
-
-        Nearest first, ``num_neighbors`` entries, Python ``int`` and ``float``
-        (this copies the small result to the host).
-        """
-        self._check_fitted()
-        (distances, indices), _ = self._neighbors_on_backend(_host_vector(example, "example")[None, :], None)
-        distances = public_distances(distances, self._engine_metric())
-        return [(int(i), float(d)) for i, d in zip(to_host(indices)[0].tolist(), to_host(distances)[0].tolist())]
+        if index.plan == "streamed" and X is None:
+            msg = (
+                f"radius queries of {type(self).__name__} without X (each training point against the others) need the "
+                "training rows in memory; this model was fitted out of core: pass the rows as X"
+            )
+            raise ValueError(msg)
+        if self._engine_metric() == "inner_product":
+            msg = "metric='inner_product' has no radius search (a similarity, not a distance); use another metric"
+            raise ValueError(msg)
+        radius = check_radius(self.radius if radius is None else radius)
+        xp = index.xp
+        if X is None:
+            queries = self._engine_X
+        else:
+            X, queries = self._validated_queries(X, index)
+        if not isinstance(radius, float):
+            check_radius_shape(radius, queries.shape[0])
+        distances, indices, offsets = index.radius(
+            queries,
+            radius,
+            sort_results=sort_results,
+            batch_rows=check_batch_size(self.batch_size),
+            memory_budget=check_memory_budget(self.memory_budget),
+        )
+        if X is None:
+            distances, indices, offsets = exclude_self_flat(distances, indices, offsets, xp=xp)
+        return distances, indices, offsets, X
 
     def _weights_for(self, distances: Any) -> Any:
         return neighbor_weights(
@@ -540,7 +511,133 @@ def _exclude_self(distances: Any, indices: Any, k: int, *, xp: Any, first_row: i
     return xp.take_along_axis(distances, columns, axis=1), xp.take_along_axis(indices, columns, axis=1)
 
 
-class KNN(_NeighborsEstimator):
+class _TutorialEstimator(_NeighborsBase):
+    """The tutorial classes' constructor and estimator protocol, without scikit-learn.
+
+    The scikit-learn-named classes take the protocol from scikit-learn's
+    ``BaseEstimator`` instead; these classes must work where scikit-learn is
+    not installed.
+    """
+
+    def __init__(
+        self,
+        num_neighbors: int = 5,
+        *,
+        weights: str | Callable = "uniform",
+        metric: str = "euclidean",
+        backend: str | None = None,
+        batch_size: int | None = None,
+        n_jobs: int | None = None,
+        memory_budget: int | None = None,
+        out_of_core: bool | None = None,
+    ) -> None:
+        self.num_neighbors = num_neighbors
+        self.weights = weights
+        self.metric = metric
+        self.backend = backend
+        self.batch_size = batch_size
+        self.n_jobs = n_jobs
+        self.memory_budget = memory_budget
+        self.out_of_core = out_of_core
+
+    # -- the estimator protocol -------------------------------------------------
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [name for name in signature.parameters if name != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor parameters, as scikit-learn's ``get_params``."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params: Any) -> _TutorialEstimator:
+        """Set constructor parameters; unknown names raise ``ValueError``."""
+        valid = self._get_param_names()
+        for name, value in params.items():
+            if name not in valid:
+                msg = f"invalid parameter {name!r} for {type(self).__name__}; valid parameters: {valid}"
+                raise ValueError(msg)
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = inspect.signature(type(self).__init__).parameters
+        changed = [
+            f"{name}={value!r}"
+            for name, value in self.get_params().items()
+            if defaults[name].default is not value and defaults[name].default != value
+        ]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def kneighbors(self, X: Any = None, num_neighbors: int | None = None, return_distance: bool = True) -> Any:
+        """The nearest training rows of each row of ``X``.
+
+        Parameters
+        ----------
+        X : array or sparse matrix, shape (n_queries, n_features), optional
+            Queries. ``None`` queries the training set itself, and a point is
+            never its own neighbour (its exact duplicates may be). Sparse
+            queries are densified per call; the results are then arrays of
+            their library (NumPy for SciPy). With ``metric="precomputed"`` a
+            sparse ``X`` is a neighbour graph: stored entries are distances,
+            missing entries are no neighbours.
+        num_neighbors : int, optional
+            Defaults to the model's ``num_neighbors``.
+        return_distance : bool
+            Return ``(distances, indices)`` if True, else only ``indices``.
+
+        Returns
+        -------
+        distances : array, shape (n_queries, num_neighbors)
+            In the metric's units, ascending (for ``metric="inner_product"``,
+            the inner products, descending); equal values list the lower
+            training index first.
+        indices : array of int64, shape (n_queries, num_neighbors)
+            In the namespace and on the device of ``X``.
+        """
+        return self._kneighbors(X, num_neighbors, return_distance)
+
+    def get_distance(self, first: Any, second: Any) -> float:
+        """The model's ``metric`` between two 1-D examples (the tutorial's helper), in float64.
+
+        The same distance as :meth:`get_neighbors` reports for the pair (for
+        ``metric="inner_product"``, their inner product). ``"precomputed"``
+        has no distance between examples: ``ValueError``.
+
+        Examples
+        --------
+        >>> from knn_gpu import KNN
+        >>> KNN().get_distance([0.0, 3.0], [4.0, 0.0])
+        5.0
+        >>> KNN(metric="manhattan").get_distance([0.0, 0.0], [3.0, 4.0])
+        7.0
+        """
+        from .._api.neighbors import kneighbors as functional_kneighbors
+
+        metric = check_metric(self._engine_metric(), direct=True)
+        if metric == "precomputed":
+            msg = 'get_distance needs examples, not distances: metric="precomputed" has no distance between examples'
+            raise ValueError(msg)
+        pair = [_host_vector(first, "first"), _host_vector(second, "second")]
+        if pair[0].shape != pair[1].shape:
+            msg = f"first and second must have the same length, got {pair[0].shape[0]} and {pair[1].shape[0]}"
+            raise ValueError(msg)
+        distances, _ = functional_kneighbors(pair[0][None, :], pair[1][None, :], 1, metric=metric, p=self._engine_p())
+        return float(distances[0, 0])
+
+    def get_neighbors(self, example: Any) -> list[tuple[int, float]]:
+        """The tutorial's contract: ``[(index, distance), ...]`` for one example.
+
+        Nearest first, ``num_neighbors`` entries, Python ``int`` and ``float``
+        (this copies the small result to the host).
+        """
+        self._check_fitted()
+        (distances, indices), _ = self._neighbors_on_backend(_host_vector(example, "example")[None, :], None)
+        distances = public_distances(distances, self._engine_metric())
+        return [(int(i), float(d)) for i, d in zip(to_host(indices)[0].tolist(), to_host(distances)[0].tolist())]
+
+
+class KNN(_TutorialEstimator):
     """k-nearest-neighbours regressor: the mean of the neighbours' targets.
 
     Parameters
@@ -594,6 +691,30 @@ class KNN(_NeighborsEstimator):
     array([0.5, 6. ])
     """
 
+    def __init__(
+        self,
+        num_neighbors: int = 5,
+        *,
+        weights: str | Callable = "uniform",
+        metric: str = "euclidean",
+        backend: str | None = None,
+        batch_size: int | None = None,
+        n_jobs: int | None = None,
+        memory_budget: int | None = None,
+        out_of_core: bool | None = None,
+    ) -> None:
+        # Its own signature, so that a wrong keyword's TypeError names KNN, not a private base.
+        super().__init__(
+            num_neighbors,
+            weights=weights,
+            metric=metric,
+            backend=backend,
+            batch_size=batch_size,
+            n_jobs=n_jobs,
+            memory_budget=memory_budget,
+            out_of_core=out_of_core,
+        )
+
     def fit(self, X: Any, y: Any) -> KNN:
         """Store the training data on the chosen backend.
 
@@ -603,7 +724,7 @@ class KNN(_NeighborsEstimator):
             Half-precision rows (float16, torch's bfloat16) are kept as
             given; distances and predictions are then float32. A sparse
             matrix (SciPy, ``cupyx.scipy.sparse``, torch) is densified as
-            it enters (:mod:`knn_gpu._lib.sparse_input`), as are sparse queries.
+            it enters, as are sparse queries (missing features are 0).
         y : array, shape (n_samples,) or (n_samples, n_outputs)
 
         Returns
@@ -667,7 +788,7 @@ class KNN(_NeighborsEstimator):
         return estimator_tags(self, "regressor")
 
 
-class KNNClassifier(_NeighborsEstimator):
+class KNNClassifier(_TutorialEstimator):
     """k-nearest-neighbours classifier: a (weighted) majority vote.
 
     Parameters are those of :class:`KNN`. A tied vote goes to the smallest
@@ -690,6 +811,30 @@ class KNNClassifier(_NeighborsEstimator):
     >>> KNNClassifier(num_neighbors=3).fit(X, y).predict(np.array([[0.5], [10.5]]))
     array(['low', 'high'], dtype='<U4')
     """
+
+    def __init__(
+        self,
+        num_neighbors: int = 5,
+        *,
+        weights: str | Callable = "uniform",
+        metric: str = "euclidean",
+        backend: str | None = None,
+        batch_size: int | None = None,
+        n_jobs: int | None = None,
+        memory_budget: int | None = None,
+        out_of_core: bool | None = None,
+    ) -> None:
+        # Its own signature, so that a wrong keyword's TypeError names KNNClassifier, not a private base.
+        super().__init__(
+            num_neighbors,
+            weights=weights,
+            metric=metric,
+            backend=backend,
+            batch_size=batch_size,
+            n_jobs=n_jobs,
+            memory_budget=memory_budget,
+            out_of_core=out_of_core,
+        )
 
     def fit(self, X: Any, y: Any) -> KNNClassifier:
         """Store the training data and encode the labels.

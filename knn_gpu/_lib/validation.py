@@ -66,7 +66,7 @@ class NotFittedError(ValueError, AttributeError):
     It subclasses both ``ValueError`` and ``AttributeError``, as
     scikit-learn's error of the same name does, so code written for either
     convention catches it. The instances knn_gpu raises are built by
-    :func:`not_fitted_error`: when scikit-learn is already imported they are
+    an internal factory: when scikit-learn is already imported they are
     also instances of ``sklearn.exceptions.NotFittedError``.
     """
 
@@ -133,9 +133,20 @@ def _as_array(x: Any, name: str) -> Any:
         raise ValueError(msg) from exc
 
 
+def _from_library(obj: Any, library: str) -> bool:
+    """Whether ``obj``'s type is defined by ``library`` (pandas 3 names its classes' module ``"pandas"``)."""
+    module = type(obj).__module__
+    return module == library or module.startswith(library + ".")
+
+
 def _is_pandas(x: Any) -> bool:
     """A pandas DataFrame or Series, recognised without importing pandas."""
-    return type(x).__module__.startswith("pandas.") and hasattr(x, "dtypes") and hasattr(x, "to_numpy")
+    return _from_library(x, "pandas") and hasattr(x, "dtypes") and hasattr(x, "to_numpy")
+
+
+def _is_polars(x: Any) -> bool:
+    """A polars DataFrame or Series, recognised without importing polars."""
+    return _from_library(x, "polars") and hasattr(x, "dtypes") and hasattr(x, "to_numpy")
 
 
 def _pandas_to_numpy(frame: Any) -> np.ndarray:
@@ -148,7 +159,7 @@ def _pandas_to_numpy(frame: Any) -> np.ndarray:
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
     dtypes = [frame.dtypes] if frame.ndim == 1 else list(frame.dtypes)
-    nullable = [type(dtype).__module__.startswith("pandas.") for dtype in dtypes]
+    nullable = [_from_library(dtype, "pandas") for dtype in dtypes]
     numeric = all(is_numeric_dtype(dtype) or is_bool_dtype(dtype) for dtype in dtypes)
     if numeric and any(nullable):
         return frame.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -162,7 +173,8 @@ def feature_names_of(X: Any) -> np.ndarray | None:
     column name is a string; mixing strings with other types is a
     ``TypeError``.
     """
-    columns = getattr(X, "columns", None) if _is_pandas(X) or hasattr(X, "__dataframe__") else None
+    is_frame = _is_pandas(X) or _is_polars(X) or hasattr(X, "__dataframe__")
+    columns = getattr(X, "columns", None) if is_frame else None
     if columns is None:
         return None
     names = np.asarray(list(columns), dtype=object)
@@ -310,10 +322,20 @@ def exact_dtype(xp: ModuleType, device: Any) -> Any:
 def check_finite(x: Any, name: str, xp: ModuleType) -> None:
     """Raise ``ValueError`` if floating array ``x`` holds NaN or infinity.
 
-    This reads one boolean back from the device: validation is the one place
-    where knn_gpu synchronises on purpose, before any work starts.
+    This reads one number back from the device: validation is the one place
+    where knn_gpu synchronises on purpose, before any work starts. The
+    number is the largest magnitude (``vector_norm`` with ``ord=inf``): NaN
+    if any value is NaN, infinity if any is infinite. One reduction, where
+    ``all(isfinite(x))`` is five kernels on torch (``isfinite`` decomposes
+    into ``abs``, ``ne``, ``eq``, ``mul``) and a boolean copy of ``x``.
     """
-    if xp.isdtype(x.dtype, "real floating") and not bool(xp.all(xp.isfinite(x))):
+    if not xp.isdtype(x.dtype, "real floating") or 0 in x.shape:
+        return
+    if hasattr(xp, "linalg"):
+        finite = math.isfinite(float(xp.linalg.vector_norm(x, ord=xp.inf)))
+    else:
+        finite = bool(xp.all(xp.isfinite(x)))
+    if not finite:
         msg = f"{name} contains NaN or infinity; remove or impute those values first"
         raise ValueError(msg)
 
@@ -505,22 +527,34 @@ def check_metric(metric: Any, *, direct: bool = False) -> str:
     return metric
 
 
+#: scikit-learn's warning for 0 < p < 1 (its brute-force search, as every knn_gpu search, accepts them).
+SEMI_METRIC_WARNING = (
+    "Mind that for 0 < p < 1, Minkowski metrics are not distance metrics. Continuing the execution with "
+    "`algorithm='brute'`."
+)
+
+
 def check_p(p: Any) -> float | None:
     """Return the Minkowski power ``p`` as a float (None stays None: p = 2), or raise.
 
-    ``TypeError`` unless a real number (bool refused); ``ValueError`` for NaN
-    or p < 1 (below 1 it is no distance: the triangle inequality fails).
-    ``float("inf")`` is the Chebyshev distance.
+    The one rule for ``p``, used by the functions and the estimators alike,
+    as scikit-learn's: any ``p > 0``, ``float("inf")`` being the Chebyshev
+    distance; ``0 < p < 1`` warns (``UserWarning``: no triangle inequality,
+    a semi-metric; the exact brute-force search still ranks by it).
+    ``TypeError`` unless a real number (bool refused); ``ValueError`` for
+    NaN or ``p <= 0``.
     """
     if p is None:
         return None
     if isinstance(p, bool) or not isinstance(p, numbers.Real):
-        msg = f"p must be a real number >= 1 (float('inf') for chebyshev), got {p!r} of type {type(p).__name__}"
+        msg = f"p must be a real number > 0 (float('inf') for chebyshev), got {p!r} of type {type(p).__name__}"
         raise TypeError(msg)
     p = float(p)
-    if math.isnan(p) or p < 1:
-        msg = f"p must be >= 1 (a Minkowski distance needs p >= 1; float('inf') for chebyshev), got {p!r}"
+    if math.isnan(p) or p <= 0:
+        msg = f"p must be > 0 (float('inf') for chebyshev; 0 < p < 1 is a semi-metric, with a warning), got {p!r}"
         raise ValueError(msg)
+    if p < 1:
+        warnings.warn(SEMI_METRIC_WARNING, UserWarning, stacklevel=3)
     return p
 
 
