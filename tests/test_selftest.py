@@ -79,9 +79,8 @@ def test_a_wrong_index_from_the_search_fails_the_selftest(tmp_path, monkeypatch,
 
 
 def test_a_wrong_prediction_fails_the_estimator_checks(tmp_path, monkeypatch):
-    from knn_gpu._estimators import knn as estimators
-
-    monkeypatch.setattr(estimators, "search_index", _perturbed(estimators.search_index))
+    # The estimators search through the engine's front door too.
+    monkeypatch.setattr(engine_index, "search_index", _perturbed(engine_index.search_index))
     code, record = _run(tmp_path, "--backend", "numpy", "--check", "KNN", "--dtype", "float32")
     assert code == 1
     assert {r["check"]: r["status"] for r in record["results"]} == {
