@@ -130,7 +130,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("backend") in GPU_BACKEND_NAMES:
+        name = callspec.params.get("backend") if callspec is not None else None
+        if name is not None:
+            item.user_properties.append(("backend", name))  # in --junitxml: tests per backend, exactly
+        if name in GPU_BACKEND_NAMES:
             item.add_marker(pytest.mark.gpu)
 
 

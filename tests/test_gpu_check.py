@@ -107,14 +107,30 @@ def test_tests_per_backend_from_junit(tmp_path):
         <testcase classname="tests.test_kneighbors" name="test_b[cupy-7]"><failure message="wrong"/></testcase>
         <testcase classname="tests.test_fake_cuda" name="test_fake"/>
         <testcase classname="tests.test_info" name="test_cupy_not_installed"/>
+        <testcase classname="tests.test_out_of_memory" name="test_k[euclidean-cupy-numpy]">
+          <properties><property name="backend" value="numpy"/></properties></testcase>
+        <testcase classname="tests.test_out_of_memory" name="test_k[euclidean-torch-torch-cuda]">
+          <properties><property name="backend" value="torch-cuda"/></properties></testcase>
         </testsuite></testsuites>"""
     )
     counts, reasons = summary.summarize(xml)
-    assert counts["torch-cuda"]["passed"] == 1
+    assert counts["torch-cuda"]["passed"] == 2
     assert counts["cupy"]["skipped"] == 1 and counts["cupy"]["failed"] == 1
-    assert counts["other (CPU)"]["passed"] == 2
+    assert counts["other (CPU)"]["passed"] == 3  # the fake-CUDA test, the CuPy-named one, numpy with a CuPy parameter
     assert reasons == {("cupy", "no usable GPU for CuPy"): 1}
     assert "| cupy | 0 | 1 | 0 | 1 |" in summary.markdown(counts, reasons)
+
+
+def test_the_fixture_records_each_runs_backend_for_junit(tmp_path):
+    xml = tmp_path / "tests.xml"
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml", str(xml),
+         "tests/test_kneighbors.py", "-k", "test_all_training_rows_identical"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    counts, _ = _load("gpu_tests_summary").summarize(xml)
+    assert counts["cupy"]["skipped"] == counts["torch-cuda"]["skipped"] == 1
+    assert counts["other (CPU)"]["passed"] == len(conftest.BACKEND_NAMES) - 2
 
 
 def test_tests_per_backend_from_the_verbose_log_when_pytest_timed_out(tmp_path):
