@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -50,6 +50,7 @@ from .._lib.devices import device_scope
 from .._lib.validation import distance_dtype_for, exact_dtype
 from .budget import available_cores, default_memory_budget, run_in_shares
 from .merge import merge_neighbor_lists
+from .metrics import REGISTRY, lookup, resolve
 from .topk import smallest_k_columns
 
 __all__ = ["DirectIndex", "build_direct_index", "search_direct", "resolve_metric", "direct_bytes", "direct_plan"]
@@ -69,13 +70,7 @@ HOST_CDIST_BLOCK_ROWS = 4096
 
 
 def resolve_metric(metric: str, p: float | None) -> tuple[str, float | None]:
-    """The engine's ``(metric, p)`` for a validated metric name and p.
-
-    ``"l2"`` and ``"minkowski"`` with p = 2 (the default) are
-    ``("euclidean", None)``: the matrix-product path. The names of p = 1 and
-    p = infinity are ``("minkowski", 1.0)`` and ``("minkowski", inf)``;
-    ``p`` is ignored for every metric but ``"minkowski"``, as scikit-learn
-    ignores it.
+    """The engine's ``(metric, p)`` for a metric name and p: :func:`knn_gpu._engine.metrics.resolve`'s.
 
     Examples
     --------
@@ -84,21 +79,13 @@ def resolve_metric(metric: str, p: float | None) -> tuple[str, float | None]:
     >>> resolve_metric("minkowski", 2)
     ('euclidean', None)
     """
-    if metric == "l2":
-        return "euclidean", None
-    if metric in MANHATTAN_NAMES:
-        return "minkowski", 1.0
-    if metric in CHEBYSHEV_NAMES:
-        return "minkowski", math.inf
-    if metric == "minkowski":
-        p = 2.0 if p is None else float(p)
-        return ("euclidean", None) if p == 2.0 else ("minkowski", p)
-    return metric, None
+    resolved = resolve(metric, p)
+    return resolved.name, resolved.p
 
 
-def is_direct(metric: str) -> bool:
-    """True for the engine metrics searched here (after :func:`resolve_metric`)."""
-    return metric in ("minkowski", "precomputed")
+def is_direct(metric: Any) -> bool:
+    """True for the metrics searched here, block by block (every one not ranked by a matrix product)."""
+    return lookup(metric).ranking != "product"
 
 
 class StoredRows:
@@ -134,21 +121,31 @@ class DirectIndex(StoredRows):
     """
 
     device: Any
-    metric: str  # "minkowski" or "precomputed"
+    metric: str  # "minkowski", "precomputed", or a direct metric of the registry (knn_gpu._engine.metrics)
     p: float | None
     num_samples: int
     num_features: int
     rows: Any
     exact: Any
     data_dtype: Any
+    state: dict = field(default_factory=dict)  # what the metric's blocks need (V, VI, a function), on the device
 
     @property
     def num_stored(self) -> int:
         return self.num_samples
 
+    @property
+    def root(self) -> float | None:
+        """The distances are ``keys ** (1 / root)``, taken on the winners only; None: the keys are the distances."""
+        if self.metric == "minkowski":
+            return self.p if _has_root(self.p) else None
+        return REGISTRY[self.metric].root if self.metric in REGISTRY else None
 
-def build_direct_index(train: Any, metric: str, p: float | None, *, xp: ModuleType) -> DirectIndex:
-    """A :class:`DirectIndex` of validated floating ``train`` for a resolved metric."""
+
+def build_direct_index(
+    train: Any, metric: str, p: float | None, *, xp: ModuleType, state: dict | None = None
+) -> DirectIndex:
+    """A :class:`DirectIndex` of validated floating ``train`` for a resolved metric (``state``: its blocks' needs)."""
     device = array_api_compat.device(train)
     with device_scope(xp, device):
         exact = exact_dtype(xp, device)
@@ -164,6 +161,7 @@ def build_direct_index(train: Any, metric: str, p: float | None, *, xp: ModuleTy
             rows=rows,
             exact=exact,
             data_dtype=train.dtype,
+            state={} if state is None else state,
         )
 
 
@@ -179,6 +177,8 @@ def block_method(index: DirectIndex) -> str:
     """
     if index.metric == "precomputed":
         return "select"
+    if index.metric != "minkowski":
+        return "metric"  # the registry's block function, standard functions only
     if array_api_compat.is_numpy_namespace(index.xp):
         if not _has_root(index.p) and _scipy_available():
             return "cdist"
@@ -216,6 +216,11 @@ def direct_bytes(index: DirectIndex, block_rows: int, k: int, *, method: str) ->
             per_column += 3 * features * exact
         if index.rows.dtype != index.exact:
             per_block_row = features * exact
+    elif method == "metric":
+        # The metric's (rows, block, features) temporaries, a few (rows, block) ones (ratios, masks,
+        # counts), the block in the exact dtype and its boolean/centred copy.
+        per_column += (REGISTRY[index.metric].temporaries * features + 6) * exact
+        per_block_row = 2 * features * exact
     kept = min(k, block_rows)
     per_query = features * exact + (kept + 3 * (k + kept)) * (exact + 8)
     if method == "numpy_loop":
@@ -329,7 +334,7 @@ def search_direct(
             batch_rows=batch_rows,
             reduce_bytes_per_query=reduce_bytes_per_query,
         )
-        block_distances = BLOCK_FUNCTIONS[block_method(index)]
+        block_distances = block_function(index)
 
         def search_share(share: list[int]) -> list[tuple]:
             results = []
@@ -352,7 +357,7 @@ def _neighbors_themselves(distances: Any, indices: Any) -> tuple[Any, Any]:
 def _search_batch(index: DirectIndex, queries: Any, k: int, block_rows: int, block_distances: Callable) -> tuple:
     """The k best of one batch: blocks in ascending index order, each block's k best merged into the running list."""
     xp = index.xp
-    if index.metric == "minkowski":
+    if index.metric != "precomputed":
         queries = xp.astype(queries, index.exact, copy=False)
     best_distances = best_indices = None
     on_host = array_api_compat.is_numpy_namespace(xp)
@@ -362,7 +367,7 @@ def _search_batch(index: DirectIndex, queries: Any, k: int, block_rows: int, blo
             distances = queries[:, start:stop]
         else:
             block = xp.astype(index.rows[start:stop, ...], index.exact, copy=False)
-            distances = block_distances(queries, block, index.p, xp=xp)
+            distances = block_distances(queries, block)
         if on_host and best_distances is not None and best_distances.shape[1] == k:
             best_distances, best_indices = _merge_below_kth_numpy(best_distances, best_indices, distances, start)
             continue
@@ -381,8 +386,8 @@ def _search_batch(index: DirectIndex, queries: Any, k: int, block_rows: int, blo
             min(k, best_distances.shape[1] + kept),
             xp=xp,
         )
-    if index.metric == "minkowski" and _has_root(index.p):
-        best_distances = best_distances ** (1.0 / index.p)
+    if index.root is not None:
+        best_distances = best_distances ** (1.0 / index.root)
     return best_distances, xp.astype(best_indices, xp.int64, copy=False)
 
 
@@ -483,3 +488,29 @@ BLOCK_FUNCTIONS = {
     "numpy_loop": _numpy_loop_blocks,
     "broadcast": _broadcast_blocks,
 }
+
+
+def block_function(index: DirectIndex) -> Callable[[Any, Any], Any] | None:
+    """``f(queries, block) -> keys`` for the index's metric, both in the exact dtype; None for precomputed.
+
+    Minkowski: :data:`BLOCK_FUNCTIONS` by :func:`block_method` (NumPy fast
+    paths, the standard broadcast elsewhere); every other metric: its
+    registry entry's block function (:mod:`knn_gpu._engine.metrics`).
+    """
+    method = block_method(index)
+    xp = index.xp
+    if method == "select":
+        return None
+    if method == "metric":
+        metric_block, state = REGISTRY[index.metric].block, index.state
+
+        def keys_of(queries: Any, block: Any) -> Any:
+            return metric_block(queries, block, state, xp=xp)
+
+        return keys_of
+    minkowski_block, p = BLOCK_FUNCTIONS[method], index.p
+
+    def minkowski_keys(queries: Any, block: Any) -> Any:
+        return minkowski_block(queries, block, p, xp=xp)
+
+    return minkowski_keys

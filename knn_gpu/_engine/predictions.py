@@ -9,6 +9,7 @@ from typing import Any
 import array_api_compat
 
 from .distances import public_distances
+from .metrics import lookup
 
 __all__ = [
     "WEIGHTS",
@@ -38,7 +39,7 @@ def check_weights(weights: Any, metric: str = "euclidean") -> str | Callable:
     if weights not in WEIGHTS:
         msg = f"weights must be 'uniform', 'distance' or a callable, got {weights!r}"
         raise ValueError(msg)
-    if weights == "distance" and metric == "inner_product":
+    if weights == "distance" and not lookup(metric).distance_weights:
         msg = (
             "weights='distance' (1 / distance) is not defined for metric='inner_product', whose values are "
             "similarities; use weights='uniform' or a callable, which receives the inner products"

@@ -46,6 +46,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from .._engine.metrics import lookup
 from .._engine.predictions import ALL_ZERO_WEIGHTS, all_zero_rows, class_votes, weighted_mean
 from .._engine.radius_queries import GRAPH_MODES, RadiusQueries, csr_from_flat
 from .._lib.backends import convert_like, move_to, to_host
@@ -62,23 +63,6 @@ __all__ = [
 ]
 
 ALGORITHMS = ("auto", "ball_tree", "kd_tree", "brute")
-
-#: scikit-learn metric names the engine computes, and the engine's name for each.
-ENGINE_METRICS = {
-    "euclidean": "euclidean",
-    "l2": "euclidean",
-    "sqeuclidean": "sqeuclidean",
-    "cosine": "cosine",
-    "inner_product": "inner_product",  # knn_gpu's own: maximum inner product search
-    # Computed directly (knn_gpu._engine.direct): no matrix-product form.
-    "manhattan": "manhattan",
-    "l1": "manhattan",
-    "cityblock": "manhattan",
-    "chebyshev": "chebyshev",
-    "infinity": "chebyshev",
-    "precomputed": "precomputed",
-}
-
 
 def _invalid_parameter(name: str, owner: str, expected: str, value: Any) -> ValueError:
     """scikit-learn's wording for a constructor parameter out of its domain."""
@@ -124,6 +108,14 @@ class _KNeighborsBase(_NeighborsEstimator):
     def _engine_metric(self) -> str:
         return _engine_metric_of(self.metric, self._effective_p())
 
+    def _engine_metric_params(self) -> dict | None:
+        """``metric_params`` for the registry: the metric's own (``V``, ``VI``, a callable's keywords); ``p`` and ``w`` are read apart."""
+        params = dict(self.metric_params or {})
+        if isinstance(self.metric, str):
+            params.pop("p", None)
+            params.pop("w", None)
+        return params or None
+
     def _effective_p(self) -> Any:
         return (self.metric_params or {}).get("p", self.p)
 
@@ -163,14 +155,14 @@ class _KNeighborsBase(_NeighborsEstimator):
             raise _invalid_parameter("p", owner, "a float in the range (0.0, inf] or None", p)
         if self.metric_params is not None and not isinstance(self.metric_params, dict):
             raise _invalid_parameter("metric_params", owner, "a dict or None", self.metric_params)
-        supported = {"p", "w"} if self.metric == "minkowski" else {"p"}
-        unsupported = sorted(set(self.metric_params or {}) - supported)
-        if unsupported:
+        entry = lookup(self.metric)  # ValueError for a metric the registry does not have
+        supported = {"p", *entry.params}
+        unsupported = sorted(set(self.metric_params or {}) - supported, key=str)
+        if unsupported and entry.name != "callable":
             # Ignoring them would answer another metric's neighbours.
             msg = (
-                f"metric_params other than 'p' (and 'w' with metric='minkowski') are not supported yet by knn_gpu; "
-                f"got {unsupported} (for metric={self.metric!r}). Other parametrised metrics need scikit-learn's "
-                "estimator for now"
+                f"metric_params {unsupported} are not parameters of metric={self.metric!r} "
+                f"(its parameters: {', '.join(map(repr, sorted(supported)))})"
             )
             raise ValueError(msg)
         if self._minkowski_weights() is not None:
@@ -375,19 +367,16 @@ def _training_rows_of(X: Any) -> Any:
     return X
 
 
-def _engine_metric_of(metric: Any, p: Any) -> str:
-    """The engine's metric for scikit-learn's ``metric`` and ``p``, or a ``ValueError`` naming what is missing."""
+def _engine_metric_of(metric: Any, p: Any) -> Any:
+    """The engine's metric for scikit-learn's ``metric`` and ``p``: a registry name, or the callable itself.
+
+    A metric the registry does not have is its ``ValueError`` (naming the accepted ones).
+    """
     if metric == "minkowski":
-        # p = 2 takes the matrix-product path; any other p (checked by the engine: >= 1) is computed directly.
+        # p = 2 takes the matrix-product path; any other p (checked by the registry: > 0) is computed directly.
         return "euclidean" if p == 2 else "minkowski"
-    if isinstance(metric, str) and metric in ENGINE_METRICS:
-        return ENGINE_METRICS[metric]
-    name = getattr(metric, "__name__", metric) if callable(metric) else metric
-    msg = (
-        f"metric={name!r} is not supported yet by knn_gpu; supported: 'minkowski' (any p >= 1), "
-        f"{', '.join(map(repr, ENGINE_METRICS))}"
-    )
-    raise ValueError(msg)
+    entry = lookup(metric)
+    return entry.name if isinstance(metric, str) else metric
 
 
 def _effective_metric(metric: str, metric_params: dict | None, p: Any) -> tuple[str, dict]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from .._engine.budget import dtype_itemsize
 from .._engine.distances import public_distances
+from .._engine.metrics import check_input_for, lookup, resolve
 from .._engine.predictions import check_weights, class_votes, neighbor_weights, weighted_mean
 from .._engine.search import TrainIndex, build_index, search_index
 from .._engine.streaming import StreamedTrain, chunk_rows_for, is_host_array, stream_budget, streamed_search, upload
@@ -31,7 +32,6 @@ from .._lib.validation import (
     check_batch_size,
     check_feature_names,
     check_memory_budget,
-    check_metric,
     check_n_jobs,
     check_nonnegative_distances,
     check_num_neighbors,
@@ -106,6 +106,10 @@ class _NeighborsEstimator:
         """Minkowski's power for the engine (``metric="minkowski"``); None elsewhere."""
         return None
 
+    def _engine_metric_params(self) -> dict | None:
+        """The metric's parameters for the engine (``V``, ``VI``, a callable's keywords); None: none."""
+        return None
+
     def _feature_scale(self, num_features: int) -> np.ndarray | None:
         """Per-feature factors applied to the training rows and to every query, or None (no scaling).
 
@@ -148,8 +152,8 @@ class _NeighborsEstimator:
     # -- fitting ----------------------------------------------------------------
     def _check_params(self) -> None:
         """The constructor parameters that ``fit`` checks before any work (num_neighbors needs X)."""
-        metric = check_metric(self._engine_metric(), direct=True)
-        check_weights(getattr(self, "weights", "uniform"), metric)
+        resolved = resolve(self._engine_metric(), self._engine_p(), self._engine_metric_params())
+        check_weights(getattr(self, "weights", "uniform"), resolved.name)
         check_batch_size(self.batch_size)
         check_n_jobs(self.n_jobs)
         check_memory_budget(self.memory_budget)
@@ -165,7 +169,9 @@ class _NeighborsEstimator:
         names = feature_names_of(X)
         precomputed = self._engine_metric() == "precomputed"
         graph = precomputed and is_sparse(X)
-        X = as_feature_matrix(X, "X", distances=precomputed)
+        entry = lookup(self._engine_metric())
+        X = as_feature_matrix(X, "X", distances=precomputed, allow_nan=entry.allows_nan)
+        check_input_for(entry, X, "X")
         if precomputed:
             check_square_distances(X, "X")
         # A sparse precomputed graph: the fewest neighbours a training row stores, for queries of X=None.
@@ -191,7 +197,10 @@ class _NeighborsEstimator:
         # The engine searches the scaled rows; _fit_X keeps the caller's (scikit-learn's _fit_X, reused by
         # fit(other_model) and the graph functions as rows in the caller's units).
         self._engine_X = X if self._scale is None else X * self._scale
-        return X, build_index(self._engine_X, self._engine_metric(), xp=xp, p=self._engine_p())
+        index = build_index(
+            self._engine_X, self._engine_metric(), xp=xp, p=self._engine_p(), metric_params=self._engine_metric_params()
+        )
+        return X, index
 
     def _streams(self, X: Any, anchor: Any, dtype: Any) -> bool:
         """Keep ``X`` in host memory? Always if ``out_of_core``; if None, when it would not fit on the GPU."""
@@ -314,7 +323,9 @@ class _NeighborsEstimator:
         self._check_sparse_queries(X)
         precomputed = self._engine_metric() == "precomputed"
         graph = precomputed and is_sparse(X)
-        X = as_feature_matrix(X, "X", allow_empty=True, distances=precomputed)
+        entry = lookup(self._engine_metric())
+        X = as_feature_matrix(X, "X", allow_empty=True, distances=precomputed, allow_nan=entry.allows_nan)
+        check_input_for(entry, X, "X")
         if precomputed:
             check_nonnegative_distances(X, "X")
         if graph and k is not None:
