@@ -145,9 +145,9 @@ def test_precomputed_checks_its_matrices():
 @pytest.mark.parametrize(
     ("p", "error", "match"),
     [
-        (0.5, ValueError, "p must be >= 1"),
-        (-1, ValueError, "p must be >= 1"),
-        (float("nan"), ValueError, "p must be >= 1"),
+        (0, ValueError, "p must be > 0"),
+        (-1, ValueError, "p must be > 0"),
+        (float("nan"), ValueError, "p must be > 0"),
         ("3", TypeError, "p must be a real number"),
         (True, TypeError, "p must be a real number"),
         ([3], TypeError, "p must be a real number"),
@@ -156,6 +156,17 @@ def test_precomputed_checks_its_matrices():
 def test_bad_p_is_refused(p, error, match):
     with pytest.raises(error, match=match):
         knn_gpu.kneighbors(np.ones((2, 3)), np.ones((4, 3)), 2, metric="minkowski", p=p)
+
+
+def test_p_below_one_is_scikit_learns_rule_a_warning_and_exact_neighbours():
+    """One rule for p everywhere (the registry's check_p): 0 < p < 1 warns, as scikit-learn's brute force."""
+    rng = np.random.default_rng(4)
+    train, queries = rng.integers(0, 4, size=(40, 3)).astype(float), rng.integers(0, 4, size=(6, 3)).astype(float)
+    with pytest.warns(UserWarning, match="not a distance metric"):
+        distances, indices = knn_gpu.kneighbors(queries, train, 5, metric="minkowski", p=0.5)
+    expected_distances, expected_indices = oracle_kneighbors(queries, train, 5, metric="minkowski", p=0.5)
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_allclose(distances, expected_distances, rtol=1e-12)
 
 
 def test_minkowski_p2_and_l2_take_the_euclidean_path():

@@ -206,7 +206,7 @@ def kneighbors(
         raise ValueError(msg)
     dtype = floating_dtype(xp.result_type(queries.dtype, train.dtype), xp, device)
     queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
-    index = build_index(xp.astype(train, dtype, copy=False), engine_metric, xp=xp, p=p, metric_params=resolved.params)
+    index = build_index(xp.astype(train, dtype, copy=False), resolved, xp=xp)
     distances, indices = search_index(
         index, queries, k, batch_rows=batch_size, n_jobs=n_jobs, memory_budget=memory_budget
     )

@@ -205,7 +205,7 @@ def radius_neighbors(
     dtype = floating_dtype(xp.result_type(queries.dtype, train.dtype), xp, device)
     queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
     train = xp.astype(train, dtype, copy=False)
-    index = build_index(train, engine_metric, xp=xp, p=p, metric_params=resolved.params)
+    index = build_index(train, resolved, xp=xp)
     distances, indices, offsets = radius_search(
         index,
         queries,

@@ -85,7 +85,8 @@ def resolve_metric(metric: str, p: float | None) -> tuple[str, float | None]:
 
 def is_direct(metric: Any) -> bool:
     """True for the metrics searched here, block by block (every one not ranked by a matrix product)."""
-    return lookup(metric).ranking != "product"
+    entry = REGISTRY.get(metric) if isinstance(metric, str) else None  # an engine name ("callable") first
+    return (entry or lookup(metric)).ranking != "product"
 
 
 class StoredRows:

@@ -137,10 +137,11 @@ def _braycurtis(queries: Any, block: Any, state: dict, *, xp: ModuleType) -> Any
 
 
 def _canberra(queries: Any, block: Any, state: dict, *, xp: ModuleType) -> Any:
-    # SciPy's convention: a 0/0 term (both coordinates 0) adds nothing.
+    # SciPy's convention: a 0/0 term (both coordinates 0) adds nothing. There |q - t| = 0 too, so adding 1 to
+    # the zero denominators gives it, with fewer (rows, block, features) temporaries than a where().
     denominator = xp.abs(queries)[:, None, :] + xp.abs(block)[None, :, :]
-    terms = _safe_ratio(xp.abs(_differences(queries, block)), denominator, xp=xp, undefined=0.0)
-    return xp.sum(terms, axis=2)
+    denominator = denominator + xp.astype(denominator == 0, denominator.dtype)
+    return xp.sum(xp.abs(_differences(queries, block)) / denominator, axis=2)
 
 
 def _correlation(queries: Any, block: Any, state: dict, *, xp: ModuleType) -> Any:
@@ -402,7 +403,7 @@ _ENTRIES = (
     Metric("chebyshev", "direct", "chebyshev", aliases=("infinity",), description="max |q - t| (p = infinity)"),
     Metric("precomputed", "precomputed", "precomputed", description="distances given: rows to the training samples"),
     Metric("braycurtis", "direct", "braycurtis", temporaries=2, block=_braycurtis, description="sum |q - t| / sum |q + t|"),
-    Metric("canberra", "direct", "canberra", temporaries=3, block=_canberra, description="sum |q - t| / (|q| + |t|)"),
+    Metric("canberra", "direct", "canberra", temporaries=5, block=_canberra, description="sum |q - t| / (|q| + |t|)"),
     Metric("correlation", "direct", "correlation", block=_correlation, description="1 - centred cosine similarity"),
     Metric("hamming", "direct", "hamming", temporaries=1, block=_hamming, description="fraction of unequal features"),
     Metric(
@@ -584,13 +585,15 @@ class Resolved:
     entry: Metric
 
 
-def resolve(metric: Any, p: Any = None, metric_params: Any = None) -> Resolved:
+def resolve(metric: Any, p: Any = None, metric_params: Any = None, *, warn_p: bool = True) -> Resolved:
     """Check ``metric``, ``p`` and ``metric_params`` and give the engine's form, before any work.
 
     ``"l2"`` and Minkowski with p = 2 (the default) are ``"euclidean"`` (the
     product path); the names of p = 1 and p = infinity are ``"minkowski"``
     with that p. ``p`` is ignored by every metric but ``"minkowski"``, as
-    scikit-learn ignores it.
+    scikit-learn ignores it. A :class:`Resolved` is returned as it is.
+    ``warn_p=False``: no warning for 0 < p < 1 (the drop-ins warn in
+    scikit-learn's words).
 
     Examples
     --------
@@ -600,13 +603,15 @@ def resolve(metric: Any, p: Any = None, metric_params: Any = None) -> Resolved:
     >>> resolve("minkowski", 2).name
     'euclidean'
     """
+    if isinstance(metric, Resolved):
+        return metric
     entry = lookup(metric)
     params = check_metric_params(entry, metric_params)
     if entry.name in ("block_callable", "callable"):
         params["metric"] = metric
         return Resolved(entry.name, None, params, entry)
     if entry.name == "minkowski":
-        p = check_p(params.pop("p", p))
+        p = check_p(params.pop("p", p), warn=warn_p)
         params.pop("w", None)  # weighted Minkowski: the estimators scale the rows (see drop_in)
         p = 2.0 if p is None else p
         if p == 2.0:

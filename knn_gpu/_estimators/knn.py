@@ -152,7 +152,7 @@ class _NeighborsEstimator:
     # -- fitting ----------------------------------------------------------------
     def _check_params(self) -> None:
         """The constructor parameters that ``fit`` checks before any work (num_neighbors needs X)."""
-        resolved = resolve(self._engine_metric(), self._engine_p(), self._engine_metric_params())
+        resolved = resolve(self._engine_metric(), self._engine_p(), self._engine_metric_params(), warn_p=False)
         check_weights(getattr(self, "weights", "uniform"), resolved.name)
         check_batch_size(self.batch_size)
         check_n_jobs(self.n_jobs)
@@ -197,9 +197,8 @@ class _NeighborsEstimator:
         # The engine searches the scaled rows; _fit_X keeps the caller's (scikit-learn's _fit_X, reused by
         # fit(other_model) and the graph functions as rows in the caller's units).
         self._engine_X = X if self._scale is None else X * self._scale
-        index = build_index(
-            self._engine_X, self._engine_metric(), xp=xp, p=self._engine_p(), metric_params=self._engine_metric_params()
-        )
+        resolved = resolve(self._engine_metric(), self._engine_p(), self._engine_metric_params(), warn_p=False)
+        index = build_index(self._engine_X, resolved, xp=xp)
         return X, index
 
     def _streams(self, X: Any, anchor: Any, dtype: Any) -> bool:
