@@ -5,6 +5,7 @@ The same code runs on NumPy (CPU), CuPy (CUDA), torch and array_api_strict.
 
 from ._api.neighbors import kneighbors
 from ._api.radius import radius_neighbors, to_object_arrays
+from ._engine.metrics import BlockMetric
 from ._estimators.drop_in import (
     KNeighborsClassifier,
     KNeighborsRegressor,
@@ -25,6 +26,7 @@ from ._version import __version__ as __version__
 from .cli.info import config_info, show_config
 
 __all__ = [
+    "BlockMetric",
     "KNN",
     "KNNClassifier",
     "KNeighborsClassifier",

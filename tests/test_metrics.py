@@ -90,7 +90,9 @@ def _haversine_loop(queries, train):
     out = np.empty((queries.shape[0], train.shape[0]))
     for i, (lat1, lon1) in enumerate(queries):
         for j, (lat2, lon2) in enumerate(train):
-            inner = math.sin((lat1 - lat2) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon1 - lon2) / 2) ** 2
+            inner = (
+                math.sin((lat1 - lat2) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon1 - lon2) / 2) ** 2
+            )
             out[i, j] = 2 * math.asin(math.sqrt(inner))
     return out
 
@@ -161,7 +163,11 @@ def test_radius_neighbors_matches_the_float64_reference(backend, metric):
     reference = _reference_distances(queries, train, metric)
     radius = float(np.median(reference))
     distances, indices, offsets = _quiet(
-        knn_gpu.radius_neighbors, backend.asarray(queries), backend.asarray(train), radius, metric=metric,
+        knn_gpu.radius_neighbors,
+        backend.asarray(queries),
+        backend.asarray(train),
+        radius,
+        metric=metric,
         sort_results=True,
     )
     indices, distances, offsets = backend.to_numpy(indices), backend.to_numpy(distances), backend.to_numpy(offsets)
@@ -234,7 +240,9 @@ def test_drop_in_matches_scikit_learn(metric):
     if metric == "mahalanobis":
         params = {"VI": np.linalg.inv(np.cov(train.T))}
     ours = _quiet(knn_gpu.NearestNeighbors(n_neighbors=6, metric=metric, metric_params=params).fit, train)
-    theirs = _quiet(SkNearestNeighbors(n_neighbors=6, metric=metric, metric_params=params, algorithm="brute").fit, train)
+    theirs = _quiet(
+        SkNearestNeighbors(n_neighbors=6, metric=metric, metric_params=params, algorithm="brute").fit, train
+    )
     our_distances, our_indices = _quiet(ours.kneighbors, queries)
     their_distances, their_indices = _quiet(theirs.kneighbors, queries)
     np.testing.assert_allclose(our_distances, their_distances, rtol=1e-10, atol=1e-12)
@@ -322,7 +330,9 @@ def test_no_host_synchronisation_in_the_batch_loop(monkeypatch, metric):
     queries, train = _data(metric, seed=8, num_train=200, num_queries=30)
     index = _quiet(build_index, xp.asarray(train, device=device), metric, xp=xp)
     with refusing_host_conversions(monkeypatch, xp):
-        distances, indices = search_index(index, xp.asarray(queries, device=device), 6, batch_rows=7, memory_budget=2**15)
+        distances, indices = search_index(
+            index, xp.asarray(queries, device=device), 6, batch_rows=7, memory_budget=2**15
+        )
     assert distances.device == device
     np.testing.assert_array_equal(to_host(indices), _reference_kneighbors(queries, train, 6, metric)[1])
 

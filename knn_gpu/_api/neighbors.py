@@ -80,7 +80,7 @@ def kneighbors(
         latitude, longitude in radians) and the boolean metrics
         (``"jaccard"``, ``"dice"``, ``"rogerstanimoto"``, ``"russellrao"``,
         ``"sokalsneath"``, ``"yule"``; the data are read as ``x != 0``).
-        A :class:`~knn_gpu._engine.metrics.BlockMetric` wraps a vectorised
+        A :class:`knn_gpu.BlockMetric` wraps a vectorised
         ``f(queries_block, train_block) -> distances_block`` run on the data's
         device; a plain callable of two rows (or a
         ``sklearn.metrics.DistanceMetric``) runs on the host, pair by pair

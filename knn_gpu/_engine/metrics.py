@@ -6,7 +6,10 @@ re-scoring of the candidates, :mod:`knn_gpu._engine.search`; ``"direct"``:
 exact keys block by block, :mod:`knn_gpu._engine.direct`; ``"precomputed"``:
 nothing computed; ``"host"``: a Python function on the host, slow), its
 parameters (``metric_params`` keys) and their checks, whether
-``weights="distance"`` applies, and its scikit-learn name. The validation of
+``weights="distance"`` applies, and its scikit-learn name, with what
+scikit-learn's estimators accept it (``trees``: the tree algorithms that
+take it, ``sparse_input``: whether sparse input is refused for it), which the
+drop-in estimators follow to answer as scikit-learn does. The validation of
 the public functions and of the estimators, the engine's choice of index and
 the block arithmetic all look metrics up here, so adding a metric is one
 entry (plus its tests).
@@ -75,6 +78,8 @@ class Metric:
     root: float | None = None
     temporaries: int = 0
     num_features: int | None = None
+    trees: tuple[str, ...] = ("ball_tree",)
+    sparse_input: bool = False
     block: Callable | None = field(default=None, repr=False)
     prepare: Callable | None = field(default=None, repr=False)
     description: str = ""
@@ -96,11 +101,10 @@ class BlockMetric:
     --------
     >>> import numpy as np
     >>> import knn_gpu
-    >>> from knn_gpu._engine.metrics import BlockMetric
     >>> def l1(q, t):
     ...     return abs(q[:, None, :] - t[None, :, :]).sum(axis=2)
     >>> train = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
-    >>> knn_gpu.kneighbors(np.array([[0.9, 0.1]]), train, 2, metric=BlockMetric(l1))
+    >>> knn_gpu.kneighbors(np.array([[0.9, 0.1]]), train, 2, metric=knn_gpu.BlockMetric(l1))
     (array([[0.2, 1. ]]), array([[1, 0]]))
     """
 
@@ -263,8 +267,7 @@ def _check_block_output(keys: Any, rows: int, columns: int, name: str, *, xp: Mo
     """A vectorised metric's result must be a (rows, columns) floating array of the data's namespace."""
     if not array_api_compat.is_array_api_obj(keys) or array_api_compat.array_namespace(keys) is not xp:
         msg = (
-            f"the metric {name} must return an array of the data's namespace ({xp.__name__}), "
-            f"got {type(keys).__name__}"
+            f"the metric {name} must return an array of the data's namespace ({xp.__name__}), got {type(keys).__name__}"
         )
         raise ValueError(msg)
     if tuple(keys.shape) != (rows, columns) or not xp.isdtype(keys.dtype, "real floating"):
@@ -361,9 +364,7 @@ def _prepare_block_callable(train: Any, params: Mapping, *, xp: ModuleType, exac
     state = {"function": metric.function, "name": repr(metric)}
     # One check of the output on the first two training rows: a wrong shape is an error before the search.
     probe_rows = xp.astype(train[: min(2, train.shape[0]), ...], exact)
-    _check_block_output(
-        metric.function(probe_rows[:1, ...], probe_rows), 1, probe_rows.shape[0], state["name"], xp=xp
-    )
+    _check_block_output(metric.function(probe_rows[:1, ...], probe_rows), 1, probe_rows.shape[0], state["name"], xp=xp)
     return state
 
 
@@ -382,13 +383,23 @@ def _is_distance_metric(metric: Any) -> bool:
 # -- the registry ------------------------------------------------------------------------------------
 
 _ENTRIES = (
-    Metric("euclidean", "product", "euclidean", aliases=("l2",), description="sqrt(sum (q - t)^2)"),
-    Metric("sqeuclidean", "product", "sqeuclidean", description="sum (q - t)^2"),
-    Metric("cosine", "product", "cosine", description="1 - q.t / (|q| |t|)"),
+    Metric(
+        "euclidean",
+        "product",
+        "euclidean",
+        aliases=("l2",),
+        trees=("ball_tree", "kd_tree"),
+        sparse_input=True,
+        description="sqrt(sum (q - t)^2)",
+    ),
+    Metric("sqeuclidean", "product", "sqeuclidean", trees=(), sparse_input=True, description="sum (q - t)^2"),
+    Metric("cosine", "product", "cosine", trees=(), sparse_input=True, description="1 - q.t / (|q| |t|)"),
     Metric(
         "inner_product",
         "product",
         None,
+        trees=(),
+        sparse_input=True,
         distance_weights=False,
         description="maximum inner product search: the largest q.t first (a similarity)",
     ),
@@ -397,19 +408,54 @@ _ENTRIES = (
         "direct",
         "minkowski",
         params=("p", "w"),
+        trees=("ball_tree", "kd_tree"),
+        sparse_input=True,
         description="(sum |q - t|^p)^(1/p); p = 2 is euclidean (product path)",
     ),
-    Metric("manhattan", "direct", "manhattan", aliases=("l1", "cityblock"), description="sum |q - t| (p = 1)"),
-    Metric("chebyshev", "direct", "chebyshev", aliases=("infinity",), description="max |q - t| (p = infinity)"),
-    Metric("precomputed", "precomputed", "precomputed", description="distances given: rows to the training samples"),
-    Metric("braycurtis", "direct", "braycurtis", temporaries=2, block=_braycurtis, description="sum |q - t| / sum |q + t|"),
+    Metric(
+        "manhattan",
+        "direct",
+        "manhattan",
+        aliases=("l1", "cityblock"),
+        trees=("ball_tree", "kd_tree"),
+        sparse_input=True,
+        description="sum |q - t| (p = 1)",
+    ),
+    Metric(
+        "chebyshev",
+        "direct",
+        "chebyshev",
+        aliases=("infinity",),
+        trees=("ball_tree", "kd_tree"),
+        sparse_input=True,
+        description="max |q - t| (p = infinity)",
+    ),
+    Metric(
+        "precomputed",
+        "precomputed",
+        "precomputed",
+        trees=(),
+        sparse_input=True,
+        description="distances given: rows to the training samples",
+    ),
+    Metric(
+        "braycurtis", "direct", "braycurtis", temporaries=2, block=_braycurtis, description="sum |q - t| / sum |q + t|"
+    ),
     Metric("canberra", "direct", "canberra", temporaries=5, block=_canberra, description="sum |q - t| / (|q| + |t|)"),
-    Metric("correlation", "direct", "correlation", block=_correlation, description="1 - centred cosine similarity"),
+    Metric(
+        "correlation",
+        "direct",
+        "correlation",
+        trees=(),
+        block=_correlation,
+        description="1 - centred cosine similarity",
+    ),
     Metric("hamming", "direct", "hamming", temporaries=1, block=_hamming, description="fraction of unequal features"),
     Metric(
         "nan_euclidean",
         "direct",
         "nan_euclidean",
+        trees=(),
         allows_nan=True,
         root=2.0,
         temporaries=4,
@@ -447,7 +493,15 @@ _ENTRIES = (
         description="great-circle distance of (latitude, longitude) in radians, unit sphere",
     ),
     *(
-        Metric(name, "direct", name, boolean=True, block=_boolean(formula), description=f"boolean ({name})")
+        Metric(
+            name,
+            "direct",
+            name,
+            boolean=True,
+            trees=() if name == "yule" else ("ball_tree",),
+            block=_boolean(formula),
+            description=f"boolean ({name})",
+        )
         for name, formula in (
             ("jaccard", _jaccard),
             ("dice", _dice),
@@ -461,6 +515,8 @@ _ENTRIES = (
         "block_callable",
         "direct",
         None,
+        trees=(),
+        sparse_input=True,
         block=_block_callable,
         prepare=_prepare_block_callable,
         description="BlockMetric(f): f(queries_block, train_block) on the data's device",
@@ -469,6 +525,7 @@ _ENTRIES = (
         "callable",
         "host",
         None,
+        sparse_input=True,
         block=_host_pairs,
         prepare=_prepare_host,
         description="a Python function of two rows, or a sklearn DistanceMetric: on the host, slow",
@@ -480,7 +537,9 @@ REGISTRY: dict[str, Metric] = {entry.name: entry for entry in _ENTRIES}
 
 #: Every name a user may pass (canonical names and aliases), to its entry.
 _BY_NAME: dict[str, Metric] = {
-    name: entry for entry in _ENTRIES if entry.name not in ("block_callable", "callable")
+    name: entry
+    for entry in _ENTRIES
+    if entry.name not in ("block_callable", "callable")
     for name in (entry.name, *entry.aliases)
 }
 
@@ -624,13 +683,16 @@ def resolve(metric: Any, p: Any = None, metric_params: Any = None, *, warn_p: bo
     return Resolved(entry.name, None, params, entry)
 
 
-def check_input_for(entry: Metric, data: Any, name: str) -> None:
-    """Checks of validated input that depend on the metric: feature count, the boolean conversion's warning."""
-    check_features_for(entry, data.shape[1], name)
+def check_input_for(entry: Metric, data: Any, name: str, *, features: bool = True) -> None:
+    """Checks of validated input that depend on the metric: feature count, the boolean conversion's warning.
+
+    ``features=False``: the feature count is left to the queries (scikit-learn's
+    estimators fit haversine on 3 columns and refuse at query time).
+    """
+    if features:
+        check_features_for(entry, data.shape[1], name)
     if entry.boolean and str(data.dtype).rsplit(".", 1)[-1] not in ("bool", "bool_"):
-        warnings.warn(
-            f"Data was converted to boolean for metric {entry.name}", data_conversion_warning(), stacklevel=3
-        )
+        warnings.warn(f"Data was converted to boolean for metric {entry.name}", data_conversion_warning(), stacklevel=3)
 
 
 def check_features_for(entry: Metric, num_features: int, name: str) -> None:
@@ -646,7 +708,6 @@ def check_features_for(entry: Metric, num_features: int, name: str) -> None:
 def prepare_state(resolved: Resolved, train: Any, *, xp: ModuleType, exact: Any) -> dict:
     """What the blocks of ``resolved`` need, computed from the validated training rows once (or ``ValueError``)."""
     entry = resolved.entry
-    check_features_for(entry, train.shape[1], "train")
     if entry.prepare is None:
         return {}
     return entry.prepare(train, resolved.params, xp=xp, exact=exact)

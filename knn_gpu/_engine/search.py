@@ -57,7 +57,6 @@ from .._lib.devices import device_scope, is_gpu
 from .._lib.validation import exact_dtype, is_half_precision
 from .budget import DEFAULT_MEMORY_BUDGET, available_cores, default_memory_budget, dtype_itemsize, run_in_shares
 from .direct import DirectIndex, StoredRows, build_direct_index, is_direct, search_direct
-from .metrics import prepare_state, resolve
 from .distances import (
     EXACT_CHUNK_FEATURES,
     HALF_PADDING_KEY,
@@ -69,6 +68,7 @@ from .distances import (
     rank_chunk_rows,
     ranking_keys,
 )
+from .metrics import prepare_state, resolve
 from .topk import smallest_k_columns
 
 __all__ = [

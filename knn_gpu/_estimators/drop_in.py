@@ -14,9 +14,12 @@ accepted and unused. Metrics: ``"minkowski"`` (any ``p > 0``; ``p=2``, the
 default, is the matrix-product path), ``"euclidean"``/``"l2"``,
 ``"sqeuclidean"``, ``"cosine"``, knn_gpu's ``"inner_product"``, the
 directly computed ``"manhattan"``/``"l1"``/``"cityblock"``,
-``"chebyshev"``/``"infinity"`` and ``"precomputed"``; weighted Minkowski
+``"chebyshev"``/``"infinity"`` and ``"precomputed"``, and every other metric
+of scikit-learn's brute force, callables and DistanceMetric objects included
+(the registry, :mod:`knn_gpu._engine.metrics`, which ``metric`` and
+``metric_params`` are looked up in); weighted Minkowski
 (``metric_params={"w": w}``) searches the rows scaled by ``w ** (1/p)``.
-Any other metric is a ``ValueError`` saying it is not supported yet. ``NearestNeighbors`` also
+Any other metric is the registry's ``ValueError``. ``NearestNeighbors`` also
 answers radius queries, with every metric but ``"inner_product"``
 (:class:`knn_gpu._engine.radius_queries.RadiusQueries`); the radius classes are in
 :mod:`knn_gpu._estimators.drop_in_radius`.
@@ -63,6 +66,7 @@ __all__ = [
 ]
 
 ALGORITHMS = ("auto", "ball_tree", "kd_tree", "brute")
+
 
 def _invalid_parameter(name: str, owner: str, expected: str, value: Any) -> ValueError:
     """scikit-learn's wording for a constructor parameter out of its domain."""
@@ -156,6 +160,20 @@ class _KNeighborsBase(_NeighborsEstimator):
         if self.metric_params is not None and not isinstance(self.metric_params, dict):
             raise _invalid_parameter("metric_params", owner, "a dict or None", self.metric_params)
         entry = lookup(self.metric)  # ValueError for a metric the registry does not have
+        if self.algorithm == "kd_tree" and entry.name == "callable" and callable(self.metric):
+            msg = f"kd_tree does not support callable metric '{self.metric}': use algorithm='brute' or 'ball_tree'"
+            raise ValueError(msg)
+        if (
+            self.algorithm in ("kd_tree", "ball_tree")
+            and entry.name != "callable"
+            and self.algorithm not in entry.trees
+        ):
+            # scikit-learn's refusal (knn_gpu builds no tree, but answers as scikit-learn does).
+            msg = (
+                f"Metric '{self.metric}' not valid. Use sorted(sklearn.neighbors.VALID_METRICS['{self.algorithm}']) "
+                "to get valid options. Metric can also be a callable function."
+            )
+            raise ValueError(msg)
         supported = {"p", *entry.params}
         unsupported = sorted(set(self.metric_params or {}) - supported, key=str)
         if unsupported and entry.name != "callable":
@@ -219,6 +237,13 @@ class _KNeighborsBase(_NeighborsEstimator):
         self._fit_sparse = is_sparse(X)
         if self._fit_sparse and self.algorithm not in ("auto", "brute"):
             warnings.warn("cannot use tree with sparse input: using brute force", UserWarning, stacklevel=3)
+        if self._fit_sparse and not lookup(self.metric).sparse_input:
+            msg = (
+                f"Metric '{self.metric}' not valid for sparse input. Use "
+                "sorted(sklearn.neighbors.VALID_METRICS_SPARSE['brute']) to get valid options. "
+                "Metric can also be a callable function."
+            )
+            raise ValueError(msg)
         X_fit, index = self._fit_features(X)
         self._fit_namespace = _namespace_and_device(X)
         self.effective_metric_, self.effective_metric_params_ = _effective_metric(
@@ -367,6 +392,15 @@ def _training_rows_of(X: Any) -> Any:
     return X
 
 
+def check_graph_params(model: Any, metric: Any, p: Any, metric_params: Any) -> None:
+    """scikit-learn's rule for the graph functions given a fitted model: the metric arguments must be the model's."""
+    fitted = model.get_params()
+    for name, given in (("metric", metric), ("p", p), ("metric_params", metric_params)):
+        if name in fitted and given != fitted[name]:
+            msg = f"Got {given} for {name}, while the estimator has {fitted[name]} for the same parameter."
+            raise ValueError(msg)
+
+
 def _engine_metric_of(metric: Any, p: Any) -> Any:
     """The engine's metric for scikit-learn's ``metric`` and ``p``: a registry name, or the callable itself.
 
@@ -449,9 +483,11 @@ class NearestNeighbors(RadiusQueries, _KNeighborsBase):
         All give the same exact brute-force search on the backend.
     leaf_size : int, default 30
         Accepted and unused (no tree is built).
-    metric : str, default "minkowski"
-        "minkowski" (with p=2), "euclidean", "l2", "sqeuclidean", "cosine",
-        "inner_product"; others raise ``ValueError`` (not supported yet).
+    metric : str, callable or BlockMetric, default "minkowski"
+        Every metric of scikit-learn's brute force (``sklearn.neighbors.VALID_METRICS["brute"]``),
+        knn_gpu's ``"inner_product"``, a callable of two rows or a
+        ``DistanceMetric`` (on the host, slow), or a
+        :class:`knn_gpu.BlockMetric` (on the data's device).
     p : float, default 2
     metric_params : dict, optional
         ``"p"`` (overrides ``p``, with scikit-learn's ``SyntaxWarning``) and,
@@ -462,8 +498,9 @@ class NearestNeighbors(RadiusQueries, _KNeighborsBase):
         the caller's arrays are never written) and searching the unweighted
         metric, so p = 2 keeps the matrix-product path. A finite ``p`` is
         needed (scikit-learn refuses p = inf with ``w`` too), and
-        ``algorithm="kd_tree"`` raises scikit-learn's ``ValueError``. Other
-        keys raise ``ValueError``.
+        ``algorithm="kd_tree"`` raises scikit-learn's ``ValueError``. The
+        metric's own parameters (``"V"`` for ``"seuclidean"``, ``"VI"`` for
+        ``"mahalanobis"``, a callable's keywords); other keys raise ``ValueError``.
     n_jobs : int, optional
         Threads on the NumPy backend; None uses every core for large searches
         (scikit-learn's None is one thread): answers are the same.
@@ -881,6 +918,7 @@ def kneighbors_graph(
            [0., 1., 0.]])
     """
     if isinstance(X, _KNeighborsBase):
+        check_graph_params(X, metric, p, metric_params)
         model, data = X, X._fit_X
     else:
         model = NearestNeighbors(

@@ -35,7 +35,7 @@ from .._engine.radius import read_counts
 from .._engine.radius_queries import GRAPH_MODES, RadiusQueries, _per_query, query_numbers, segment_sums
 from .._engine.topk import positions_of_true
 from .._lib.backends import convert_like, to_host
-from .drop_in import NearestNeighbors, _ClassLabels, _KNeighborsBase, _Targets, decode_class_labels
+from .drop_in import NearestNeighbors, _ClassLabels, _KNeighborsBase, _Targets, check_graph_params, decode_class_labels
 
 __all__ = [
     "RadiusNeighborsClassifier",
@@ -455,6 +455,7 @@ def radius_neighbors_graph(
            [0., 0., 1.]])
     """
     if isinstance(X, RadiusQueries):
+        check_graph_params(X, metric, p, metric_params)
         model = X
         model._check_fitted()
         data = X._fit_X

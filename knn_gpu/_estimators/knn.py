@@ -171,7 +171,7 @@ class _NeighborsEstimator:
         graph = precomputed and is_sparse(X)
         entry = lookup(self._engine_metric())
         X = as_feature_matrix(X, "X", distances=precomputed, allow_nan=entry.allows_nan)
-        check_input_for(entry, X, "X")
+        check_input_for(entry, X, "X", features=False)
         if precomputed:
             check_square_distances(X, "X")
         # A sparse precomputed graph: the fewest neighbours a training row stores, for queries of X=None.

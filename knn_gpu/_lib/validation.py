@@ -7,7 +7,6 @@ writes into the caller's arrays.
 
 from __future__ import annotations
 
-import math
 import numbers
 import sys
 import warnings
