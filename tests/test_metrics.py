@@ -391,3 +391,41 @@ def test_weights_distance_applies_as_the_registry_says():
     assert model.predict(queries).shape == (queries.shape[0],)
     with pytest.raises(ValueError, match="inner_product"):
         knn_gpu.KNNClassifier(3, metric="inner_product", weights="distance").fit(train, y)
+
+
+# -- torch on a fake CUDA device: placement, device mixing and hidden host syncs refused ---------------
+
+
+@pytest.mark.parametrize("metric", [*NEW_METRICS, "haversine", "nan_euclidean", "block"])
+def test_on_a_fake_cuda_device_without_hidden_syncs(metric):
+    torch = pytest.importorskip("torch")
+    from fake_cuda import allow_sync, fake_cuda
+
+    queries, train = _data("canberra" if metric == "block" else metric, seed=12, num_train=120, num_queries=20)
+    params = None
+    if metric == "seuclidean":
+        params = {"V": np.var(train, axis=0, ddof=1)}  # given on the host: the default is read from the device
+    if metric == "mahalanobis":
+        params = {"VI": np.linalg.inv(np.cov(train.T))}
+    searched = BlockMetric(_block_l1) if metric == "block" else metric
+    # Only the validation's finiteness checks may sync (as in tests/test_fake_cuda.py).
+    with fake_cuda(num_devices=1, allowed_sync_sites=("knn_gpu._lib.validation.check_finite",)):
+        device = torch.device("cuda", 0)
+        distances, indices = _quiet(
+            knn_gpu.kneighbors,
+            torch.asarray(queries, device=device),
+            torch.asarray(train, device=device),
+            5,
+            metric=searched,
+            metric_params=params,
+            batch_size=6,
+        )
+        assert distances.device == device and indices.device == device
+        with allow_sync():
+            host_indices = indices.cpu().numpy()
+            host_distances = distances.cpu().numpy()
+    expected_distances, expected_indices = _reference_kneighbors(
+        queries, train, 5, "cityblock" if metric == "block" else metric, params
+    )
+    np.testing.assert_array_equal(host_indices, expected_indices)
+    np.testing.assert_allclose(host_distances, expected_distances, rtol=1e-12)
