@@ -429,3 +429,11 @@ def test_on_a_fake_cuda_device_without_hidden_syncs(metric):
     )
     np.testing.assert_array_equal(host_indices, expected_indices)
     np.testing.assert_allclose(host_distances, expected_distances, rtol=1e-12)
+
+
+def test_out_of_core_takes_the_metrics_without_parameters_and_refuses_the_others():
+    queries, train = _data("canberra", seed=13, num_train=80)
+    model = knn_gpu.NearestNeighbors(n_neighbors=4, metric="canberra", out_of_core=True, memory_budget=2**12).fit(train)
+    np.testing.assert_array_equal(model.kneighbors(queries)[1], _reference_kneighbors(queries, train, 4, "canberra")[1])
+    with pytest.raises(ValueError, match="metric='seuclidean' has no out-of-core search"):
+        knn_gpu.NearestNeighbors(metric="seuclidean", out_of_core=True).fit(train)

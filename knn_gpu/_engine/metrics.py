@@ -58,6 +58,7 @@ __all__ = [
     "check_p",
     "check_metric_params",
     "resolve",
+    "Resolved",
     "PRODUCT_METRICS",
     "MINKOWSKI_METRICS",
 ]
@@ -281,14 +282,13 @@ def _check_block_output(keys: Any, rows: int, columns: int, name: str, *, xp: Mo
 # -- parameters: checked against the training rows, before any search ----------------------------
 
 
-def _vector_param(value: Any, name: str, metric: str, length: int, *, xp: ModuleType, device: Any, dtype: Any) -> Any:
+def _host_float64(value: Any) -> Any:
+    """A parameter (any array library, a list) as a float64 NumPy copy: parameters are small, read once."""
     import numpy as np
 
     from .._lib.backends import to_host
 
-    host = to_host(value) if array_api_compat.is_array_api_obj(value) else np.asarray(value, dtype=np.float64)
-    host = np.asarray(host, dtype=np.float64)
-    return host, xp.asarray(host, dtype=dtype, device=device)
+    return np.array(to_host(value) if array_api_compat.is_array_api_obj(value) else value, dtype=np.float64)
 
 
 def _prepare_seuclidean(train: Any, params: Mapping, *, xp: ModuleType, exact: Any) -> dict:
@@ -306,7 +306,8 @@ def _prepare_seuclidean(train: Any, params: Mapping, *, xp: ModuleType, exact: A
         host = to_host(variance)  # one small read (n_features values), before any search
         source = "the variance of the training rows (ddof=1)"
     else:
-        host, variance = _vector_param(params["V"], "V", "seuclidean", num_features, xp=xp, device=device, dtype=exact)
+        host = _host_float64(params["V"])
+        variance = xp.asarray(host, dtype=exact, device=device)
         source = "metric_params['V']"
     if host.shape != (num_features,):
         msg = f"metric='seuclidean': V must have one value per feature, shape ({num_features},), got shape {host.shape}"
@@ -342,8 +343,7 @@ def _prepare_mahalanobis(train: Any, params: Mapping, *, xp: ModuleType, exact: 
             raise ValueError(msg)
         host = np.linalg.inv(covariance)
     else:
-        VI = params["VI"]
-        host = np.asarray(to_host(VI) if array_api_compat.is_array_api_obj(VI) else VI, dtype=np.float64)
+        host = _host_float64(params["VI"])
         if host.shape != (num_features, num_features):
             msg = (
                 f"metric='mahalanobis': VI must be a ({num_features}, {num_features}) matrix (one row and column "

@@ -187,6 +187,13 @@ class _NeighborsEstimator:
         scale = None if precomputed else self._feature_scale(X.shape[1])
         self._scale = None if scale is None else xp.asarray(scale, dtype=dtype, device=array_api_compat.device(anchor))
         if self._streams(X, anchor, dtype):
+            if entry.prepare is not None:
+                # Each chunk is searched on its own: V, VI (or a callable's check) would be the chunk's, not X's.
+                msg = (
+                    f"metric={self.metric!r} has no out-of-core search (its parameters come from all the training "
+                    "rows); set out_of_core=False, or give the training rows on the queries' device"
+                )
+                raise ValueError(msg)
             # Out of core the rows stay in host memory: weighted, a scaled host copy of them does.
             rows = X if scale is None else _scaled_host_rows(X, scale)
             self._engine_X = None
