@@ -167,9 +167,9 @@ def radius_neighbors(
     """
     resolved = resolve(metric, p, metric_params)
     engine_metric, p = resolved.name, resolved.p
-    if engine_metric == "inner_product":
+    if resolved.entry.similarity:
         msg = (
-            "metric='inner_product' has no radius search: it is a similarity, not a distance; "
+            f"metric={metric!r} has no radius search: it is a similarity, not a distance; "
             "use 'euclidean', 'sqeuclidean', 'cosine' or a directly computed metric"
         )
         raise ValueError(msg)

@@ -55,10 +55,6 @@ from .topk import smallest_k_columns
 
 __all__ = ["DirectIndex", "build_direct_index", "search_direct", "resolve_metric", "direct_bytes", "direct_plan"]
 
-#: Names of p = 1 and p = infinity.
-MANHATTAN_NAMES = ("manhattan", "l1", "cityblock")
-CHEBYSHEV_NAMES = ("chebyshev", "infinity")
-
 #: Most queries per batch on NumPy (as the product search: the blocks stay in the CPU caches).
 HOST_MAX_BATCH_ROWS = 512
 

@@ -6,7 +6,8 @@ re-scoring of the candidates, :mod:`knn_gpu._engine.search`; ``"direct"``:
 exact keys block by block, :mod:`knn_gpu._engine.direct`; ``"precomputed"``:
 nothing computed; ``"host"``: a Python function on the host, slow), its
 parameters (``metric_params`` keys) and their checks, whether
-``weights="distance"`` applies, and its scikit-learn name, with what
+``weights="distance"`` applies, whether it is a similarity (ranked by its
+negation, returned as is, largest first, with no radius search), and its scikit-learn name, with what
 scikit-learn's estimators accept it (``trees``: the tree algorithms that
 take it, ``sparse_input``: whether sparse input is refused for it), which the
 drop-in estimators follow to answer as scikit-learn does. The validation of
@@ -74,6 +75,7 @@ class Metric:
     aliases: tuple[str, ...] = ()
     params: tuple[str, ...] = ()
     distance_weights: bool = True
+    similarity: bool = False
     boolean: bool = False
     allows_nan: bool = False
     root: float | None = None
@@ -401,6 +403,7 @@ _ENTRIES = (
         trees=(),
         sparse_input=True,
         distance_weights=False,
+        similarity=True,
         description="maximum inner product search: the largest q.t first (a similarity)",
     ),
     Metric(

@@ -29,6 +29,7 @@ from .._lib.validation import (
     check_radius,
     check_radius_shape,
 )
+from .metrics import lookup
 from .radius import query_numbers, read_counts
 from .radius_direct import radius_search
 from .radius_streamed import radius_search_streamed
@@ -157,8 +158,8 @@ class RadiusQueries:
                 "training rows in memory; this model was fitted out of core: pass the rows as X"
             )
             raise ValueError(msg)
-        if self._engine_metric() == "inner_product":
-            msg = "metric='inner_product' has no radius search (a similarity, not a distance); use another metric"
+        if lookup(self._engine_metric()).similarity:
+            msg = f"metric={self.metric!r} has no radius search (a similarity, not a distance); use another metric"
             raise ValueError(msg)
         radius = check_radius(self.radius if radius is None else radius)
         xp = index.xp
