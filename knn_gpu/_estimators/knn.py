@@ -569,9 +569,12 @@ class KNN(_NeighborsEstimator):
         ``metric="inner_product"``, the inner products) to weights of the
         same shape. ``"distance"`` with ``"inner_product"`` raises
         ``ValueError`` at ``fit``.
-    metric : {"euclidean", "sqeuclidean", "cosine", "inner_product"}, default "euclidean"
-        ``"inner_product"``: the neighbours are the training rows with the
-        largest inner product (maximum inner product search).
+    metric : str, BlockMetric or callable, default "euclidean"
+        Any metric of the registry (:mod:`knn_gpu._engine.metrics`; its
+        default parameters: ``"seuclidean"`` and ``"mahalanobis"`` take the
+        training rows' variance and inverse covariance). ``"inner_product"``:
+        the neighbours are the training rows with the largest inner product
+        (maximum inner product search).
     backend : {None, "auto", "numpy", "cupy", "torch", "torch:cuda", "torch:cuda:N", "array_api_strict"}
         ``None`` computes where the training data lives; a name moves it
         there at ``fit`` (``"torch"`` is torch on the CPU, ``"torch:cuda"``
