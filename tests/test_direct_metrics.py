@@ -255,7 +255,7 @@ def test_no_host_synchronisation_in_the_blocked_search(monkeypatch, metric, p):
         with refusing_host_conversions(monkeypatch, xp):
             return strict_search(*args, **kwargs)
 
-    monkeypatch.setattr(knn_gpu._api.neighbors, "search_index", guarded_search)
+    monkeypatch.setattr(knn_gpu._engine.index, "search_index", guarded_search)
     monkeypatch.setattr(knn_gpu._estimators.knn, "search_index", guarded_search)
     for k in (5, 250):
         distances, indices = knn_gpu.kneighbors(

@@ -19,6 +19,7 @@ import knn_gpu
 from knn_gpu import KNN, KNNClassifier
 from knn_gpu._engine import search
 from knn_gpu._engine.search import build_index, search_index
+from knn_gpu._engine.streaming import CHUNK_COPIES
 
 METRICS = ("euclidean", "sqeuclidean", "cosine", "inner_product")
 
@@ -158,7 +159,7 @@ def test_estimators_keep_the_half_dtype(backend):
 def test_out_of_core_half_rows(metric):
     queries, train = _tied(600, num_features=5, seed=7)
     half_queries, half_train = queries.astype(np.float16), train.astype(np.float16)
-    budget = 2 * 3 * 6 * 4 * 150  # four chunks of float32 rows
+    budget = 2 * CHUNK_COPIES * 6 * 4 * 150  # four chunks of float32 rows
     distances, indices = knn_gpu.kneighbors(
         half_queries, half_train, 20, metric=metric, out_of_core=True, memory_budget=budget
     )

@@ -13,6 +13,7 @@ from oracle import oracle_inner_products
 
 import knn_gpu
 from knn_gpu import KNN, KNNClassifier
+from knn_gpu._engine.streaming import CHUNK_COPIES
 
 
 def _tied(num_train: int, num_features: int = 4, seed: int = 0):
@@ -138,7 +139,7 @@ def test_unknown_metric_lists_inner_product():
 @pytest.mark.parametrize("k", [3, 150])
 def test_out_of_core_equals_the_oracle(chunks, k):
     queries, train = _tied(600, num_features=5, seed=7)
-    budget = 2 * 3 * 6 * 4 * (-(-600 // chunks))  # about `chunks` chunks of float32 rows
+    budget = 2 * CHUNK_COPIES * 6 * 4 * (-(-600 // chunks))  # about `chunks` chunks of float32 rows
     scores, indices = knn_gpu.kneighbors(
         queries, train, k, metric="inner_product", out_of_core=True, memory_budget=budget
     )

@@ -19,6 +19,7 @@ from guards import refusing_host_conversions, traced_peak
 from scipy.spatial.distance import cdist
 
 import knn_gpu
+from knn_gpu._engine import index as index_module
 from knn_gpu._engine import metrics, search
 from knn_gpu._engine.metrics import REGISTRY, BlockMetric, lookup, resolve
 from knn_gpu._engine.search import build_index, search_index
@@ -315,7 +316,7 @@ def test_a_vectorised_callable_runs_on_the_data_device_without_host_sync(backend
             with refusing_host_conversions(monkeypatch, backend.xp):
                 return strict_search(*args, **kwargs)
 
-        monkeypatch.setattr(knn_gpu._api.neighbors, "search_index", guarded_search)
+        monkeypatch.setattr(index_module, "search_index", guarded_search)
     distances, indices = knn_gpu.kneighbors(q, t, 5, metric=BlockMetric(_block_l1), batch_size=8, memory_budget=2**16)
     expected_distances, expected_indices = _reference_kneighbors(queries, train, 5, "cityblock")
     np.testing.assert_array_equal(backend.check(indices, (40, 5), backend.xp.int64), expected_indices)
@@ -371,7 +372,7 @@ def test_bad_parameters_are_refused_before_any_work(monkeypatch, metric, params,
     def no_search(*args, **kwargs):
         raise AssertionError("the search started")
 
-    monkeypatch.setattr(knn_gpu._api.neighbors, "search_index", no_search)
+    monkeypatch.setattr(index_module, "search_index", no_search)
     with pytest.raises(ValueError, match=match):
         knn_gpu.kneighbors(queries, train, 2, metric=metric, metric_params=params)
     with pytest.raises(ValueError, match=match):

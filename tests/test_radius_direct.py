@@ -22,6 +22,7 @@ from knn_gpu._engine import radius as radius_module
 from knn_gpu._engine import radius_direct
 from knn_gpu._engine.radius_direct import radius_search_direct
 from knn_gpu._engine.search import build_index
+from knn_gpu._engine.streaming import CHUNK_COPIES
 from knn_gpu._lib.backends import to_host
 
 #: Minkowski powers searched, and radii per power on small-integer data: 0 (duplicates only), values
@@ -405,7 +406,7 @@ def test_out_of_core_models_answer_as_in_memory_ones(backend, monkeypatch, metri
     from knn_gpu._engine.streaming import chunk_rows_for
 
     queries, train = _integer_data(11)
-    budget = 2 * 3 * (train.shape[1] + 1) * 4 * 70  # chunks of 70 rows: 4 chunks of the 240 rows
+    budget = 2 * CHUNK_COPIES * (train.shape[1] + 1) * 4 * 70  # chunks of 70 rows: 4 chunks of the 240 rows
     chunks = -(-train.shape[0] // chunk_rows_for(train.shape[1], 4, budget))
     assert chunks == 4
     params = {"metric": metric} if p is None else {"metric": metric, "p": p}

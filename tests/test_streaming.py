@@ -9,7 +9,7 @@ from guards import traced_peak
 from oracle import oracle_kneighbors
 
 import knn_gpu
-from knn_gpu._engine.streaming import chunk_rows_for, is_host_array
+from knn_gpu._engine.streaming import CHUNK_COPIES, chunk_rows_for, is_host_array
 from knn_gpu._lib.backends import to_host
 
 METRICS = ("euclidean", "sqeuclidean", "cosine")
@@ -25,7 +25,8 @@ def _tied(num_train: int, seed: int = 0):
 
 def _budget_for_chunks(num_train: int, num_features: int, chunks: int) -> int:
     """A memory budget that makes about ``chunks`` chunks of float32 rows."""
-    return max(2 * 3 * (num_features + 1) * 4, 2 * 3 * (num_features + 1) * 4 * (-(-num_train // chunks)))
+    chunk_bytes = 2 * CHUNK_COPIES * (num_features + 1) * 4
+    return max(chunk_bytes, chunk_bytes * (-(-num_train // chunks)))
 
 
 @pytest.mark.parametrize("metric", METRICS)

@@ -8,9 +8,9 @@ import array_api_compat
 
 from .._engine.direct import is_direct
 from .._engine.distances import public_distances
+from .._engine.index import build_neighbors_index
 from .._engine.metrics import PRODUCT_METRICS, check_input_for, resolve
-from .._engine.search import build_index, search_index
-from .._engine.streaming import StreamedTrain, is_host_array, streamed_search
+from .._engine.streaming import is_host_array
 from .._lib.sparse_input import check_stored_neighbors, fewest_stored_per_row, is_sparse
 from .._lib.validation import (
     as_feature_matrix,
@@ -194,8 +194,10 @@ def kneighbors(
         device = array_api_compat.device(queries)
         dtype = floating_dtype(xp.result_type(queries.dtype, dtype_in(xp, train.dtype)), xp, device)
         queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
-        streamed = StreamedTrain(train, queries[:0, ...], dtype, metric, memory_budget=memory_budget)
-        distances, indices = streamed_search(streamed, queries, k, batch_rows=batch_size, n_jobs=n_jobs)
+        index = build_neighbors_index(
+            train, resolved, stream=True, anchor=queries[:0, ...], dtype=dtype, memory_budget=memory_budget
+        )
+        distances, indices = index.kneighbors(queries, k, batch_rows=batch_size, n_jobs=n_jobs)
         return public_distances(distances, engine_metric), indices
     xp = check_same_namespace(queries, train, ("queries", "train"))
     device = array_api_compat.device(train)
@@ -206,10 +208,8 @@ def kneighbors(
         raise ValueError(msg)
     dtype = floating_dtype(xp.result_type(queries.dtype, train.dtype), xp, device)
     queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
-    index = build_index(xp.astype(train, dtype, copy=False), resolved, xp=xp)
-    distances, indices = search_index(
-        index, queries, k, batch_rows=batch_size, n_jobs=n_jobs, memory_budget=memory_budget
-    )
+    index = build_neighbors_index(xp.astype(train, dtype, copy=False), resolved)
+    distances, indices = index.kneighbors(queries, k, batch_rows=batch_size, n_jobs=n_jobs, memory_budget=memory_budget)
     return public_distances(distances, engine_metric), indices
 
 
@@ -224,7 +224,7 @@ def _streams(queries: Any, train: Any) -> bool:
 
 def _dask_kneighbors(queries: Any, train: Any, k: int, metric: str) -> tuple[Any, Any]:
     """Lazy results for Dask arrays: the search per training chunk, merged by a tree."""
-    from .._engine.dask_search import check_dask_features, dask_kneighbors, working_dtype_name
+    from .._engine.dask_search import check_dask_features
 
     if not array_api_compat.is_dask_array(train):
         msg = "with Dask queries, train must be a Dask array too (chunked along rows)"
@@ -236,4 +236,4 @@ def _dask_kneighbors(queries: Any, train: Any, k: int, metric: str) -> tuple[Any
         queries = as_feature_matrix(queries, "queries")
     check_feature_count(queries, train.shape[1], name="queries", expected_by="train")
     k = check_num_neighbors(k, train.shape[0], name="k")
-    return dask_kneighbors(queries, train, k, metric=metric, dtype_name=working_dtype_name(queries, train))
+    return build_neighbors_index(train, metric).kneighbors(queries, k)

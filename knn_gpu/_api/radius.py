@@ -13,9 +13,8 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from .._engine.index import build_neighbors_index
 from .._engine.metrics import check_input_for, resolve
-from .._engine.radius_direct import radius_search
-from .._engine.search import build_index
 from .._lib.backends import to_host
 from .._lib.validation import (
     as_feature_matrix,
@@ -205,14 +204,8 @@ def radius_neighbors(
     dtype = floating_dtype(xp.result_type(queries.dtype, train.dtype), xp, device)
     queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
     train = xp.astype(train, dtype, copy=False)
-    index = build_index(train, resolved, xp=xp)
-    distances, indices, offsets = radius_search(
-        index,
-        queries,
-        radius,
-        sort_results=sort_results,
-        batch_rows=batch_size,
-        memory_budget=memory_budget,
-        train=train,
+    index = build_neighbors_index(train, resolved)
+    distances, indices, offsets = index.radius(
+        queries, radius, sort_results=sort_results, batch_rows=batch_size, memory_budget=memory_budget
     )
     return (distances, indices, offsets) if return_distance else (indices, offsets)

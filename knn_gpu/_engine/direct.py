@@ -48,6 +48,7 @@ import array_api_compat
 
 from .._lib.devices import device_scope
 from .._lib.validation import distance_dtype_for, exact_dtype
+from .batches import halving_batches
 from .budget import available_cores, default_memory_budget, run_in_shares
 from .merge import merge_neighbor_lists
 from .metrics import REGISTRY, lookup, resolve
@@ -333,13 +334,23 @@ def search_direct(
         )
         block_distances = block_function(index)
 
+        def search_rows(start: int, stop: int) -> tuple:
+            distances, indices = _search_batch(index, queries[start:stop, ...], k, block_rows, block_distances)
+            return reduce(xp.astype(distances, distance_dtype, copy=False), indices)
+
         def search_share(share: list[int]) -> list[tuple]:
-            results = []
-            for start in share:
-                batch = queries[start : min(start + batch_rows, num_queries), ...]
-                distances, indices = _search_batch(index, batch, k, block_rows, block_distances)
-                results.append((start, reduce(xp.astype(distances, distance_dtype, copy=False), indices)))
-            return results
+            # A batch out of device memory is searched in halves: more, smaller pairs.
+            return list(
+                halving_batches(
+                    search_rows,
+                    share,
+                    batch_rows,
+                    num_queries,
+                    xp=xp,
+                    device=index.device,
+                    memory_budget=memory_budget,
+                )
+            )
 
         results = run_in_shares(list(range(0, num_queries, batch_rows)), search_share, num_workers)
         if len(results) == 1:

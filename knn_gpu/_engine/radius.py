@@ -83,6 +83,7 @@ from .._lib.devices import device_scope, is_gpu
 from .._lib.validation import (
     check_radius_shape,
 )
+from .batches import halving_batches
 from .distances import EXACT_CHUNK_FEATURES, HALF_PADDING_KEY, exact_distances
 from .search import (
     HOST_MAX_BATCH_ROWS,
@@ -324,30 +325,50 @@ def radius_search_index(
         sq_norm_bound = None if index.metric == "cosine" else max_sq_norm(index)
         # Fine block of each block-layout column: the inverse of the blocks' positions.
         block_of_position = xp.argsort(index.block_position)
+        # One keys block reused by every batch (NumPy, CuPy), made at the first batch's size and
+        # again at the halved size after a batch ran out of device memory.
+        reuse_keys = array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_cupy_namespace(xp)
         keys_buffer = None
-        if array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_cupy_namespace(xp):
-            keys_buffer = xp.empty(
-                (min(batch_rows, num_queries), index.num_stored), dtype=index.rank_dtype, device=device
+
+        def search_rows(start: int, stop: int) -> tuple:
+            nonlocal keys_buffer
+            out = None
+            if reuse_keys:
+                if keys_buffer is None or keys_buffer.shape[0] < stop - start:
+                    keys_buffer = None
+                    keys_buffer = xp.empty((stop - start, index.num_stored), dtype=index.rank_dtype, device=device)
+                out = keys_buffer[: stop - start, ...]
+            return _radius_batch(
+                index,
+                queries[start:stop, ...],
+                start,
+                batch_radius(radius, start, stop),
+                sq_norm_bound,
+                block_of_position,
+                chunk,
+                train,
+                keys_out=out,
             )
-        parts = []
-        for start in range(0, num_queries, batch_rows):
-            stop = min(start + batch_rows, num_queries)
-            batch = queries[start:stop, ...]
-            out = None if keys_buffer is None else keys_buffer[: batch.shape[0], ...]
-            parts.append(
-                _radius_batch(
-                    index,
-                    batch,
-                    start,
-                    batch_radius(radius, start, stop),
-                    sq_norm_bound,
-                    block_of_position,
-                    chunk,
-                    train,
-                    keys_out=out,
-                )
+
+        def drop_keys() -> None:
+            nonlocal keys_buffer
+            keys_buffer = None
+
+        # A batch out of device memory is searched in halves: more, smaller parts, in query order.
+        parts = [
+            part
+            for _, part in halving_batches(
+                search_rows,
+                range(0, num_queries, batch_rows),
+                batch_rows,
+                num_queries,
+                xp=xp,
+                device=device,
+                memory_budget=memory_budget,
+                on_failure=drop_keys,
             )
-        del keys_buffer
+        ]
+        drop_keys()
         return finish_radius_search(parts, num_queries, sort_results=sort_results, distance_dtype=distance_dtype)
 
 

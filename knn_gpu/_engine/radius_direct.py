@@ -50,6 +50,7 @@ from typing import Any
 import array_api_compat
 
 from .._lib.devices import device_scope
+from .batches import halving_batches
 from .budget import default_memory_budget, run_in_shares
 from .direct import DirectIndex, block_function, direct_plan, direct_workers
 from .radius import (
@@ -158,15 +159,17 @@ def radius_search_direct(
         )
         block_keys = block_function(index)
 
+        def search_rows(start: int, stop: int) -> tuple:
+            threshold = batch_radius(thresholds, start, stop)
+            return _radius_batch(index, queries[start:stop, ...], start, threshold, block_rows, block_keys)
+
         def search_share(share: list[int]) -> list[tuple]:
-            results = []
-            for start in share:
-                stop = min(start + batch_rows, num_queries)
-                threshold = batch_radius(thresholds, start, stop)
-                results.append(
-                    (start, _radius_batch(index, queries[start:stop, ...], start, threshold, block_rows, block_keys))
+            # A batch out of device memory is searched in halves: more, smaller parts, in query order.
+            return list(
+                halving_batches(
+                    search_rows, share, batch_rows, num_queries, xp=xp, device=device, memory_budget=memory_budget
                 )
-            return results
+            )
 
         parts = [part for _, part in run_in_shares(list(range(0, num_queries, batch_rows)), search_share, num_workers)]
         root = None

@@ -11,9 +11,11 @@ in (query, index) order, one stable sort by query puts all of them in
 ``sort_results`` and gives the offsets.
 
 Synchronisations: each chunk's search reads ``B + 1`` counts for its ``B``
-batches; nothing more is read at the end. Device memory: the chunk (its
-stored rows and the copies made building them) takes half the budget, the
-chunk's search the other half, as in :func:`knn_gpu._engine.streaming.streamed_search`;
+batches; nothing more is read at the end. Device memory: the chunks (the
+next chunk being copied, this chunk's stored rows and the copies made
+building them) take half the budget, the chunk's search the other half, as
+in :func:`knn_gpu._engine.streaming.streamed_search` (whose copies overlap the
+search and whose chunks are halved when the device runs out of memory, alike);
 the neighbours found so far, as every radius result, are not bounded by it.
 """
 
@@ -23,11 +25,12 @@ from typing import Any
 
 from .._lib.devices import device_scope
 from .._lib.validation import distance_dtype_for, exact_dtype
+from .batches import halving_batches
 from .budget import dtype_itemsize
 from .radius import empty_radius_result, finish_radius_search, query_numbers, radius_on_device
 from .radius_direct import radius_search
 from .search import build_index
-from .streaming import StreamedTrain, chunk_rows_for, stream_budget, upload
+from .streaming import StreamedTrain, chunk_rows_for, chunk_uploader, stream_budget
 
 __all__ = ["radius_search_streamed"]
 
@@ -75,10 +78,13 @@ def radius_search_streamed(
         radius = radius_on_device(radius, num_queries, xp=xp, device=device, dtype=exact)
         budget = stream_budget(train.memory_budget, xp, device)
         chunk_rows = train.chunk_rows or chunk_rows_for(train.num_features, dtype_itemsize(xp, train.dtype), budget)
-        parts = []
-        for start in range(0, train.num_samples, chunk_rows):
-            stop = min(start + chunk_rows, train.num_samples)
-            chunk = upload(train.rows[start:stop, ...], train.anchor, train.dtype)
+        uploader = chunk_uploader(train, chunk_rows)
+
+        def load(start: int, stop: int) -> Any:
+            return uploader.start(train.rows[start:stop, ...])
+
+        def search_chunk(start: int, stop: int, pending: Any) -> tuple:
+            chunk = uploader.finish(pending)
             index = build_index(chunk, train.metric, xp=xp, p=train.p)
             distances, indices, offsets = radius_search(
                 index,
@@ -90,7 +96,23 @@ def radius_search_streamed(
                 distance_dtype=exact,
             )
             del chunk, index
-            parts.append((query_numbers(offsets, indices.shape[0], xp=xp), indices + start, distances))
+            return query_numbers(offsets, indices.shape[0], xp=xp), indices + start, distances
+
+        # The next chunk is copied while this one is searched; a chunk out of device memory is searched in halves.
+        parts = [
+            part
+            for _, part in halving_batches(
+                search_chunk,
+                range(0, train.num_samples, chunk_rows),
+                chunk_rows,
+                train.num_samples,
+                xp=xp,
+                device=device,
+                memory_budget=budget,
+                what="training rows",
+                load=load,
+            )
+        ]
         query_of, indices, distances = (xp.concat(values, axis=0) for values in zip(*parts))
         del parts
         order = xp.argsort(query_of, stable=True)  # chunks are consecutive: (query, index) order

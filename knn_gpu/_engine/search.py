@@ -55,6 +55,7 @@ import numpy as np
 
 from .._lib.devices import device_scope, is_gpu
 from .._lib.validation import exact_dtype, is_half_precision
+from .batches import halving_batches
 from .budget import DEFAULT_MEMORY_BUDGET, available_cores, default_memory_budget, dtype_itemsize, run_in_shares
 from .direct import DirectIndex, StoredRows, build_direct_index, is_direct, search_direct
 from .distances import (
@@ -559,6 +560,8 @@ def search_index(
             )
         num_workers = search_workers(index, num_queries, n_jobs)
         if batch_rows is None:
+            if memory_budget is None:  # read once, here: the batches' size and an out-of-memory error name it
+                memory_budget = default_memory_budget(xp, index.device)
             batch_rows = default_batch_rows(
                 index,
                 num_queries,
@@ -569,7 +572,7 @@ def search_index(
             )
 
         def search_share(share: list[int]) -> list[tuple]:
-            return _search_batches(index, plan, queries, k, share, batch_rows, reduce, distance_dtype)
+            return _search_batches(index, plan, queries, k, share, batch_rows, reduce, distance_dtype, memory_budget)
 
         # One BLAS thread per worker so that the cores are not oversubscribed.
         results = run_in_shares(
@@ -593,23 +596,47 @@ def _search_batches(
     batch_rows: int,
     reduce: Callable,
     distance_dtype: Any,
+    memory_budget: int | None = None,
 ) -> list[tuple]:
-    """``(start, reduce(distances, indices))`` for the batches of ``batch_rows`` queries at ``starts``, in order."""
+    """``(start, reduce(distances, indices))`` for the batches of ``batch_rows`` queries at ``starts``, in order.
+
+    A batch that runs out of device memory is searched in halves
+    (:func:`knn_gpu._engine.batches.halving_batches`): more, smaller pairs.
+    """
     xp = index.xp
     num_queries = queries.shape[0]
+    # One keys block reused by every batch (matmul(out=) is native, not standard); made at the first
+    # batch's size, and again at the halved size after a batch ran out of memory.
+    reuse_keys = array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_cupy_namespace(xp)
     keys_buffer = None
-    if array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_cupy_namespace(xp):
-        # One keys block reused by every batch (matmul(out=) is native, not standard).
-        keys_buffer = xp.empty(
-            (min(batch_rows, num_queries), index.num_stored), dtype=index.rank_dtype, device=index.device
+
+    def search_rows(start: int, stop: int) -> tuple:
+        nonlocal keys_buffer
+        out = None
+        if reuse_keys:
+            if keys_buffer is None or keys_buffer.shape[0] < stop - start:
+                keys_buffer = None
+                keys_buffer = xp.empty((stop - start, index.num_stored), dtype=index.rank_dtype, device=index.device)
+            out = keys_buffer[: stop - start, ...]
+        distances, indices = _search_batch(index, plan, queries[start:stop, ...], k, keys_out=out)
+        return reduce(xp.astype(distances, distance_dtype, copy=False), indices)
+
+    def drop_keys() -> None:
+        nonlocal keys_buffer
+        keys_buffer = None
+
+    return list(
+        halving_batches(
+            search_rows,
+            starts,
+            batch_rows,
+            num_queries,
+            xp=xp,
+            device=index.device,
+            memory_budget=memory_budget,
+            on_failure=drop_keys,
         )
-    results = []
-    for start in starts:
-        batch = queries[start : min(start + batch_rows, num_queries), ...]
-        out = None if keys_buffer is None else keys_buffer[: batch.shape[0], ...]
-        distances, indices = _search_batch(index, plan, batch, k, keys_out=out)
-        results.append((start, reduce(xp.astype(distances, distance_dtype, copy=False), indices)))
-    return results
+    )
 
 
 def batch_keys(index: TrainIndex, queries: Any, keys_out: Any = None) -> Any:

@@ -10,11 +10,16 @@ running k best by the one merge rule that the Dask path uses too
 device has it) until the end, so the merge orders exactly as one search
 would: the indices equal the in-memory search's.
 
-Device memory: the budget is split between the chunk (its stored rows and
-the temporaries of building them, about three copies) and the search's batch
-temporaries. On torch-CUDA each chunk is copied from pinned memory without
-blocking, so the copy of chunk j + 1 is queued behind the search of chunk j;
-CuPy copies synchronously.
+Copies overlap the search: chunk j + 1 is loaded before chunk j is searched
+(:func:`knn_gpu._engine.batches.halving_batches` with ``load=``). On CuPy and torch-CUDA
+the load is a copy from pinned host memory on a second stream
+(:mod:`knn_gpu._engine.prefetch`), so the device copies chunk j + 1 while it searches
+chunk j; elsewhere it is :func:`upload` (:class:`DirectUpload`). A chunk that
+runs out of device memory is searched again in halves, as a batch is.
+
+Device memory: the budget is split between the chunks (the prefetched
+chunk's rows, and the searched chunk's stored rows and the temporaries of
+building them: about four chunk copies) and the search's batch temporaries.
 """
 
 from __future__ import annotations
@@ -29,11 +34,23 @@ import array_api_compat
 from .._lib.backends import convert_like, to_host
 from .._lib.devices import device_scope
 from .._lib.validation import distance_dtype_for, exact_dtype
+from .batches import halving_batches
 from .budget import default_memory_budget, dtype_itemsize
 from .merge import merge_neighbor_lists
+from .prefetch import CupyPrefetch, TorchPrefetch
 from .search import build_index, search_index
 
-__all__ = ["StreamedTrain", "streamed_search", "stream_budget", "chunk_rows_for", "is_host_array", "upload"]
+__all__ = [
+    "StreamedTrain",
+    "streamed_search",
+    "stream_budget",
+    "CHUNK_COPIES",
+    "chunk_rows_for",
+    "chunk_uploader",
+    "DirectUpload",
+    "is_host_array",
+    "upload",
+]
 
 
 def is_host_array(array: Any) -> bool:
@@ -88,9 +105,46 @@ def stream_budget(memory_budget: int | None, xp: ModuleType, device: Any) -> int
     return default_memory_budget(xp, device) if memory_budget is None else memory_budget
 
 
+#: Chunk-sized copies on the device at once: the prefetched chunk, the searched chunk and its index's
+#: rows, a temporary of building them.
+CHUNK_COPIES = 4
+
+
 def chunk_rows_for(num_features: int, itemsize: int, memory_budget: int) -> int:
-    """Training rows per chunk: the chunk's index and the copies made building it take half the budget."""
-    return max(1, (memory_budget // 2) // (3 * (num_features + 1) * itemsize))
+    """Training rows per chunk: the :data:`CHUNK_COPIES` chunk-sized copies (two chunks resident) take half the budget."""
+    return max(1, (memory_budget // 2) // (CHUNK_COPIES * (num_features + 1) * itemsize))
+
+
+class DirectUpload:
+    """Loads chunks with :func:`upload` (one copy each, on the search's own stream); ``finish`` returns the chunk."""
+
+    def __init__(self, like: Any, dtype: Any) -> None:
+        self._like = like
+        self._dtype = dtype
+
+    def start(self, host_rows: Any) -> Any:
+        return upload(host_rows, self._like, self._dtype)
+
+    def finish(self, pending: Any) -> Any:
+        return pending
+
+
+def chunk_uploader(train: StreamedTrain, chunk_rows: int) -> Any:
+    """The uploader of ``train``'s chunks: :mod:`knn_gpu._engine.prefetch`'s on CuPy and torch-CUDA, else :class:`DirectUpload`.
+
+    torch's is made only where torch has CUDA (on a fake device in tests,
+    constructing it raises, and chunks are copied directly).
+    """
+    xp, device, anchor = train.xp, train.device, train.anchor
+    max_rows = min(chunk_rows, train.num_samples)
+    if array_api_compat.is_cupy_array(anchor):
+        return CupyPrefetch(xp, train.dtype, max_rows, train.num_features)
+    if array_api_compat.is_torch_array(anchor) and device.type == "cuda":
+        try:
+            return TorchPrefetch(device, train.dtype, max_rows, train.num_features)
+        except RuntimeError:  # torch without CUDA: a fake device
+            pass
+    return DirectUpload(anchor, train.dtype)
 
 
 def streamed_search(
@@ -118,11 +172,15 @@ def streamed_search(
         budget = stream_budget(train.memory_budget, xp, device)
         chunk_rows = train.chunk_rows or chunk_rows_for(train.num_features, dtype_itemsize(xp, train.dtype), budget)
         exact = exact_dtype(xp, device)
-        best_distances = best_indices = None
-        for start in range(0, train.num_samples, chunk_rows):
-            stop = min(start + chunk_rows, train.num_samples)
-            chunk = upload(train.rows[start:stop, ...], train.anchor, train.dtype)
+        uploader = chunk_uploader(train, chunk_rows)
+
+        def load(start: int, stop: int) -> Any:
+            return uploader.start(train.rows[start:stop, ...])
+
+        def search_chunk(start: int, stop: int, pending: Any) -> tuple:
+            chunk = uploader.finish(pending)
             index = build_index(chunk, train.metric, xp=xp, p=train.p)
+            del chunk
             distances, indices = search_index(
                 index,
                 queries,
@@ -132,8 +190,21 @@ def streamed_search(
                 memory_budget=budget // 2,
                 distance_dtype=exact,
             )
-            del chunk, index
-            indices = indices + start
+            return stop, distances, indices + start
+
+        best_distances = best_indices = None
+        chunks = halving_batches(
+            search_chunk,
+            range(0, train.num_samples, chunk_rows),
+            chunk_rows,
+            train.num_samples,
+            xp=xp,
+            device=device,
+            memory_budget=budget,
+            what="training rows",
+            load=load,
+        )
+        for _, (stop, distances, indices) in chunks:
             if best_distances is None:
                 best_distances, best_indices = distances, indices
             else:
@@ -143,6 +214,7 @@ def streamed_search(
                     min(k, stop),
                     xp=xp,
                 )
+            del distances, indices
         distances = xp.astype(best_distances, distance_dtype_for(train.dtype, xp))
         if reduce is None:
             return distances, best_indices

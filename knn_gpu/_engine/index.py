@@ -1,0 +1,234 @@
+"""The engine's front door: one index, built once from the training rows and the metric.
+
+:func:`build_neighbors_index` looks at the training rows and the metric and
+chooses the plan, in this one place:
+
+``"dask"``
+    the rows are a Dask array: each chunk is searched with the in-memory
+    engine and the partial lists are merged up a tree
+    (:mod:`knn_gpu._engine.dask_search`);
+``"streamed"``
+    the rows stay in host memory and stream through the compute device chunk
+    by chunk, each chunk searched with the in-memory engine and merged
+    (:mod:`knn_gpu._engine.streaming`, out of core);
+``"product"``
+    the metrics with a matrix-product form (euclidean, sqeuclidean, cosine,
+    inner_product): ranking keys from one product per batch, top-k, exact
+    re-scoring (:mod:`knn_gpu._engine.search`);
+``"direct"``
+    every other metric: exact distances block by block
+    (:mod:`knn_gpu._engine.direct`).
+
+:class:`NeighborsIndex` then answers ``kneighbors(queries, k)`` and
+``radius(queries, radius)`` with the plan's engine. The public functions and
+the estimators call only these two methods; whatever else varies by plan
+stays behind them.
+
+The callers validate first (shapes, dtypes, devices, parameters): the front
+door takes rows and queries in the compute namespace, device and dtype, as
+the engines do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import array_api_compat
+
+from .direct import DirectIndex, is_direct
+from .metrics import resolve
+from .radius_direct import radius_search
+from .radius_streamed import radius_search_streamed
+from .search import build_index, search_index
+from .streaming import StreamedTrain, streamed_search
+
+__all__ = ["PLANS", "NeighborsIndex", "build_neighbors_index"]
+
+#: The plans :func:`build_neighbors_index` chooses from.
+PLANS = ("product", "direct", "streamed", "dask")
+
+
+class NeighborsIndex:
+    """Training rows prepared for neighbour queries, with the plan that searches them.
+
+    Built by :func:`build_neighbors_index`; not constructed directly.
+
+    Attributes
+    ----------
+    plan : {"product", "direct", "streamed", "dask"}
+    store : TrainIndex, DirectIndex, StreamedTrain or Dask array
+        What the plan's engine searches.
+    rows : array or None
+        The in-memory rows the store was built from (the product engine's
+        radius search re-scores against them); None out of core and on Dask.
+    metric : str
+        The engine's metric name (after :func:`~knn_gpu._engine.metrics.resolve`).
+    """
+
+    def __init__(self, store: Any, plan: str, metric: str, rows: Any = None) -> None:
+        self.store = store
+        self.plan = plan
+        self.metric = metric
+        self.rows = rows
+
+    def __repr__(self) -> str:
+        return f"NeighborsIndex(plan={self.plan!r}, metric={self.metric!r}, shape={self.shape})"
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (
+            (int(self.store.shape[0]), int(self.store.shape[1]))
+            if self.plan == "dask"
+            else (
+                self.store.num_samples,
+                self.store.num_features,
+            )
+        )
+
+    @property
+    def num_samples(self) -> int:
+        return self.shape[0]
+
+    @property
+    def num_features(self) -> int:
+        return self.shape[1]
+
+    def kneighbors(
+        self,
+        queries: Any,
+        k: int,
+        *,
+        batch_rows: int | None = None,
+        n_jobs: int | None = None,
+        memory_budget: int | None = None,
+        reduce: Callable[[Any, Any], tuple] | None = None,
+        reduce_bytes_per_query: int = 0,
+    ) -> tuple:
+        """The ``k`` nearest stored rows of each query: ``(distances, indices)``, or ``reduce``'s batches.
+
+        Distances are the engine's (for ``"inner_product"`` the negated
+        products, ascending: :func:`~knn_gpu._engine.distances.public_distances`
+        turns them into the public ones). ``reduce(distances, indices)`` runs
+        batch by batch, its temporaries (``reduce_bytes_per_query``) counted in
+        the memory budget; on Dask, the queries' neighbours are lazy and
+        ``reduce`` is not taken (Dask reductions are planned by
+        :func:`knn_gpu._engine.dask_search.dask_reduce_neighbors`).
+        """
+        if self.plan == "dask":
+            from .dask_search import dask_kneighbors, working_dtype_name
+
+            if reduce is not None:
+                msg = "a batch reduction does not run on Dask arrays; use dask_reduce_neighbors"
+                raise ValueError(msg)
+            return dask_kneighbors(
+                queries, self.store, k, metric=self.metric, dtype_name=working_dtype_name(queries, self.store)
+            )
+        options = {
+            "batch_rows": batch_rows,
+            "n_jobs": n_jobs,
+            "reduce": reduce,
+            "reduce_bytes_per_query": reduce_bytes_per_query,
+        }
+        if self.plan == "streamed":
+            return streamed_search(self.store, queries, k, **options)
+        return search_index(self.store, queries, k, memory_budget=memory_budget, **options)
+
+    def radius(
+        self,
+        queries: Any,
+        radius: Any,
+        *,
+        sort_results: bool = False,
+        batch_rows: int | None = None,
+        memory_budget: int | None = None,
+    ) -> tuple[Any, Any, Any]:
+        """Every stored row within ``radius`` of each query: the flat ``(distances, indices, offsets)``.
+
+        Query ``i``'s neighbours are at ``offsets[i]:offsets[i + 1]``, by
+        ascending index, or by (distance, index) with ``sort_results``.
+        ``radius`` is a float or an array of one radius per query, checked by
+        :func:`~knn_gpu._lib.validation.check_radius`.
+        """
+        if self.plan == "dask":
+            msg = "radius search does not take Dask arrays yet; compute() them, or search chunk by chunk"
+            raise TypeError(msg)
+        if self.plan == "streamed":
+            return radius_search_streamed(self.store, queries, radius, sort_results=sort_results, batch_rows=batch_rows)
+        return radius_search(
+            self.store,
+            queries,
+            radius,
+            sort_results=sort_results,
+            batch_rows=batch_rows,
+            memory_budget=memory_budget,
+            train=self.rows,
+        )
+
+
+def build_neighbors_index(
+    train: Any,
+    metric: Any,
+    *,
+    p: float | None = None,
+    metric_params: dict | None = None,
+    stream: bool = False,
+    anchor: Any = None,
+    dtype: Any = None,
+    memory_budget: int | None = None,
+) -> NeighborsIndex:
+    """Choose the plan for ``train`` and ``metric`` and prepare the rows for it.
+
+    Parameters
+    ----------
+    train : array, shape (n_samples, n_features)
+        Validated training rows. A Dask array gets the ``"dask"`` plan.
+        Otherwise in the compute namespace, device and dtype, unless
+        ``stream``.
+    metric : str, callable, BlockMetric or Resolved
+        A metric of the registry (:func:`knn_gpu._engine.metrics.lookup`), or
+        one already resolved (:func:`knn_gpu._engine.metrics.resolve`).
+    p : float, optional
+        Minkowski's power (``metric="minkowski"``), checked.
+    metric_params : dict, optional
+        The metric's parameters (``V``, ``VI``, ...), checked and prepared
+        against ``train`` before any search.
+    stream : bool
+        Keep ``train`` in host memory and stream it through the device of
+        ``anchor`` (the ``"streamed"`` plan); the callers decide it, from
+        ``out_of_core`` and where the data are.
+    anchor : array, optional
+        With ``stream``: an empty array of the compute namespace and device.
+    dtype : dtype, optional
+        With ``stream``: the working dtype, in the compute namespace.
+    memory_budget : int, optional
+        With ``stream``: the device bytes a chunk's search may use.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from knn_gpu._engine.index import build_neighbors_index
+    >>> train = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    >>> index = build_neighbors_index(train, "manhattan")
+    >>> index.plan
+    'direct'
+    >>> index.kneighbors(np.array([[0.9, 0.1]]), 2)
+    (array([[0.2, 1. ]]), array([[1, 0]]))
+    >>> build_neighbors_index(train, "euclidean").radius(np.array([[0.0, 0.0]]), 1.0)
+    (array([0., 1.]), array([0, 1]), array([0, 2]))
+    """
+    resolved = resolve(metric, p, metric_params)
+    engine_metric, p = resolved.name, resolved.p
+    if array_api_compat.is_dask_array(train):
+        if is_direct(engine_metric):
+            msg = f"metric={metric!r} is not supported for Dask arrays; use a matrix-product metric"
+            raise ValueError(msg)
+        return NeighborsIndex(train, "dask", engine_metric)
+    if stream:
+        return NeighborsIndex(
+            StreamedTrain(train, anchor, dtype, engine_metric, memory_budget, p=p), "streamed", engine_metric
+        )
+    xp = array_api_compat.array_namespace(train)
+    store = build_index(train, resolved, xp=xp)
+    plan = "direct" if isinstance(store, DirectIndex) else "product"
+    return NeighborsIndex(store, plan, engine_metric, rows=train)
