@@ -438,3 +438,9 @@ def test_out_of_core_takes_the_metrics_without_parameters_and_refuses_the_others
     np.testing.assert_array_equal(model.kneighbors(queries)[1], _reference_kneighbors(queries, train, 4, "canberra")[1])
     with pytest.raises(ValueError, match="metric='seuclidean' has no out-of-core search"):
         knn_gpu.NearestNeighbors(metric="seuclidean", out_of_core=True).fit(train)
+
+
+def test_weighted_minkowski_in_the_functions_is_refused_not_ignored():
+    queries, train = _data("canberra")
+    with pytest.raises(ValueError, match=r"metric_params\['w'\]"):
+        knn_gpu.kneighbors(queries, train, 2, metric="minkowski", p=3, metric_params={"w": np.ones(5)})

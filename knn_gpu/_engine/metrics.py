@@ -674,7 +674,14 @@ def resolve(metric: Any, p: Any = None, metric_params: Any = None, *, warn_p: bo
         return Resolved(entry.name, None, params, entry)
     if entry.name == "minkowski":
         p = check_p(params.pop("p", p), warn=warn_p)
-        params.pop("w", None)  # weighted Minkowski: the estimators scale the rows (see drop_in)
+        if params.pop("w", None) is not None:
+            # The drop-in estimators take it (they scale the rows by w ** (1/p)); ignoring it would answer
+            # unweighted neighbours.
+            msg = (
+                "metric_params['w'] (weighted Minkowski) is taken by the estimators (NearestNeighbors, ...); "
+                "here, scale queries and train by w ** (1 / p) yourself"
+            )
+            raise ValueError(msg)
         p = 2.0 if p is None else p
         if p == 2.0:
             return Resolved("euclidean", None, {}, REGISTRY["euclidean"])
