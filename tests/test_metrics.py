@@ -13,6 +13,7 @@ import math
 import warnings
 
 import array_api_compat
+import array_api_compat.numpy
 import numpy as np
 import pytest
 from guards import refusing_host_conversions, traced_peak
@@ -338,11 +339,16 @@ def test_no_host_synchronisation_in_the_batch_loop(monkeypatch, metric):
     np.testing.assert_array_equal(to_host(indices), _reference_kneighbors(queries, train, 6, metric)[1])
 
 
+@pytest.mark.parametrize("method", ["standard", "numpy fast path"])
 @pytest.mark.parametrize("metric", ["canberra", "mahalanobis", "nan_euclidean"])
-def test_the_memory_budget_counts_each_metrics_temporaries(metric):
+def test_the_memory_budget_counts_each_metrics_temporaries(monkeypatch, metric, method):
+    from knn_gpu._engine import direct
+
     rng = np.random.default_rng(9)
     train, queries = rng.standard_normal((3000, 24)), rng.standard_normal((500, 24))
     index = build_index(train, metric, xp=array_api_compat.numpy)
+    if method == "standard":
+        monkeypatch.setattr(direct, "block_method", lambda index: "metric")
     budget = 4 * 2**20
     (distances, indices), peak = traced_peak(lambda: search_index(index, queries, 10, memory_budget=budget))
     assert peak - distances.nbytes - indices.nbytes <= budget, peak / 2**20
@@ -444,3 +450,22 @@ def test_weighted_minkowski_in_the_functions_is_refused_not_ignored():
     queries, train = _data("canberra")
     with pytest.raises(ValueError, match=r"metric_params\['w'\]"):
         knn_gpu.kneighbors(queries, train, 2, metric="minkowski", p=3, metric_params={"w": np.ones(5)})
+
+
+@pytest.mark.parametrize("metric", [*NEW_METRICS])
+def test_numpy_fast_path_and_the_standard_block_function_agree(monkeypatch, metric):
+    """SciPy's cdist on NumPy and the standard-only block function: same keys, 0/0 cases (inf) included."""
+    pytest.importorskip("scipy")
+    from knn_gpu._engine import direct
+
+    queries, train = _data(metric, seed=14)
+    train[3] = 0.0  # all-zero and constant rows: the undefined cases
+    queries[1] = 0.0
+    queries[2] = 1.0
+    index = _quiet(build_index, train, metric, xp=array_api_compat.numpy)
+    assert direct.block_method(index) == "metric_cdist"
+    fast = search_index(index, queries, 8)
+    monkeypatch.setattr(direct, "block_method", lambda index: "metric")
+    standard = search_index(index, queries, 8)
+    np.testing.assert_array_equal(fast[1], standard[1])
+    np.testing.assert_allclose(fast[0], standard[0], rtol=1e-12, atol=1e-15)

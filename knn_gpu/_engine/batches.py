@@ -217,7 +217,11 @@ def halving_batches(
 def _give_up_message(
     what: str, rows: int, batch_rows: int, halvings: int, memory_budget: int | None, device: Any
 ) -> str:
-    tried = f"{rows} {what} at once" if halvings == 0 else f"{rows} {what} at once (batches of {batch_rows} halved {halvings} times)"
+    tried = (
+        f"{rows} {what} at once"
+        if halvings == 0
+        else f"{rows} {what} at once (batches of {batch_rows} halved {halvings} times)"
+    )
     if memory_budget is None:
         budget = "the default memory_budget"
         advice = "pass memory_budget= (bytes) below what the device has free"

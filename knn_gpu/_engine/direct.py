@@ -62,6 +62,11 @@ HOST_MAX_BATCH_ROWS = 512
 #: Fewest training rows per block the planner aims for before it shrinks the batch.
 MIN_BLOCK_ROWS = 256
 
+#: Elements of one (rows, block, features) temporary of a registry metric on NumPy (2 MiB of float64),
+#: and the fewest block rows that bound gives.
+HOST_METRIC_BLOCK_ELEMENTS = 2**18
+MIN_HOST_METRIC_BLOCK_ROWS = 16
+
 #: Most training rows per block on NumPy with SciPy (a (512, 4096) float64 block is 16 MiB).
 HOST_CDIST_BLOCK_ROWS = 4096
 
@@ -176,6 +181,12 @@ def block_method(index: DirectIndex) -> str:
     if index.metric == "precomputed":
         return "select"
     if index.metric != "minkowski":
+        if (
+            array_api_compat.is_numpy_namespace(index.xp)
+            and REGISTRY[index.metric].scipy_name is not None
+            and _scipy_available()
+        ):
+            return "metric_cdist"  # NumPy: SciPy's compiled cdist of the same metric
         return "metric"  # the registry's block function, standard functions only
     if array_api_compat.is_numpy_namespace(index.xp):
         if not _has_root(index.p) and _scipy_available():
@@ -223,7 +234,7 @@ def direct_bytes(index: DirectIndex, block_rows: int, k: int, *, method: str) ->
     per_query = features * exact + (kept + 3 * (k + kept)) * (exact + 8)
     if method == "numpy_loop":
         per_query += 3 * LOOP_TILE_ROWS * exact
-    if method in ("cdist", "numpy_loop"):
+    if method in ("cdist", "numpy_loop", "metric_cdist"):
         # The host merge of the entries below the k-th best: at worst every entry of the block
         # (row, column, distance, index and the lexsort's order).
         per_column += 5 * 8
@@ -267,8 +278,14 @@ def direct_plan(
     per_query, per_column, per_block_row = direct_bytes(index, num_samples, k, method=method)
     left = share - batch_rows * (per_query + reduce_bytes_per_query)
     block = max(1, min(num_samples, left // (batch_rows * per_column + per_block_row)))
-    if method in ("cdist", "numpy_loop"):
+    if method in ("cdist", "numpy_loop", "metric_cdist"):
         block = min(block, HOST_CDIST_BLOCK_ROWS)
+    if method == "metric" and array_api_compat.is_numpy_namespace(index.xp):
+        # The registry's (rows, block, features) temporaries stay cache-sized on the host: large fresh
+        # allocations cost more in page faults than the arithmetic (a GPU's memory pool has no such cost).
+        block = min(
+            block, max(MIN_HOST_METRIC_BLOCK_ROWS, HOST_METRIC_BLOCK_ELEMENTS // (batch_rows * index.num_features))
+        )
     return batch_rows, block
 
 
@@ -487,6 +504,33 @@ def _numpy_loop_blocks(queries: Any, block: Any, p: float, *, xp: ModuleType) ->
     return keys
 
 
+def _cdist_metric_blocks(entry: Any, queries: Any, block: Any, state: dict) -> Any:
+    """NumPy fast path of a registry metric: SciPy's cdist, with the registry's keys and conventions.
+
+    The keys are the standard block function's: squared for a metric with
+    ``root`` 2 (seuclidean, mahalanobis), +infinity where SciPy answers NaN
+    (0/0 cases), booleans as ``x != 0``, no negative rounding of a
+    correlation.
+    """
+    import numpy as np
+    from scipy.spatial.distance import cdist
+
+    options = {}
+    if "V" in state:
+        options["V"] = state["V"]
+    if "VI" in state:
+        options["VI"] = state["VI"]
+    if entry.boolean:
+        queries, block = queries != 0, block != 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        keys = cdist(queries, block, metric=entry.scipy_name, **options)
+    if entry.root == 2.0:
+        keys *= keys
+    np.maximum(keys, 0.0, out=keys)
+    keys[np.isnan(keys)] = np.inf
+    return keys
+
+
 #: Training rows per tile of the NumPy loop: (512, 256) float64 tiles stay in the L2 cache.
 LOOP_TILE_ROWS = 256
 
@@ -509,6 +553,13 @@ def block_function(index: DirectIndex) -> Callable[[Any, Any], Any] | None:
     xp = index.xp
     if method == "select":
         return None
+    if method == "metric_cdist":
+        entry, state = REGISTRY[index.metric], index.state
+
+        def cdist_keys(queries: Any, block: Any) -> Any:
+            return _cdist_metric_blocks(entry, queries, block, state)
+
+        return cdist_keys
     if method == "metric":
         metric_block, state = REGISTRY[index.metric].block, index.state
 

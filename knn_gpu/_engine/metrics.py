@@ -10,7 +10,10 @@ parameters (``metric_params`` keys) and their checks, whether
 negation, returned as is, largest first, with no radius search), and its scikit-learn name, with what
 scikit-learn's estimators accept it (``trees``: the tree algorithms that
 take it, ``sparse_input``: whether sparse input is refused for it), which the
-drop-in estimators follow to answer as scikit-learn does. The validation of
+drop-in estimators follow to answer as scikit-learn does. ``scipy_name``
+names the same metric in SciPy's ``cdist``: NumPy's fast path (compiled, no
+``(rows, block, features)`` temporaries), chosen by a namespace check as
+Minkowski's is, the block function being the fallback everywhere else. The validation of
 the public functions and of the estimators, the engine's choice of index and
 the block arithmetic all look metrics up here, so adding a metric is one
 entry (plus its tests).
@@ -83,6 +86,7 @@ class Metric:
     num_features: int | None = None
     trees: tuple[str, ...] = ("ball_tree",)
     sparse_input: bool = False
+    scipy_name: str | None = None
     block: Callable | None = field(default=None, repr=False)
     prepare: Callable | None = field(default=None, repr=False)
     description: str = ""
@@ -442,18 +446,41 @@ _ENTRIES = (
         description="distances given: rows to the training samples",
     ),
     Metric(
-        "braycurtis", "direct", "braycurtis", temporaries=2, block=_braycurtis, description="sum |q - t| / sum |q + t|"
+        "braycurtis",
+        "direct",
+        "braycurtis",
+        scipy_name="braycurtis",
+        temporaries=2,
+        block=_braycurtis,
+        description="sum |q - t| / sum |q + t|",
     ),
-    Metric("canberra", "direct", "canberra", temporaries=5, block=_canberra, description="sum |q - t| / (|q| + |t|)"),
+    Metric(
+        "canberra",
+        "direct",
+        "canberra",
+        scipy_name="canberra",
+        temporaries=5,
+        block=_canberra,
+        description="sum |q - t| / (|q| + |t|)",
+    ),
     Metric(
         "correlation",
         "direct",
         "correlation",
         trees=(),
+        scipy_name="correlation",
         block=_correlation,
         description="1 - centred cosine similarity",
     ),
-    Metric("hamming", "direct", "hamming", temporaries=1, block=_hamming, description="fraction of unequal features"),
+    Metric(
+        "hamming",
+        "direct",
+        "hamming",
+        scipy_name="hamming",
+        temporaries=1,
+        block=_hamming,
+        description="fraction of unequal features",
+    ),
     Metric(
         "nan_euclidean",
         "direct",
@@ -470,6 +497,7 @@ _ENTRIES = (
         "direct",
         "seuclidean",
         params=("V",),
+        scipy_name="seuclidean",
         root=2.0,
         temporaries=2,
         block=_seuclidean,
@@ -481,6 +509,7 @@ _ENTRIES = (
         "direct",
         "mahalanobis",
         params=("VI",),
+        scipy_name="mahalanobis",
         root=2.0,
         temporaries=3,
         block=_mahalanobis,
@@ -501,6 +530,7 @@ _ENTRIES = (
             "direct",
             name,
             boolean=True,
+            scipy_name=name,
             trees=() if name == "yule" else ("ball_tree",),
             block=_boolean(formula),
             description=f"boolean ({name})",
