@@ -86,7 +86,7 @@ def main() -> int:
     for label, ours_options, their_options, most_rounds in CASES:
         if their_options.get("metric_params") == {"V": None}:
             # knn_gpu's default V is the training rows' variance; SciPy's is that of queries and train together.
-            their_options = {**their_options, "metric_params": {"V": np.var(train, axis=0, ddof=1)}}
+            their_options = {**their_options, "metric_params": {"V": np.var(train.astype(np.float64), axis=0, ddof=1)}}
         reference = NearestNeighbors(n_neighbors=k, algorithm="brute", **their_options).fit(train)
         ours_times, their_times = [], []
         agree = True
