@@ -4,7 +4,8 @@ SciPy reads ``SCIPY_ARRAY_API`` once, when it is first imported, and
 scikit-learn refuses ``array_api_dispatch=True`` without it, so this runs in a
 fresh interpreter started by ``tests/test_drop_in.py`` with
 ``SCIPY_ARRAY_API=1``. It prints one JSON object: per class, every check's
-name, status and exception; per scenario of the namespace rule, what happened.
+name, status and exception; per scenario of the namespace rule, what happened; per drop-in, how
+many checks scikit-learn skips for its own class of the same name.
 """
 
 from __future__ import annotations
@@ -58,6 +59,22 @@ def _checks() -> dict:
     return results
 
 
+def _sklearn_skips() -> dict:
+    """Per drop-in, how many checks scikit-learn's own class of the same name has skipped here."""
+    import sklearn.neighbors
+
+    counts = {}
+    for cls in CLASSES:
+        theirs = getattr(sklearn.neighbors, cls.__name__, None)
+        if theirs is None:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            outcome = check_estimator(theirs(), on_fail=None, on_skip=None)
+        counts[cls.__name__] = sum(r["status"] == "skipped" for r in outcome)
+    return counts
+
+
 def _attempt(call) -> dict:
     try:
         result = call()
@@ -103,4 +120,4 @@ def _scenarios() -> dict:
 if __name__ == "__main__":
     if os.environ.get("SCIPY_ARRAY_API") != "1":
         sys.exit("run with SCIPY_ARRAY_API=1 (scikit-learn's array_api_dispatch needs it)")
-    print(json.dumps({"checks": _checks(), "scenarios": _scenarios()}))
+    print(json.dumps({"checks": _checks(), "scenarios": _scenarios(), "sklearn_skips": _sklearn_skips()}))

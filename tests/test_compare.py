@@ -348,6 +348,7 @@ def test_data_csv(tmp_path, header):
     ("arguments", "message"),
     [
         (["--n-train", "0"], "--n-train must be a positive integer"),
+        (["-k", "0"], "error: -k must be a positive integer"),  # the option as typed, not "--k"
         (["--backends", "numpy,tpu"], "unknown"),
         (["-k", "500", "--n-train", "100"], "larger than --n-train"),
         (["--data", "/no/such/file.npy"], "no such file"),

@@ -145,6 +145,7 @@ def test_precomputed_checks_its_matrices():
 @pytest.mark.parametrize(
     ("p", "error", "match"),
     [
+        # 0 < p < 1 is scikit-learn's semi-metric, with its warning (tests/test_sklearn_native.py).
         (0, ValueError, "p must be > 0"),
         (-1, ValueError, "p must be > 0"),
         (float("nan"), ValueError, "p must be > 0"),

@@ -18,8 +18,8 @@ from oracle import oracle_kneighbors
 
 import knn_gpu
 from knn_gpu._engine import batches, direct, radius, radius_direct, radius_streamed, search, streaming
-from knn_gpu._lib.backends import to_host
 from knn_gpu._engine.batches import MAX_HALVINGS, DeviceMemoryError, halving_batches, is_out_of_memory
+from knn_gpu._lib.backends import to_host
 
 
 def fake_error_class(module: str, name: str, base: type = Exception) -> type:

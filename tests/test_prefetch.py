@@ -17,10 +17,10 @@ from oracle import oracle_kneighbors
 
 import knn_gpu
 from knn_gpu._engine import streaming
-from knn_gpu._lib.backends import cupy_gpu_status, to_host
 from knn_gpu._engine.batches import halving_batches
 from knn_gpu._engine.prefetch import CupyPrefetch
 from knn_gpu._engine.streaming import CHUNK_COPIES, DirectUpload, chunk_rows_for
+from knn_gpu._lib.backends import cupy_gpu_status, to_host
 
 
 class Loaded:

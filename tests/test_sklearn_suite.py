@@ -70,11 +70,6 @@ DISTANCE_METRIC = "DistanceMetric objects and callables as metric are not suppor
 FIT_METHOD = (
     "knn_gpu builds no tree: _fit_method is always 'brute', where scikit-learn's 'auto' may pick kd_tree/ball_tree"
 )
-MIXIN = (
-    "the test tells k-neighbours from radius classes by issubclass(cls, sklearn.neighbors._base.KNeighborsMixin), "
-    "a private scikit-learn class that knn_gpu's classes cannot subclass without importing scikit-learn; it then passes "
-    "the radius (500, 1000) as n_neighbors, more than the 100 training samples"
-)
 _OTHER_METRICS = (
     "braycurtis|canberra|correlation|dice|hamming|haversine|jaccard|mahalanobis|"
     "nan_euclidean|rogerstanimoto|russellrao|seuclidean|sokalsneath|yule|sokalmichener|kulsinski"
@@ -90,7 +85,6 @@ DESELECTED: dict[str, str] = {
     ),
     # tree selection
     r"^test_auto_algorithm\[(X3|X4|X5)-": FIT_METHOD + " (X4, X5: and metrics seuclidean, correlation)",
-    r"^test_neigh_predictions_algorithm_agnosticity\[.*KNeighbors(Classifier|Regressor)-(50|100)-": MIXIN,
 }
 
 

@@ -93,10 +93,11 @@ def kneighbors(
         row must store at least ``k`` entries.
     p : float, optional
         The Minkowski power for ``metric="minkowski"``: ``p > 0``,
-        ``float("inf")`` allowed; None (the default) is 2, the euclidean
+        ``float("inf")`` allowed, ``0 < p < 1`` (a semi-metric) with
+        scikit-learn's ``UserWarning`` (:func:`knn_gpu._lib.validation.check_p`,
+        the one rule of the functions and the estimators); None (the default) is 2, the euclidean
         distance (matrix-product path). Ignored by the other metrics, as
-        scikit-learn ignores it. 0 < p < 1 is accepted with a warning, as
-        scikit-learn does.
+        scikit-learn ignores it.
     metric_params : dict, optional
         The metric's parameters: ``{"V": ...}`` for ``"seuclidean"``,
         ``{"VI": ...}`` for ``"mahalanobis"``, ``{"p": ...}`` for

@@ -108,8 +108,8 @@ def radius_neighbors(
         :func:`knn_gpu.kneighbors` takes (the registry's). ``"inner_product"`` is a
         similarity without a radius in scikit-learn's sense, and is refused.
     p : float, optional
-        The Minkowski power for ``metric="minkowski"`` (``> 0``, infinity
-        allowed; None: 2; below 1 with a warning); ignored by the other metrics.
+        The Minkowski power for ``metric="minkowski"`` (``> 0``, infinity allowed, ``0 < p < 1`` with a warning, as
+        :func:`knn_gpu.kneighbors`; None: 2); ignored by the other metrics.
     metric_params : dict, optional
         The metric's parameters (``V``, ``VI``, ...), as for
         :func:`knn_gpu.kneighbors`.

@@ -42,7 +42,7 @@ as ``inf``.
 from __future__ import annotations
 
 import math
-import numbers
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -51,7 +51,8 @@ from typing import Any
 
 import array_api_compat
 
-from .._lib.validation import data_conversion_warning
+from .._lib.validation import SEMI_METRIC_WARNING, data_conversion_warning
+from .._lib.validation import check_p as check_p_rule
 
 __all__ = [
     "Metric",
@@ -616,31 +617,16 @@ def lookup(metric: Any) -> Metric:
 
 
 def check_p(p: Any, *, warn: bool = True) -> float | None:
-    """The Minkowski power ``p`` as a float (None stays None: p = 2), scikit-learn's rule, or raise.
+    """Minkowski's ``p``: :func:`knn_gpu._lib.validation.check_p`, the one rule (scikit-learn's) for every caller.
 
-    ``TypeError`` unless a real number (bool refused); ``ValueError`` for NaN
-    or p <= 0. ``float("inf")`` is the Chebyshev distance. 0 < p < 1 is
-    accepted with a ``UserWarning``, as scikit-learn's brute force does: it
-    is no distance (the triangle inequality fails), but its neighbours are
-    well defined.
+    ``p > 0``; 0 < p < 1 warns (scikit-learn's ``UserWarning``) unless
+    ``warn=False`` (a caller that has warned already).
     """
-    if p is None:
-        return None
-    if isinstance(p, bool) or not isinstance(p, numbers.Real):
-        msg = f"p must be a real number > 0 (float('inf') for chebyshev), got {p!r} of type {type(p).__name__}"
-        raise TypeError(msg)
-    p = float(p)
-    if math.isnan(p) or p <= 0:
-        msg = f"p must be > 0 (float('inf') for chebyshev), got {p!r}"
-        raise ValueError(msg)
-    if p < 1 and warn:
-        warnings.warn(
-            f"Minkowski with p={p} < 1 is not a distance metric (the triangle inequality fails); "
-            "its neighbours are still exact",
-            UserWarning,
-            stacklevel=3,
-        )
-    return p
+    if warn:
+        return check_p_rule(p)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=re.escape(SEMI_METRIC_WARNING))
+        return check_p_rule(p)
 
 
 def check_metric_params(entry: Metric, metric_params: Any) -> dict:

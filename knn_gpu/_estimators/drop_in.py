@@ -1,15 +1,34 @@
-"""scikit-learn's k-neighbours estimators under their own names, on knn_gpu's engine.
+"""scikit-learn's neighbours estimators under their own names, built on scikit-learn's own base classes.
 
 ``NearestNeighbors``, ``KNeighborsClassifier``, ``KNeighborsRegressor``,
-``KNeighborsTransformer`` and :func:`kneighbors_graph` take scikit-learn
-1.9's parameters, defaults, fitted attributes, return types, warnings and
-errors, so that replacing ``from sklearn.neighbors import ...`` by ``from
-knn_gpu import ...`` changes where the search runs, not the answers. They are
-thin classes over the seed classes' base (validation, search, per-batch
-reductions): each adds only its names and its reduction (vote, mean, graph).
+``KNeighborsTransformer`` and :func:`kneighbors_graph` (the radius classes are
+in :mod:`knn_gpu._estimators.drop_in_radius`) take scikit-learn 1.9's parameters, defaults,
+fitted attributes, return types, warnings and errors, so that replacing ``from
+sklearn.neighbors import ...`` by ``from knn_gpu import ...`` changes where the
+search runs, not the answers.
+
+The shape is scikit-learn's ``sklearn/neighbors/_base.py``: one base that fits
+and validates (:class:`_DropInBase`: scikit-learn's ``BaseEstimator`` and
+declarative ``_parameter_constraints`` over knn_gpu's engine base
+:class:`knn_gpu._estimators.knn._NeighborsBase`), a k-query mixin
+(:class:`_KNeighborsMixin`: ``kneighbors``, ``kneighbors_graph``), a radius-query
+mixin (:class:`_RadiusNeighborsMixin`: ``radius_neighbors``,
+``radius_neighbors_graph``), and thin public classes that add only their
+reduction (vote, mean, graph). So ``get_params``/``set_params``, ``clone``,
+the HTML repr, tags, metadata routing (``set_score_request``...) and
+``set_output`` (the transformers) are scikit-learn's own and follow its
+versions. This module imports scikit-learn: ``import knn_gpu`` does not (the
+top-level names load it on first use), and without scikit-learn touching one
+of these classes raises one ``ImportError`` naming the extra to install.
+
+Input validation stays knn_gpu's (:mod:`knn_gpu._lib.validation`): scikit-learn's
+``validate_data`` would convert GPU arrays to NumPy. It follows scikit-learn's
+semantics (feature names of pandas and polars frames, their order and count,
+``n_features_in_``), and results stay in the input's namespace and on its
+device.
 
 Every ``algorithm`` ("auto", "brute", "kd_tree", "ball_tree") gives the same
-exact brute-force neighbours (``_fit_method_ == "brute"``); ``leaf_size`` is
+exact brute-force neighbours (``_fit_method == "brute"``); ``leaf_size`` is
 accepted and unused. Metrics: ``"minkowski"`` (any ``p > 0``; ``p=2``, the
 default, is the matrix-product path), ``"euclidean"``/``"l2"``,
 ``"sqeuclidean"``, ``"cosine"``, knn_gpu's ``"inner_product"``, the
@@ -19,10 +38,7 @@ of scikit-learn's brute force, callables and DistanceMetric objects included
 (the registry, :mod:`knn_gpu._engine.metrics`, which ``metric`` and
 ``metric_params`` are looked up in); weighted Minkowski
 (``metric_params={"w": w}``) searches the rows scaled by ``w ** (1/p)``.
-Any other metric is the registry's ``ValueError``. ``NearestNeighbors`` also
-answers radius queries, with every metric but ``"inner_product"``
-(:class:`knn_gpu._engine.radius_queries.RadiusQueries`); the radius classes are in
-:mod:`knn_gpu._estimators.drop_in_radius`.
+Any other metric is the registry's ``ValueError``.
 
 Namespaces and devices follow scikit-learn's array API conventions. Results
 are in the namespace and on the device of the queries. Under scikit-learn's
@@ -41,21 +57,46 @@ from __future__ import annotations
 
 import math
 import numbers
-import sys
 import warnings
 from collections.abc import Callable
+from numbers import Integral
 from typing import Any
 
 import array_api_compat
 import numpy as np
 
-from .._engine.metrics import lookup
+try:
+    import sklearn
+    from sklearn.base import (
+        BaseEstimator,
+        ClassifierMixin,
+        ClassNamePrefixFeaturesOutMixin,
+        MultiOutputMixin,
+        RegressorMixin,
+        TransformerMixin,
+    )
+
+    # scikit-learn's own mixins, so that issubclass(cls, KNeighborsMixin) holds as for its classes; every
+    # public method of theirs is overridden below (they would search with scikit-learn's engine).
+    from sklearn.neighbors._base import KNeighborsMixin as _SklearnKNeighborsMixin
+    from sklearn.neighbors._base import NeighborsBase as _SklearnNeighborsBase
+    from sklearn.neighbors._base import RadiusNeighborsMixin as _SklearnRadiusNeighborsMixin
+    from sklearn.utils._param_validation import Interval, StrOptions
+except ImportError as error:  # pragma: no cover - exercised in a subprocess by tests/test_optional_dependencies.py
+    raise ImportError(
+        "knn_gpu's scikit-learn-named classes (NearestNeighbors, KNeighborsClassifier, ..., kneighbors_graph) are "
+        'built on scikit-learn: pip install "knn-gpu[sklearn]" (scikit-learn and SciPy). knn_gpu.KNN, '
+        "knn_gpu.KNNClassifier and the functions (knn_gpu.kneighbors, knn_gpu.radius_neighbors) need neither"
+    ) from error
+
+from .._engine.metrics import BlockMetric, lookup
 from .._engine.predictions import ALL_ZERO_WEIGHTS, all_zero_rows, class_votes, weighted_mean
-from .._engine.radius_queries import GRAPH_MODES, RadiusQueries, csr_from_flat
+from .._engine.radius import read_counts
+from .._engine.radius_queries import GRAPH_MODES, csr_from_flat, per_query
 from .._lib.backends import convert_like, move_to, to_host
 from .._lib.sparse_input import is_sparse
-from .._lib.validation import as_targets, distance_dtype_for, exact_dtype
-from .knn import _NeighborsEstimator, decode_class_labels, encode_class_labels
+from .._lib.validation import _from_library, as_targets, distance_dtype_for, exact_dtype
+from .knn import _NeighborsBase, decode_class_labels, encode_class_labels
 
 __all__ = [
     "NearestNeighbors",
@@ -65,12 +106,23 @@ __all__ = [
     "kneighbors_graph",
 ]
 
-ALGORITHMS = ("auto", "ball_tree", "kd_tree", "brute")
+_SKLEARN_METRICS = next(c for c in _SklearnNeighborsBase._parameter_constraints["metric"] if isinstance(c, StrOptions))
 
-
-def _invalid_parameter(name: str, owner: str, expected: str, value: Any) -> ValueError:
-    """scikit-learn's wording for a constructor parameter out of its domain."""
-    return ValueError(f"The {name!r} parameter of {owner} must be {expected}. Got {value!r} instead.")
+#: scikit-learn's constraints (its NeighborsBase's, so they follow its versions), with knn_gpu's metric and options.
+BASE_CONSTRAINTS: dict = {
+    **_SklearnNeighborsBase._parameter_constraints,
+    # scikit-learn's metrics (names, callables, DistanceMetric objects), knn_gpu's inner_product and BlockMetric.
+    "metric": [
+        StrOptions(set(_SKLEARN_METRICS.options) | {"inner_product"}),
+        *(c for c in _SklearnNeighborsBase._parameter_constraints["metric"] if not isinstance(c, StrOptions)),
+        BlockMetric,
+    ],
+    "backend": [str, None],
+    "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+    "memory_budget": [Interval(Integral, 1, None, closed="left"), None],
+    "out_of_core": ["boolean", None],
+}
+WEIGHTS_CONSTRAINT = [StrOptions({"uniform", "distance"}), callable, None]
 
 
 def _namespace_and_device(X: Any) -> tuple[str, str]:
@@ -82,35 +134,72 @@ def _namespace_and_device(X: Any) -> tuple[str, str]:
 
 
 def _array_api_dispatch() -> bool:
-    """Whether scikit-learn, if imported, has ``array_api_dispatch=True`` set (knn_gpu never imports it)."""
-    get_config = getattr(sys.modules.get("sklearn"), "get_config", None)
-    return bool(get_config is not None and get_config().get("array_api_dispatch", False))
+    """Whether scikit-learn's ``array_api_dispatch=True`` is set."""
+    return bool(sklearn.get_config().get("array_api_dispatch", False))
 
 
-class _KNeighborsBase(_NeighborsEstimator):
-    """scikit-learn's ``NeighborsBase`` + ``KNeighborsMixin`` on knn_gpu's engine."""
+class _DropInBase(_NeighborsBase, MultiOutputMixin, BaseEstimator):
+    """scikit-learn's ``NeighborsBase`` on knn_gpu's engine: parameters, validation and fit.
 
+    The estimator protocol, tags, repr and metadata routing are scikit-learn's
+    (``BaseEstimator``); the parameters are checked by scikit-learn's
+    ``_parameter_constraints`` at ``fit``, then by knn_gpu's own rules for what
+    its engine computes (:meth:`_check_params`).
+    """
+
+    _parameter_constraints: dict = BASE_CONSTRAINTS
     _checks_k_at_fit = False  # as scikit-learn: n_neighbors is checked against n_samples_fit_ at query time
+    #: Whether every output is an array of the namespace and on the device of X (scikit-learn's
+    #: array_api_support tag). The transformers' output is a sparse graph: SciPy CSR (cupyx CSR for CuPy), and
+    #: the array API standard has no sparse arrays, so they do not declare it.
+    _outputs_in_input_namespace = True
 
-    def _set_common(self, n_neighbors, algorithm, leaf_size, metric, p, metric_params, n_jobs, extras) -> None:
+    def __init__(
+        self,
+        n_neighbors: int | None = None,
+        radius: float | None = None,
+        algorithm: str = "auto",
+        leaf_size: int = 30,
+        metric: str = "minkowski",
+        p: float = 2,
+        metric_params: dict | None = None,
+        n_jobs: int | None = None,
+        backend: str | None = None,
+        batch_size: int | None = None,
+        memory_budget: int | None = None,
+        out_of_core: bool | None = None,
+    ) -> None:
         self.n_neighbors = n_neighbors
-        self._set_shared(algorithm, leaf_size, metric, p, metric_params, n_jobs, extras)
-
-    def _set_shared(self, algorithm, leaf_size, metric, p, metric_params, n_jobs, extras) -> None:
-        """The parameters of every neighbours class but ``n_neighbors`` (the radius classes have none)."""
+        self.radius = radius
         self.algorithm = algorithm
         self.leaf_size = leaf_size
         self.metric = metric
         self.p = p
         self.metric_params = metric_params
         self.n_jobs = n_jobs
-        self.backend, self.batch_size, self.memory_budget, self.out_of_core = extras
+        self.backend = backend
+        self.batch_size = batch_size
+        self.memory_budget = memory_budget
+        self.out_of_core = out_of_core
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # densified as it enters (knn_gpu.sparse_input)
+        # For cross-validation routines to split precomputed distances correctly, as scikit-learn's.
+        tags.input_tags.pairwise = self.metric == "precomputed"
+        tags.input_tags.positive_only = tags.input_tags.pairwise
+        tags.input_tags.allow_nan = False
+        tags.array_api_support = self._outputs_in_input_namespace
+        return tags
 
     def _default_k(self) -> int:
         return self.n_neighbors
 
     def _engine_metric(self) -> str:
         return _engine_metric_of(self.metric, self._effective_p())
+
+    def _effective_p(self) -> Any:
+        return (self.metric_params or {}).get("p", self.p)
 
     def _engine_metric_params(self) -> dict | None:
         """``metric_params`` for the registry: the metric's own (``V``, ``VI``, a callable's keywords); ``p`` and ``w`` are read apart."""
@@ -119,9 +208,6 @@ class _KNeighborsBase(_NeighborsEstimator):
             params.pop("p", None)
             params.pop("w", None)
         return params or None
-
-    def _effective_p(self) -> Any:
-        return (self.metric_params or {}).get("p", self.p)
 
     def _engine_p(self) -> float | None:
         return self._effective_p() if self._engine_metric() == "minkowski" else None
@@ -142,24 +228,14 @@ class _KNeighborsBase(_NeighborsEstimator):
         return check_minkowski_weights(w, num_features) ** (1.0 / p)
 
     def _check_params(self) -> None:
-        owner = type(self).__name__
-        k = getattr(self, "n_neighbors", None)
-        if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
-            raise _invalid_parameter("n_neighbors", owner, "an int in the range [1, inf) or None", k)
-        radius = getattr(self, "radius", None)
-        if radius is not None and (isinstance(radius, bool) or not isinstance(radius, numbers.Real) or not radius >= 0):
-            raise _invalid_parameter("radius", owner, "a float in the range [0.0, inf) or None", radius)
-        if self.algorithm not in ALGORITHMS:
-            raise _invalid_parameter("algorithm", owner, f"a str among {set(ALGORITHMS)}", self.algorithm)
-        leaf = self.leaf_size
-        if isinstance(leaf, bool) or not isinstance(leaf, numbers.Integral) or leaf < 1:
-            raise _invalid_parameter("leaf_size", owner, "an int in the range [1, inf)", leaf)
-        p = self.p
-        if p is not None and (isinstance(p, bool) or not isinstance(p, numbers.Real) or not p > 0):
-            raise _invalid_parameter("p", owner, "a float in the range (0.0, inf] or None", p)
-        if self.metric_params is not None and not isinstance(self.metric_params, dict):
-            raise _invalid_parameter("metric_params", owner, "a dict or None", self.metric_params)
-        entry = lookup(self.metric)  # ValueError for a metric the registry does not have
+        """knn_gpu's rules after scikit-learn's constraints: what the engine computes, and scikit-learn's own extra checks."""
+        if self.metric_params is not None and "p" in self.metric_params and self.p is not None:
+            warnings.warn(
+                "Parameter p is found in metric_params. The corresponding parameter from __init__ is ignored.",
+                SyntaxWarning,
+                stacklevel=4,
+            )
+        entry = lookup(self.metric)  # the registry's ValueError for a metric it does not have
         if self.algorithm == "kd_tree" and entry.name == "callable" and callable(self.metric):
             msg = f"kd_tree does not support callable metric '{self.metric}': use algorithm='brute' or 'ball_tree'"
             raise ValueError(msg)
@@ -198,27 +274,17 @@ class _KNeighborsBase(_NeighborsEstimator):
                     "MinkowskiDistance refuses it too); scale the features by w yourself and use metric='chebyshev'"
                 )
                 raise ValueError(msg)
-        super()._check_params()
-        if self.metric_params is not None and "p" in self.metric_params and self.p is not None:
-            warnings.warn(
-                "Parameter p is found in metric_params. The corresponding parameter from __init__ is ignored.",
-                SyntaxWarning,
-                stacklevel=3,
-            )
         effective_p = self._effective_p()
         if self.metric == "minkowski" and effective_p is not None and 0 < effective_p < 1:
-            # scikit-learn's rule: a semi-metric, fine for brute force (every knn_gpu search), not for trees.
             if self.algorithm in ("kd_tree", "ball_tree"):
+                # scikit-learn's rule: its trees need a metric; knn_gpu builds none, but answers as scikit-learn.
                 msg = (
                     f'algorithm="{self.algorithm}" does not support 0 < p < 1 for the Minkowski metric. To resolve '
                     'this problem either set p >= 1 or algorithm="brute".'
                 )
                 raise ValueError(msg)
-            warnings.warn(
-                "Mind that for 0 < p < 1, Minkowski metrics are not distance metrics. Continuing the execution "
-                "with `algorithm='brute'`.",
-                stacklevel=3,
-            )
+        # The engine's own checks (metric, weights, p with its one rule for 0 < p < 1, knn_gpu's options).
+        super()._check_params()
 
     def _fit_neighbors(self, X: Any) -> tuple[Any, Any]:
         """Validate, fit the engine, and set scikit-learn's fitted attributes.
@@ -227,6 +293,7 @@ class _KNeighborsBase(_NeighborsEstimator):
         scikit-learn's) or a scikit-learn ``BallTree``/``KDTree``: their
         training rows are used, as scikit-learn does.
         """
+        self._validate_params()
         if array_api_compat.is_dask_array(X):
             msg = (
                 f"{type(self).__name__} does not take Dask arrays yet; use knn_gpu.KNN or KNNClassifier, "
@@ -252,13 +319,11 @@ class _KNeighborsBase(_NeighborsEstimator):
         self._fit_method = "brute"
         return X_fit, index
 
-    def fit(self, X: Any, y: Any = None) -> Any:
-        """Fit the nearest-neighbours index on ``X`` (``y`` is ignored)."""
+    def _fit_unsupervised(self, X: Any) -> Any:
         X_fit, index = self._fit_neighbors(X)
         self._store_fit(X_fit, index)
         return self
 
-    # -- queries ---------------------------------------------------------------
     def _check_sparse_queries(self, X: Any) -> None:
         """scikit-learn's ``ValueError`` for sparse queries to a model fitted densely with a tree ``algorithm``.
 
@@ -275,9 +340,8 @@ class _KNeighborsBase(_NeighborsEstimator):
 
         The namespace is the caller's, not the backend's: a model fitted on
         NumPy with ``backend="torch"`` takes NumPy queries. Without
-        ``array_api_dispatch`` (or without scikit-learn), queries in any
-        namespace are moved to the model's backend, and results come back in
-        the namespace of the queries.
+        ``array_api_dispatch``, queries in any namespace are moved to the
+        model's backend, and results come back in the namespace of the queries.
         """
         if X is None or not _array_api_dispatch():
             return
@@ -294,6 +358,10 @@ class _KNeighborsBase(_NeighborsEstimator):
             f"{given[0]} on device {given[1]}."
         )
         raise ValueError(msg)
+
+
+class _KNeighborsMixin(_SklearnKNeighborsMixin):
+    """scikit-learn's ``KNeighborsMixin``: the k-neighbour queries, through the base's one k-search."""
 
     def _query_k(self, X: Any, n_neighbors: Any) -> int:
         """``n_neighbors`` (the model's if None) checked against the fitted data, with scikit-learn's errors."""
@@ -338,7 +406,7 @@ class _KNeighborsBase(_NeighborsEstimator):
         """
         self._check_same_namespace(X, "kneighbors")
         k = self._query_k(X, n_neighbors)
-        return super().kneighbors(X, k, return_distance)
+        return self._kneighbors(X, k, return_distance)
 
     def kneighbors_graph(self, X: Any = None, n_neighbors: int | None = None, mode: str = "connectivity") -> Any:
         """Sparse graph of the k nearest neighbours: row i lists row i of ``X``'s neighbours.
@@ -366,22 +434,94 @@ class _KNeighborsBase(_NeighborsEstimator):
         distances, indices = self.kneighbors(X, n_neighbors, return_distance=True)
         return _csr_graph(distances if mode == "distance" else None, indices, self.n_samples_fit_)
 
-    def __sklearn_tags__(self) -> Any:
-        from .sklearn_tags import estimator_tags
 
-        tags = estimator_tags(self, self._estimator_type_name)
-        tags.target_tags.multi_output = self._estimator_type_name in ("classifier", "regressor")
-        # The transformers' output is a sparse graph: SciPy CSR (cupyx CSR for CuPy), not an array of the
-        # namespace of X, and the array API standard has no sparse arrays; array_api_support is scikit-learn's
-        # promise of outputs in the namespace and on the device of X, which only the arrays' estimators keep.
-        tags.array_api_support = self._estimator_type_name != "transformer"
-        return tags
+class _RadiusNeighborsMixin(_SklearnRadiusNeighborsMixin):
+    """scikit-learn's ``RadiusNeighborsMixin``: the radius queries, through the base's one radius search."""
+
+    def radius_neighbors(
+        self, X: Any = None, radius: float | None = None, return_distance: bool = True, sort_results: bool = False
+    ) -> Any:
+        """Every training row within ``radius`` (distance ``<= radius``) of each row of ``X``, as scikit-learn's.
+
+        Parameters
+        ----------
+        X : array, shape (n_queries, n_features), optional
+            ``None``: the training set, each point excluding itself (its
+            exact duplicates stay).
+        radius : float or array of shape (n_queries,), optional
+            Defaults to the constructor's ``radius``; an array (any library,
+            or a list) gives each query its own radius, as scikit-learn's
+            tree searches accept (its brute search does not).
+        return_distance : bool, default True
+        sort_results : bool, default False
+            Each query's neighbours by ascending distance (else by ascending
+            index); needs ``return_distance=True``.
+
+        Returns
+        -------
+        neigh_dist : ndarray of dtype object, shape (n_queries,)
+            Only if ``return_distance``. Element ``i`` holds query ``i``'s
+            distances.
+        neigh_ind : ndarray of dtype object, shape (n_queries,)
+            Element ``i`` holds query ``i``'s training indices (int64).
+
+        The containers are NumPy object arrays, as scikit-learn's; their
+        elements are arrays of the namespace and device of ``X`` (of the
+        training data for ``X=None``): NumPy for NumPy, lists and DataFrames,
+        and for CuPy, torch and array_api_strict slices of one flat result
+        left on the device (no copy of the neighbours to the host, only of the
+        ``n_queries + 1`` offsets, once). :func:`knn_gpu.radius_neighbors`
+        returns the flat ``(distances, indices, offsets)`` itself.
+        """
+        if not isinstance(return_distance, bool) or not isinstance(sort_results, bool):
+            msg = f"return_distance and sort_results must be True or False, got {return_distance!r}, {sort_results!r}"
+            raise TypeError(msg)
+        if sort_results and not return_distance:
+            msg = "return_distance must be True if sort_results is True."
+            raise ValueError(msg)
+        self._check_same_namespace(X, "radius_neighbors")
+        distances, indices, offsets, X = self._radius_flat(X, radius, sort_results)
+        bounds = read_counts(offsets, xp=self._index.xp)
+        neigh_ind = per_query(self._like_input(indices, X), bounds)
+        if not return_distance:
+            return neigh_ind
+        return per_query(self._like_input(distances, X), bounds), neigh_ind
+
+    def radius_neighbors_graph(
+        self, X: Any = None, radius: float | None = None, mode: str = "connectivity", sort_results: bool = False
+    ) -> Any:
+        """Sparse graph of the neighbours within ``radius``: row i lists row i of ``X``'s.
+
+        Parameters
+        ----------
+        X : array, shape (n_queries, n_features), optional
+            ``None``: the training set, each point excluding itself.
+        radius : float or array of shape (n_queries,), optional
+            Defaults to the constructor's ``radius``; one per query as an array.
+        mode : {"connectivity", "distance"}
+        sort_results : bool, default False
+            In "distance" mode, each row's entries by ascending distance.
+
+        Returns
+        -------
+        sparse matrix in CSR format, shape (n_queries, n_samples_fit_)
+            Built from the flat result without a loop over queries;
+            ``cupyx.scipy.sparse.csr_matrix`` on the GPU for CuPy, else
+            ``scipy.sparse.csr_matrix`` on the host.
+        """
+        if mode not in GRAPH_MODES:
+            msg = f'Unsupported mode, must be one of "connectivity", or "distance" but got "{mode}" instead'
+            raise ValueError(msg)
+        self._check_same_namespace(X, "radius_neighbors_graph")
+        distance_mode = mode == "distance"
+        distances, indices, offsets, _ = self._radius_flat(X, radius, sort_results and distance_mode)
+        return csr_from_flat(distances if distance_mode else None, indices, offsets, self.n_samples_fit_)
 
 
 def _training_rows_of(X: Any) -> Any:
     """The training rows held by a fitted neighbours estimator or tree; other ``X`` unchanged."""
-    if isinstance(X, _NeighborsEstimator) or (hasattr(X, "_fit_X") and hasattr(X, "n_samples_fit_")):
-        if isinstance(X, _NeighborsEstimator):
+    if isinstance(X, _NeighborsBase) or (hasattr(X, "_fit_X") and hasattr(X, "n_samples_fit_")):
+        if isinstance(X, _NeighborsBase):
             X._check_fitted()
         if getattr(X, "_fit_X", None) is None:
             msg = f"the {type(X).__name__} given as X keeps no training rows in memory (fitted out of core or on Dask)"
@@ -392,22 +532,13 @@ def _training_rows_of(X: Any) -> Any:
     return X
 
 
-def check_graph_params(model: Any, metric: Any, p: Any, metric_params: Any) -> None:
-    """scikit-learn's rule for the graph functions given a fitted model: the metric arguments must be the model's."""
-    fitted = model.get_params()
-    for name, given in (("metric", metric), ("p", p), ("metric_params", metric_params)):
-        if name in fitted and given != fitted[name]:
-            msg = f"Got {given} for {name}, while the estimator has {fitted[name]} for the same parameter."
-            raise ValueError(msg)
-
-
 def _engine_metric_of(metric: Any, p: Any) -> Any:
     """The engine's metric for scikit-learn's ``metric`` and ``p``: a registry name, or the callable itself.
 
     A metric the registry does not have is its ``ValueError`` (naming the accepted ones).
     """
     if metric == "minkowski":
-        # p = 2 takes the matrix-product path; any other p (checked by the registry: > 0) is computed directly.
+        # p = 2 takes the matrix-product path; any other p (the one rule: > 0) is computed directly.
         return "euclidean" if p == 2 else "minkowski"
     entry = lookup(metric)
     return entry.name if isinstance(metric, str) else metric
@@ -468,7 +599,7 @@ def check_minkowski_weights(w: Any, num_features: int) -> np.ndarray:
     return weights
 
 
-class NearestNeighbors(RadiusQueries, _KNeighborsBase):
+class NearestNeighbors(_KNeighborsMixin, _RadiusNeighborsMixin, _DropInBase):
     """Unsupervised learner for neighbour searches, as ``sklearn.neighbors.NearestNeighbors``.
 
     Parameters
@@ -483,7 +614,7 @@ class NearestNeighbors(RadiusQueries, _KNeighborsBase):
         All give the same exact brute-force search on the backend.
     leaf_size : int, default 30
         Accepted and unused (no tree is built).
-    metric : str, callable or BlockMetric, default "minkowski"
+    metric : str, callable, DistanceMetric or BlockMetric, default "minkowski"
         Every metric of scikit-learn's brute force (``sklearn.neighbors.VALID_METRICS["brute"]``),
         knn_gpu's ``"inner_product"``, a callable of two rows or a
         ``DistanceMetric`` (on the host, slow), or a
@@ -525,8 +656,6 @@ class NearestNeighbors(RadiusQueries, _KNeighborsBase):
     (array([[0.1, 0.9]]), array([[1, 0]]))
     """
 
-    _estimator_type_name = None
-
     def __init__(
         self,
         *,
@@ -543,24 +672,43 @@ class NearestNeighbors(RadiusQueries, _KNeighborsBase):
         memory_budget: int | None = None,
         out_of_core: bool | None = None,
     ) -> None:
-        self.radius = radius
-        self._set_common(
-            n_neighbors, algorithm, leaf_size, metric, p, metric_params, n_jobs,
-            (backend, batch_size, memory_budget, out_of_core),
-        )  # fmt: skip
+        super().__init__(
+            n_neighbors=n_neighbors,
+            radius=radius,
+            algorithm=algorithm,
+            leaf_size=leaf_size,
+            metric=metric,
+            p=p,
+            metric_params=metric_params,
+            n_jobs=n_jobs,
+            backend=backend,
+            batch_size=batch_size,
+            memory_budget=memory_budget,
+            out_of_core=out_of_core,
+        )
+
+    def fit(self, X: Any, y: Any = None) -> NearestNeighbors:
+        """Fit the nearest-neighbours index on ``X`` (``y`` is ignored)."""
+        return self._fit_unsupervised(X)
 
 
-class KNeighborsTransformer(_KNeighborsBase):
+class KNeighborsTransformer(ClassNamePrefixFeaturesOutMixin, _KNeighborsMixin, TransformerMixin, _DropInBase):
     """Each sample's k nearest neighbours as a sparse graph, as ``sklearn.neighbors.KNeighborsTransformer``.
 
     Parameters are those of :class:`NearestNeighbors` (no ``radius``), and
     ``mode`` ({"distance", "connectivity"}, default "distance"). With
     "distance", each row holds ``n_neighbors + 1`` entries (the sample itself
     at distance 0 when transforming the training set), as scikit-learn.
-    ``transform`` returns what :meth:`kneighbors_graph` returns.
+    ``transform`` returns what :meth:`kneighbors_graph` returns; so does
+    ``set_output(transform="pandas")``'s, which refuses the sparse graph as
+    scikit-learn's does.
     """
 
-    _estimator_type_name = "transformer"
+    _parameter_constraints: dict = {
+        **{name: rule for name, rule in BASE_CONSTRAINTS.items() if name != "radius"},
+        "mode": [StrOptions(set(GRAPH_MODES))],
+    }
+    _outputs_in_input_namespace = False  # a sparse graph
 
     def __init__(
         self,
@@ -579,16 +727,23 @@ class KNeighborsTransformer(_KNeighborsBase):
         out_of_core: bool | None = None,
     ) -> None:
         self.mode = mode
-        self._set_common(
-            n_neighbors, algorithm, leaf_size, metric, p, metric_params, n_jobs,
-            (backend, batch_size, memory_budget, out_of_core),
-        )  # fmt: skip
+        super().__init__(
+            n_neighbors=n_neighbors,
+            algorithm=algorithm,
+            leaf_size=leaf_size,
+            metric=metric,
+            p=p,
+            metric_params=metric_params,
+            n_jobs=n_jobs,
+            backend=backend,
+            batch_size=batch_size,
+            memory_budget=memory_budget,
+            out_of_core=out_of_core,
+        )
 
     def fit(self, X: Any, y: Any = None) -> KNeighborsTransformer:
         """Fit on ``X`` (``y`` is ignored)."""
-        if self.mode not in GRAPH_MODES:
-            raise _invalid_parameter("mode", type(self).__name__, f"a str among {set(GRAPH_MODES)}", self.mode)
-        super().fit(X)
+        self._fit_unsupervised(X)
         self._n_features_out = self.n_samples_fit_
         return self
 
@@ -602,12 +757,6 @@ class KNeighborsTransformer(_KNeighborsBase):
     def fit_transform(self, X: Any, y: Any = None) -> Any:
         """``fit(X).transform(X)``."""
         return self.fit(X).transform(X)
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """``["kneighborstransformer0", ...]``, one name per training sample, as scikit-learn's."""
-        self._check_fitted()
-        prefix = type(self).__name__.lower()
-        return np.asarray([f"{prefix}{i}" for i in range(self._n_features_out)], dtype=object)
 
 
 class _SupervisedMixin:
@@ -677,7 +826,7 @@ class _ClassLabels:
         return float(np.average(right, weights=None if sample_weight is None else to_host(sample_weight)))
 
 
-class KNeighborsClassifier(_ClassLabels, _SupervisedMixin, _KNeighborsBase):
+class KNeighborsClassifier(_ClassLabels, _SupervisedMixin, _KNeighborsMixin, ClassifierMixin, _DropInBase):
     """Vote of the k nearest neighbours, as ``sklearn.neighbors.KNeighborsClassifier``.
 
     Parameters are those of :class:`NearestNeighbors` (no ``radius``), and
@@ -700,7 +849,10 @@ class KNeighborsClassifier(_ClassLabels, _SupervisedMixin, _KNeighborsBase):
     array([0])
     """
 
-    _estimator_type_name = "classifier"
+    _parameter_constraints: dict = {
+        **{name: rule for name, rule in BASE_CONSTRAINTS.items() if name != "radius"},
+        "weights": WEIGHTS_CONSTRAINT,
+    }
 
     def __init__(
         self,
@@ -719,10 +871,24 @@ class KNeighborsClassifier(_ClassLabels, _SupervisedMixin, _KNeighborsBase):
         out_of_core: bool | None = None,
     ) -> None:
         self.weights = weights
-        self._set_common(
-            n_neighbors, algorithm, leaf_size, metric, p, metric_params, n_jobs,
-            (backend, batch_size, memory_budget, out_of_core),
-        )  # fmt: skip
+        super().__init__(
+            n_neighbors=n_neighbors,
+            algorithm=algorithm,
+            leaf_size=leaf_size,
+            metric=metric,
+            p=p,
+            metric_params=metric_params,
+            n_jobs=n_jobs,
+            backend=backend,
+            batch_size=batch_size,
+            memory_budget=memory_budget,
+            out_of_core=out_of_core,
+        )
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True  # as scikit-learn's: 2-D y, one column of labels per output
+        return tags
 
     def fit(self, X: Any, y: Any) -> KNeighborsClassifier:
         """Fit on ``X`` with class labels ``y`` (1-D, or 2-D for several outputs)."""
@@ -794,7 +960,7 @@ class _Targets:
         return float(np.mean(r2))
 
 
-class KNeighborsRegressor(_Targets, _SupervisedMixin, _KNeighborsBase):
+class KNeighborsRegressor(_Targets, _SupervisedMixin, _KNeighborsMixin, RegressorMixin, _DropInBase):
     """Mean of the k nearest neighbours' targets, as ``sklearn.neighbors.KNeighborsRegressor``.
 
     Parameters are those of :class:`KNeighborsClassifier`. A ``weights``
@@ -810,7 +976,10 @@ class KNeighborsRegressor(_Targets, _SupervisedMixin, _KNeighborsBase):
     array([0.5])
     """
 
-    _estimator_type_name = "regressor"
+    _parameter_constraints: dict = {
+        **{name: rule for name, rule in BASE_CONSTRAINTS.items() if name != "radius"},
+        "weights": WEIGHTS_CONSTRAINT,
+    }
 
     def __init__(
         self,
@@ -829,10 +998,19 @@ class KNeighborsRegressor(_Targets, _SupervisedMixin, _KNeighborsBase):
         out_of_core: bool | None = None,
     ) -> None:
         self.weights = weights
-        self._set_common(
-            n_neighbors, algorithm, leaf_size, metric, p, metric_params, n_jobs,
-            (backend, batch_size, memory_budget, out_of_core),
-        )  # fmt: skip
+        super().__init__(
+            n_neighbors=n_neighbors,
+            algorithm=algorithm,
+            leaf_size=leaf_size,
+            metric=metric,
+            p=p,
+            metric_params=metric_params,
+            n_jobs=n_jobs,
+            backend=backend,
+            batch_size=batch_size,
+            memory_budget=memory_budget,
+            out_of_core=out_of_core,
+        )
 
     def fit(self, X: Any, y: Any) -> KNeighborsRegressor:
         """Fit on ``X`` with targets ``y`` (1-D, or 2-D for several outputs)."""
@@ -861,7 +1039,7 @@ def _as_label_columns(y: Any, num_samples: int, *, warn: bool = True) -> Any:
     raw = y
     if is_sparse(y):  # as_targets refuses it by name (NumPy would wrap it in a 0-d object array)
         return as_targets(y, "y", num_samples, numeric=False)
-    if not array_api_compat.is_array_api_obj(y) or type(y).__module__.startswith("pandas."):
+    if not array_api_compat.is_array_api_obj(y) or _from_library(y, "pandas"):
         raw = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
     if getattr(raw, "ndim", 1) == 2 and raw.shape[1] > 1:
         columns = [as_targets(raw[:, j], "y", num_samples, numeric=False) for j in range(raw.shape[1])]
@@ -869,6 +1047,19 @@ def _as_label_columns(y: Any, num_samples: int, *, warn: bool = True) -> Any:
     if getattr(raw, "ndim", 1) == 2 and not warn:
         raw = raw[:, 0]
     return as_targets(y if raw is y else raw, "y", num_samples, numeric=False)
+
+
+def check_graph_params(model: Any, metric: Any, p: Any, metric_params: Any) -> None:
+    """The graph functions' ``metric``, ``p`` and ``metric_params`` must be those of a fitted ``model`` given as X.
+
+    As scikit-learn's: the model's own search answers, so a differing value
+    would be silently ignored; ``ValueError`` instead.
+    """
+    fitted = model.get_params()
+    for name, given in (("metric", metric), ("p", p), ("metric_params", metric_params)):
+        if given != fitted[name]:
+            msg = f"Got {given} for {name}, while the estimator has {fitted[name]} for the same parameter."
+            raise ValueError(msg)
 
 
 def _csr_graph(distances: Any, indices: Any, num_columns: int) -> Any:
@@ -908,6 +1099,13 @@ def kneighbors_graph(
     sparse matrix in CSR format, shape (n_samples, n_samples)
         See :meth:`NearestNeighbors.kneighbors_graph` for its type per array library.
 
+    Raises
+    ------
+    ValueError
+        When ``X`` is a fitted estimator whose ``metric``, ``p`` or
+        ``metric_params`` differ from those given here (its own search
+        answers; scikit-learn raises too).
+
     Examples
     --------
     >>> import numpy as np
@@ -917,7 +1115,7 @@ def kneighbors_graph(
            [1., 0., 0.],
            [0., 1., 0.]])
     """
-    if isinstance(X, _KNeighborsBase):
+    if isinstance(X, _KNeighborsMixin):
         check_graph_params(X, metric, p, metric_params)
         model, data = X, X._fit_X
     else:

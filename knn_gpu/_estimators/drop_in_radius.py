@@ -3,9 +3,10 @@
 ``RadiusNeighborsClassifier``, ``RadiusNeighborsRegressor``,
 ``RadiusNeighborsTransformer`` and :func:`radius_neighbors_graph` take
 scikit-learn 1.9's parameters, defaults, fitted attributes, return types,
-warnings and errors; they share the drop-in k-neighbours classes' base
-(validation, fitting, metrics: see :mod:`knn_gpu._estimators.drop_in`) and the radius
-queries of :class:`knn_gpu._engine.radius_queries.RadiusQueries`.
+warnings and errors; they stand on the drop-in classes' base
+(scikit-learn's ``BaseEstimator``, validation, fitting, metrics: see
+:mod:`knn_gpu._estimators.drop_in`) and its radius-query mixin, and have no k-neighbour
+methods, as scikit-learn's radius estimators.
 
 Each query has its own number of neighbours: the engine's result stays flat
 on the device (``distances``, ``indices``, ``offsets``), and votes and means
@@ -32,10 +33,26 @@ import numpy as np
 
 from .._engine.predictions import check_weights, quiet_divide
 from .._engine.radius import read_counts
-from .._engine.radius_queries import GRAPH_MODES, RadiusQueries, _per_query, query_numbers, segment_sums
+from .._engine.radius_queries import GRAPH_MODES, per_query, query_numbers, segment_sums
 from .._engine.topk import positions_of_true
 from .._lib.backends import convert_like, to_host
-from .drop_in import NearestNeighbors, _ClassLabels, _KNeighborsBase, _Targets, check_graph_params, decode_class_labels
+from .drop_in import (
+    BASE_CONSTRAINTS,
+    WEIGHTS_CONSTRAINT,
+    ClassifierMixin,
+    ClassNamePrefixFeaturesOutMixin,
+    Integral,
+    NearestNeighbors,
+    RegressorMixin,
+    StrOptions,
+    TransformerMixin,
+    _ClassLabels,
+    _DropInBase,
+    _RadiusNeighborsMixin,
+    _Targets,
+    check_graph_params,
+    decode_class_labels,
+)
 
 __all__ = [
     "RadiusNeighborsClassifier",
@@ -44,27 +61,15 @@ __all__ = [
     "radius_neighbors_graph",
 ]
 
-_NO_K = "{} has no {} (a radius estimator, as in scikit-learn); use radius_neighbors or NearestNeighbors"
-
 NO_NEIGHBORS_NAN = "One or more samples have no neighbors within specified radius; predicting NaN."
 
 
-class _RadiusBase(RadiusQueries, _KNeighborsBase):
-    """scikit-learn's ``NeighborsBase`` + ``RadiusNeighborsMixin``: the radius estimators' shared parts."""
+#: The radius classes' constraints: scikit-learn's, without n_neighbors.
+RADIUS_CONSTRAINTS = {name: rule for name, rule in BASE_CONSTRAINTS.items() if name != "n_neighbors"}
 
-    @property
-    def kneighbors(self) -> Any:
-        """Absent, as on scikit-learn's radius estimators (``AttributeError``)."""
-        raise AttributeError(_NO_K.format(type(self).__name__, "kneighbors"))
 
-    @property
-    def kneighbors_graph(self) -> Any:
-        """Absent, as on scikit-learn's radius estimators (``AttributeError``)."""
-        raise AttributeError(_NO_K.format(type(self).__name__, "kneighbors_graph"))
-
-    def _set_radius_common(self, radius, algorithm, leaf_size, metric, p, metric_params, n_jobs, extras) -> None:
-        self.radius = radius
-        self._set_shared(algorithm, leaf_size, metric, p, metric_params, n_jobs, extras)
+class _RadiusVotes:
+    """The weights and outliers of a flat radius result, for the radius classifier and regressor."""
 
     def _flat_weights(self, distances: Any, offsets: Any) -> Any:
         """Each flat neighbour's weight (shape (n_neighbours,)), scikit-learn's ``_get_weights`` per query.
@@ -85,9 +90,9 @@ class _RadiusBase(RadiusQueries, _KNeighborsBase):
             zero_here = xp.take(zero_in_query, query_numbers(offsets, distances.shape[0], xp=xp))
             inverse = 1 / xp.where(at_zero, xp.ones_like(distances), distances)
             return xp.where(zero_here, xp.astype(at_zero, distances.dtype), inverse)
-        per_query = weights(_per_query(distances, read_counts(offsets, xp=xp)))
+        weights_per_query = weights(per_query(distances, read_counts(offsets, xp=xp)))
         device = array_api_compat.device(distances)
-        pieces = [xp.reshape(xp.asarray(w, dtype=distances.dtype, device=device), (-1,)) for w in per_query]
+        pieces = [xp.reshape(xp.asarray(w, dtype=distances.dtype, device=device), (-1,)) for w in weights_per_query]
         flat = xp.concat(pieces) if pieces else xp.zeros(0, dtype=distances.dtype, device=device)
         if flat.shape[0] != distances.shape[0]:
             msg = "weights callable must return one weight per neighbour (an array per query, as the distances)"
@@ -133,7 +138,7 @@ def _is_arraylike(value: Any) -> bool:
     return hasattr(value, "__len__") or hasattr(value, "shape") or hasattr(value, "__array__")
 
 
-class RadiusNeighborsClassifier(_ClassLabels, _RadiusBase):
+class RadiusNeighborsClassifier(_ClassLabels, _RadiusVotes, _RadiusNeighborsMixin, ClassifierMixin, _DropInBase):
     """Vote of the training rows within ``radius``, as ``sklearn.neighbors.RadiusNeighborsClassifier``.
 
     Parameters
@@ -171,7 +176,11 @@ class RadiusNeighborsClassifier(_ClassLabels, _RadiusBase):
     array([0, 1, 0])
     """
 
-    _estimator_type_name = "classifier"
+    _parameter_constraints: dict = {
+        **RADIUS_CONSTRAINTS,
+        "weights": WEIGHTS_CONSTRAINT,
+        "outlier_label": [Integral, str, "array-like", None],
+    }
 
     def __init__(
         self,
@@ -192,10 +201,24 @@ class RadiusNeighborsClassifier(_ClassLabels, _RadiusBase):
     ) -> None:
         self.weights = weights
         self.outlier_label = outlier_label
-        self._set_radius_common(
-            radius, algorithm, leaf_size, metric, p, metric_params, n_jobs,
-            (backend, batch_size, memory_budget, out_of_core),
-        )  # fmt: skip
+        super().__init__(
+            radius=radius,
+            algorithm=algorithm,
+            leaf_size=leaf_size,
+            metric=metric,
+            p=p,
+            metric_params=metric_params,
+            n_jobs=n_jobs,
+            backend=backend,
+            batch_size=batch_size,
+            memory_budget=memory_budget,
+            out_of_core=out_of_core,
+        )
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True  # as scikit-learn's: 2-D y, one column of labels per output
+        return tags
 
     def fit(self, X: Any, y: Any) -> RadiusNeighborsClassifier:
         """Fit on ``X`` with class labels ``y`` (1-D, or 2-D for several outputs)."""
@@ -282,7 +305,7 @@ class RadiusNeighborsClassifier(_ClassLabels, _RadiusBase):
         return array_api_compat.array_namespace(labels[0]).stack(labels, axis=1)
 
 
-class RadiusNeighborsRegressor(_Targets, _RadiusBase):
+class RadiusNeighborsRegressor(_Targets, _RadiusVotes, _RadiusNeighborsMixin, RegressorMixin, _DropInBase):
     """Mean target of the training rows within ``radius``, as ``sklearn.neighbors.RadiusNeighborsRegressor``.
 
     Parameters are those of :class:`RadiusNeighborsClassifier` but
@@ -298,7 +321,10 @@ class RadiusNeighborsRegressor(_Targets, _RadiusBase):
     array([0.5])
     """
 
-    _estimator_type_name = "regressor"
+    _parameter_constraints: dict = {
+        **RADIUS_CONSTRAINTS,
+        "weights": WEIGHTS_CONSTRAINT,
+    }
 
     def __init__(
         self,
@@ -317,10 +343,19 @@ class RadiusNeighborsRegressor(_Targets, _RadiusBase):
         out_of_core: bool | None = None,
     ) -> None:
         self.weights = weights
-        self._set_radius_common(
-            radius, algorithm, leaf_size, metric, p, metric_params, n_jobs,
-            (backend, batch_size, memory_budget, out_of_core),
-        )  # fmt: skip
+        super().__init__(
+            radius=radius,
+            algorithm=algorithm,
+            leaf_size=leaf_size,
+            metric=metric,
+            p=p,
+            metric_params=metric_params,
+            n_jobs=n_jobs,
+            backend=backend,
+            batch_size=batch_size,
+            memory_budget=memory_budget,
+            out_of_core=out_of_core,
+        )
 
     def fit(self, X: Any, y: Any) -> RadiusNeighborsRegressor:
         """Fit on ``X`` with targets ``y`` (1-D, or 2-D for several outputs)."""
@@ -347,7 +382,7 @@ class RadiusNeighborsRegressor(_Targets, _RadiusBase):
         return prediction if X_checked is None else convert_like(prediction, X_checked)
 
 
-class RadiusNeighborsTransformer(_RadiusBase):
+class RadiusNeighborsTransformer(ClassNamePrefixFeaturesOutMixin, _RadiusNeighborsMixin, TransformerMixin, _DropInBase):
     """The graph of the neighbours within ``radius``, as ``sklearn.neighbors.RadiusNeighborsTransformer``.
 
     Parameters
@@ -367,7 +402,11 @@ class RadiusNeighborsTransformer(_RadiusBase):
            [0., 0., 0.]])
     """
 
-    _estimator_type_name = "transformer"
+    _parameter_constraints: dict = {
+        **RADIUS_CONSTRAINTS,
+        "mode": [StrOptions(set(GRAPH_MODES))],
+    }
+    _outputs_in_input_namespace = False  # a sparse graph
 
     def __init__(
         self,
@@ -386,18 +425,23 @@ class RadiusNeighborsTransformer(_RadiusBase):
         out_of_core: bool | None = None,
     ) -> None:
         self.mode = mode
-        self._set_radius_common(
-            radius, algorithm, leaf_size, metric, p, metric_params, n_jobs,
-            (backend, batch_size, memory_budget, out_of_core),
-        )  # fmt: skip
+        super().__init__(
+            radius=radius,
+            algorithm=algorithm,
+            leaf_size=leaf_size,
+            metric=metric,
+            p=p,
+            metric_params=metric_params,
+            n_jobs=n_jobs,
+            backend=backend,
+            batch_size=batch_size,
+            memory_budget=memory_budget,
+            out_of_core=out_of_core,
+        )
 
     def fit(self, X: Any, y: Any = None) -> RadiusNeighborsTransformer:
         """Fit on ``X`` (``y`` is ignored)."""
-        if self.mode not in GRAPH_MODES:
-            msg = f"The 'mode' parameter of {type(self).__name__} must be a str among {set(GRAPH_MODES)}. Got {self.mode!r} instead."
-            raise ValueError(msg)
-        X_fit, index = self._fit_neighbors(X)
-        self._store_fit(X_fit, index)
+        self._fit_unsupervised(X)
         self._n_features_out = self.n_samples_fit_
         return self
 
@@ -410,12 +454,6 @@ class RadiusNeighborsTransformer(_RadiusBase):
     def fit_transform(self, X: Any, y: Any = None) -> Any:
         """``fit(X).transform(X)``."""
         return self.fit(X).transform(X)
-
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """``["radiusneighborstransformer0", ...]``, one name per training sample, as scikit-learn's."""
-        self._check_fitted()
-        prefix = type(self).__name__.lower()
-        return np.asarray([f"{prefix}{i}" for i in range(self._n_features_out)], dtype=object)
 
 
 def radius_neighbors_graph(
@@ -454,7 +492,7 @@ def radius_neighbors_graph(
            [1., 1., 0.],
            [0., 0., 1.]])
     """
-    if isinstance(X, RadiusQueries):
+    if isinstance(X, _RadiusNeighborsMixin):
         check_graph_params(X, metric, p, metric_params)
         model = X
         model._check_fitted()

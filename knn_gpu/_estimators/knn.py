@@ -1,15 +1,24 @@
-"""Estimators: the tutorial's ``KNN`` regressor and ``KNNClassifier``.
+"""The estimators' engine base, and the tutorial's ``KNN`` regressor and ``KNNClassifier``.
 
-Both follow the scikit-learn estimator protocol without importing
-scikit-learn: the constructor stores its arguments unchanged, ``fit``
-validates them, fitted attributes end in ``_``, and ``get_params`` /
-``set_params`` read the constructor's signature.
+:class:`_NeighborsBase` is the one base every estimator of knn_gpu stands on
+(the tutorial classes here, the scikit-learn-named classes of
+:mod:`knn_gpu._estimators.drop_in` and :mod:`knn_gpu._estimators.drop_in_radius`): it validates and
+fits, and it is the only place that reaches the search engine, through one
+method for the k-search (:meth:`_NeighborsBase._neighbors_on_backend`) and one
+for the radius search (:meth:`_NeighborsBase._radius_flat`). It holds no
+estimator protocol (``get_params``...): the scikit-learn-named classes take
+that from scikit-learn's own ``BaseEstimator``, and the tutorial classes, which
+must work without scikit-learn, from :class:`_TutorialEstimator`, which follows
+the protocol without importing scikit-learn: the constructor stores its
+arguments unchanged, ``fit`` validates them, fitted attributes end in ``_``,
+and ``get_params`` / ``set_params`` read the constructor's signature.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
+import re
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +29,9 @@ from .._engine.budget import dtype_itemsize
 from .._engine.distances import public_distances
 from .._engine.metrics import check_input_for, lookup, resolve
 from .._engine.predictions import check_weights, class_votes, neighbor_weights, weighted_mean
+from .._engine.radius_direct import radius_search
+from .._engine.radius_queries import exclude_self_flat
+from .._engine.radius_streamed import radius_search_streamed
 from .._engine.search import TrainIndex, build_index, search_index
 from .._engine.streaming import StreamedTrain, chunk_rows_for, is_host_array, stream_budget, streamed_search, upload
 from .._engine.topk import columns_of_true
@@ -27,6 +39,7 @@ from .._lib.backends import auto_backend, convert_like, move_to, namespace_of_ba
 from .._lib.devices import device_scope, is_gpu
 from .._lib.sparse_input import check_stored_neighbors, fewest_stored_per_row, is_sparse
 from .._lib.validation import (
+    SEMI_METRIC_WARNING,
     as_feature_matrix,
     as_targets,
     check_batch_size,
@@ -36,6 +49,8 @@ from .._lib.validation import (
     check_nonnegative_distances,
     check_num_neighbors,
     check_out_of_core,
+    check_radius,
+    check_radius_shape,
     check_square_distances,
     distance_dtype_for,
     dtype_in,
@@ -65,29 +80,14 @@ def resolve_backend(backend: Any, data: Any) -> tuple[Any, Any]:
     return namespace_of_backend(library), device
 
 
-class _NeighborsEstimator:
-    """Fitting, neighbour queries and the estimator protocol shared by both models."""
+class _NeighborsBase:
+    """Fitting, validation and the engine's two doors (k-search, radius search), shared by every estimator.
 
-    def __init__(
-        self,
-        num_neighbors: int = 5,
-        *,
-        weights: str | Callable = "uniform",
-        metric: str = "euclidean",
-        backend: str | None = None,
-        batch_size: int | None = None,
-        n_jobs: int | None = None,
-        memory_budget: int | None = None,
-        out_of_core: bool | None = None,
-    ) -> None:
-        self.num_neighbors = num_neighbors
-        self.weights = weights
-        self.metric = metric
-        self.backend = backend
-        self.batch_size = batch_size
-        self.n_jobs = n_jobs
-        self.memory_budget = memory_budget
-        self.out_of_core = out_of_core
+    Subclasses set the constructor's parameters as attributes; this base
+    reads ``metric``, ``weights`` (if any), ``backend``, ``batch_size``,
+    ``n_jobs``, ``memory_budget``, ``out_of_core`` and, for radius queries,
+    ``radius``.
+    """
 
     #: Whether ``fit`` refuses a default number of neighbours larger than the
     #: training set (the seed classes' documented behaviour); the drop-in
@@ -110,6 +110,10 @@ class _NeighborsEstimator:
         """The metric's parameters for the engine (``V``, ``VI``, a callable's keywords); None: none."""
         return None
 
+    def _resolved_metric(self) -> Any:
+        """The metric as the registry resolves it (:func:`knn_gpu._engine.metrics.resolve`), parameters checked."""
+        return resolve(self._engine_metric(), self._engine_p(), self._engine_metric_params())
+
     def _feature_scale(self, num_features: int) -> np.ndarray | None:
         """Per-feature factors applied to the training rows and to every query, or None (no scaling).
 
@@ -120,39 +124,10 @@ class _NeighborsEstimator:
         """
         return None
 
-    # -- the estimator protocol -------------------------------------------------
-    @classmethod
-    def _get_param_names(cls) -> list[str]:
-        signature = inspect.signature(cls.__init__)
-        return [name for name in signature.parameters if name != "self"]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor parameters, as scikit-learn's ``get_params``."""
-        return {name: getattr(self, name) for name in self._get_param_names()}
-
-    def set_params(self, **params: Any) -> _NeighborsEstimator:
-        """Set constructor parameters; unknown names raise ``ValueError``."""
-        valid = self._get_param_names()
-        for name, value in params.items():
-            if name not in valid:
-                msg = f"invalid parameter {name!r} for {type(self).__name__}; valid parameters: {valid}"
-                raise ValueError(msg)
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = inspect.signature(type(self).__init__).parameters
-        changed = [
-            f"{name}={value!r}"
-            for name, value in self.get_params().items()
-            if defaults[name].default is not value and defaults[name].default != value
-        ]
-        return f"{type(self).__name__}({', '.join(changed)})"
-
     # -- fitting ----------------------------------------------------------------
     def _check_params(self) -> None:
         """The constructor parameters that ``fit`` checks before any work (num_neighbors needs X)."""
-        resolved = resolve(self._engine_metric(), self._engine_p(), self._engine_metric_params(), warn_p=False)
+        resolved = self._resolved_metric()  # the metric, p (the one rule) and metric_params, by the registry
         check_weights(getattr(self, "weights", "uniform"), resolved.name)
         check_batch_size(self.batch_size)
         check_n_jobs(self.n_jobs)
@@ -204,9 +179,10 @@ class _NeighborsEstimator:
         # The engine searches the scaled rows; _fit_X keeps the caller's (scikit-learn's _fit_X, reused by
         # fit(other_model) and the graph functions as rows in the caller's units).
         self._engine_X = X if self._scale is None else X * self._scale
-        resolved = resolve(self._engine_metric(), self._engine_p(), self._engine_metric_params(), warn_p=False)
-        index = build_index(self._engine_X, resolved, xp=xp)
-        return X, index
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=re.escape(SEMI_METRIC_WARNING))  # warned by _check_params
+            resolved = self._resolved_metric()
+        return X, build_index(self._engine_X, resolved, xp=xp)
 
     def _streams(self, X: Any, anchor: Any, dtype: Any) -> bool:
         """Keep ``X`` in host memory? Always if ``out_of_core``; if None, when it would not fit on the GPU."""
@@ -376,31 +352,11 @@ class _NeighborsEstimator:
         """``result`` in the namespace and on the device of ``X`` (the fit data if None)."""
         return result if X is None else convert_like(result, X)
 
-    def kneighbors(self, X: Any = None, num_neighbors: int | None = None, return_distance: bool = True) -> Any:
-        """The nearest training rows of each row of ``X``.
+    def _kneighbors(self, X: Any, num_neighbors: int | None, return_distance: bool) -> Any:
+        """``(distances, indices)`` (or ``indices``) of the ``num_neighbors`` nearest, in the namespace of ``X``.
 
-        Parameters
-        ----------
-        X : array or sparse matrix, shape (n_queries, n_features), optional
-            Queries. ``None`` queries the training set itself, and a point is
-            never its own neighbour (its exact duplicates may be). Sparse
-            queries are densified per call; the results are then arrays of
-            their library (NumPy for SciPy). With ``metric="precomputed"`` a
-            sparse ``X`` is a neighbour graph (see
-            :func:`knn_gpu._lib.sparse_input.densify_distances`).
-        num_neighbors : int, optional
-            Defaults to the model's ``num_neighbors``.
-        return_distance : bool
-            Return ``(distances, indices)`` if True, else only ``indices``.
-
-        Returns
-        -------
-        distances : array, shape (n_queries, num_neighbors)
-            In the metric's units, ascending (for ``metric="inner_product"``,
-            the inner products, descending); equal values list the lower
-            training index first.
-        indices : array of int64, shape (n_queries, num_neighbors)
-            In the namespace and on the device of ``X``.
+        Public distances (the metric's units); a model fitted on Dask asks
+        the functional search, which keeps the training data distributed.
         """
         if getattr(self, "_dask_fit", None) is not None:
             from .._api.neighbors import kneighbors as functional_kneighbors
@@ -418,31 +374,56 @@ class _NeighborsEstimator:
             return indices
         return self._like_input(public_distances(distances, self._engine_metric()), X), indices
 
-    def get_distance(self, first: Any, second: Any) -> float:
-        """Euclidean distance between two 1-D examples (the tutorial's helper).
+    def _radius_flat(self, X: Any, radius: Any, sort_results: bool = False) -> tuple[Any, Any, Any, Any]:
+        """The radius search: ``(distances, indices, offsets, validated X)`` on the model's backend.
 
-        Examples
-        --------
-        >>> from knn_gpu import KNN
-        >>> KNN().get_distance([0.0, 3.0], [4.0, 0.0])
-        5.0
+        The one place the estimators reach the radius engine (the matrix-product
+        or direct engine on the index in memory, the streamed one out of core).
+        ``X=None``: each training row against the others (leave-one-out).
+        ``radius=None``: the model's ``radius``.
         """
-        pair = [_host_vector(first, "first"), _host_vector(second, "second")]
-        if pair[0].shape != pair[1].shape:
-            msg = f"first and second must have the same length, got {pair[0].shape[0]} and {pair[1].shape[0]}"
+        index = self._check_fitted()
+        if index is None:
+            msg = (
+                f"radius queries of {type(self).__name__} need the training rows in memory or streamed from it; "
+                "this model was fitted on Dask arrays (pass X.compute())"
+            )
             raise ValueError(msg)
-        return float(math.sqrt(float(np.sum((pair[0] - pair[1]) ** 2))))
-
-    def get_neighbors(self, example: Any) -> list[tuple[int, float]]:
-        """The tutorial's contract: ``[(index, distance), ...]`` for one example.
-
-        Nearest first, ``num_neighbors`` entries, Python ``int`` and ``float``
-        (this copies the small result to the host).
-        """
-        self._check_fitted()
-        (distances, indices), _ = self._neighbors_on_backend(_host_vector(example, "example")[None, :], None)
-        distances = public_distances(distances, self._engine_metric())
-        return [(int(i), float(d)) for i, d in zip(to_host(indices)[0].tolist(), to_host(distances)[0].tolist())]
+        streamed = isinstance(index, StreamedTrain)
+        if streamed and X is None:
+            msg = (
+                f"radius queries of {type(self).__name__} without X (each training point against the others) need the "
+                "training rows in memory; this model was fitted out of core: pass the rows as X"
+            )
+            raise ValueError(msg)
+        if lookup(self._engine_metric()).similarity:
+            msg = f"metric={self.metric!r} has no radius search (a similarity, not a distance); use another metric"
+            raise ValueError(msg)
+        radius = check_radius(self.radius if radius is None else radius)
+        xp = index.xp
+        if X is None:
+            queries = self._engine_X
+        else:
+            X, queries = self._validated_queries(X, index)
+        if not isinstance(radius, float):
+            check_radius_shape(radius, queries.shape[0])
+        if streamed:
+            distances, indices, offsets = radius_search_streamed(
+                index, queries, radius, sort_results=sort_results, batch_rows=check_batch_size(self.batch_size)
+            )
+        else:
+            distances, indices, offsets = radius_search(
+                index,
+                queries,
+                radius,
+                sort_results=sort_results,
+                batch_rows=check_batch_size(self.batch_size),
+                memory_budget=check_memory_budget(self.memory_budget),
+                train=self._engine_X,
+            )
+        if X is None:
+            distances, indices, offsets = exclude_self_flat(distances, indices, offsets, xp=xp)
+        return distances, indices, offsets, X
 
     def _weights_for(self, distances: Any) -> Any:
         return neighbor_weights(
@@ -557,7 +538,140 @@ def _exclude_self(distances: Any, indices: Any, k: int, *, xp: Any, first_row: i
     return xp.take_along_axis(distances, columns, axis=1), xp.take_along_axis(indices, columns, axis=1)
 
 
-class KNN(_NeighborsEstimator):
+class _TutorialEstimator(_NeighborsBase):
+    """The tutorial classes' constructor and estimator protocol, without scikit-learn.
+
+    The scikit-learn-named classes take the protocol from scikit-learn's
+    ``BaseEstimator`` instead; these classes must work where scikit-learn is
+    not installed.
+    """
+
+    def __init__(
+        self,
+        num_neighbors: int = 5,
+        *,
+        weights: str | Callable = "uniform",
+        metric: str = "euclidean",
+        backend: str | None = None,
+        batch_size: int | None = None,
+        n_jobs: int | None = None,
+        memory_budget: int | None = None,
+        out_of_core: bool | None = None,
+    ) -> None:
+        self.num_neighbors = num_neighbors
+        self.weights = weights
+        self.metric = metric
+        self.backend = backend
+        self.batch_size = batch_size
+        self.n_jobs = n_jobs
+        self.memory_budget = memory_budget
+        self.out_of_core = out_of_core
+
+    # -- the estimator protocol -------------------------------------------------
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [name for name in signature.parameters if name != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor parameters, as scikit-learn's ``get_params``."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params: Any) -> _TutorialEstimator:
+        """Set constructor parameters; unknown names raise ``ValueError``."""
+        valid = self._get_param_names()
+        for name, value in params.items():
+            if name not in valid:
+                msg = f"invalid parameter {name!r} for {type(self).__name__}; valid parameters: {valid}"
+                raise ValueError(msg)
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = inspect.signature(type(self).__init__).parameters
+        changed = [
+            f"{name}={value!r}"
+            for name, value in self.get_params().items()
+            if defaults[name].default is not value and defaults[name].default != value
+        ]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def kneighbors(self, X: Any = None, num_neighbors: int | None = None, return_distance: bool = True) -> Any:
+        """The nearest training rows of each row of ``X``.
+
+        Parameters
+        ----------
+        X : array or sparse matrix, shape (n_queries, n_features), optional
+            Queries. ``None`` queries the training set itself, and a point is
+            never its own neighbour (its exact duplicates may be). Sparse
+            queries are densified per call; the results are then arrays of
+            their library (NumPy for SciPy). With ``metric="precomputed"`` a
+            sparse ``X`` is a neighbour graph (see
+            :func:`knn_gpu._lib.sparse_input.densify_distances`).
+        num_neighbors : int, optional
+            Defaults to the model's ``num_neighbors``.
+        return_distance : bool
+            Return ``(distances, indices)`` if True, else only ``indices``.
+
+        Returns
+        -------
+        distances : array, shape (n_queries, num_neighbors)
+            In the metric's units, ascending (for ``metric="inner_product"``,
+            the inner products, descending); equal values list the lower
+            training index first.
+        indices : array of int64, shape (n_queries, num_neighbors)
+            In the namespace and on the device of ``X``.
+        """
+        return self._kneighbors(X, num_neighbors, return_distance)
+
+    def get_distance(self, first: Any, second: Any) -> float:
+        """The model's ``metric`` between two 1-D examples (the tutorial's helper), in float64.
+
+        The same distance as :meth:`get_neighbors` reports for the pair (for
+        ``metric="inner_product"``, their inner product). ``"precomputed"``
+        has no distance between examples: ``ValueError``.
+
+        Examples
+        --------
+        >>> from knn_gpu import KNN
+        >>> KNN().get_distance([0.0, 3.0], [4.0, 0.0])
+        5.0
+        >>> KNN(metric="manhattan").get_distance([0.0, 0.0], [3.0, 4.0])
+        7.0
+        """
+        from .._api.neighbors import kneighbors as functional_kneighbors
+
+        metric = self._engine_metric()
+        if metric == "precomputed":
+            msg = 'get_distance needs examples, not distances: metric="precomputed" has no distance between examples'
+            raise ValueError(msg)
+        pair = [_host_vector(first, "first"), _host_vector(second, "second")]
+        if pair[0].shape != pair[1].shape:
+            msg = f"first and second must have the same length, got {pair[0].shape[0]} and {pair[1].shape[0]}"
+            raise ValueError(msg)
+        distances, _ = functional_kneighbors(
+            pair[0][None, :],
+            pair[1][None, :],
+            1,
+            metric=metric,
+            p=self._engine_p(),
+            metric_params=self._engine_metric_params(),
+        )
+        return float(distances[0, 0])
+
+    def get_neighbors(self, example: Any) -> list[tuple[int, float]]:
+        """The tutorial's contract: ``[(index, distance), ...]`` for one example.
+
+        Nearest first, ``num_neighbors`` entries, Python ``int`` and ``float``
+        (this copies the small result to the host).
+        """
+        self._check_fitted()
+        (distances, indices), _ = self._neighbors_on_backend(_host_vector(example, "example")[None, :], None)
+        distances = public_distances(distances, self._engine_metric())
+        return [(int(i), float(d)) for i, d in zip(to_host(indices)[0].tolist(), to_host(distances)[0].tolist())]
+
+
+class KNN(_TutorialEstimator):
     """k-nearest-neighbours regressor: the mean of the neighbours' targets.
 
     Parameters
@@ -613,6 +727,30 @@ class KNN(_NeighborsEstimator):
     >>> KNN(num_neighbors=2).fit(X, y).predict(np.array([[0.4], [9.0]]))
     array([0.5, 6. ])
     """
+
+    def __init__(
+        self,
+        num_neighbors: int = 5,
+        *,
+        weights: str | Callable = "uniform",
+        metric: str = "euclidean",
+        backend: str | None = None,
+        batch_size: int | None = None,
+        n_jobs: int | None = None,
+        memory_budget: int | None = None,
+        out_of_core: bool | None = None,
+    ) -> None:
+        # Its own signature, so that a wrong keyword's TypeError names KNN, not a private base.
+        super().__init__(
+            num_neighbors,
+            weights=weights,
+            metric=metric,
+            backend=backend,
+            batch_size=batch_size,
+            n_jobs=n_jobs,
+            memory_budget=memory_budget,
+            out_of_core=out_of_core,
+        )
 
     def fit(self, X: Any, y: Any) -> KNN:
         """Store the training data on the chosen backend.
@@ -687,7 +825,7 @@ class KNN(_NeighborsEstimator):
         return estimator_tags(self, "regressor")
 
 
-class KNNClassifier(_NeighborsEstimator):
+class KNNClassifier(_TutorialEstimator):
     """k-nearest-neighbours classifier: a (weighted) majority vote.
 
     Parameters are those of :class:`KNN`. A tied vote goes to the smallest
@@ -710,6 +848,30 @@ class KNNClassifier(_NeighborsEstimator):
     >>> KNNClassifier(num_neighbors=3).fit(X, y).predict(np.array([[0.5], [10.5]]))
     array(['low', 'high'], dtype='<U4')
     """
+
+    def __init__(
+        self,
+        num_neighbors: int = 5,
+        *,
+        weights: str | Callable = "uniform",
+        metric: str = "euclidean",
+        backend: str | None = None,
+        batch_size: int | None = None,
+        n_jobs: int | None = None,
+        memory_budget: int | None = None,
+        out_of_core: bool | None = None,
+    ) -> None:
+        # Its own signature, so that a wrong keyword's TypeError names KNNClassifier, not a private base.
+        super().__init__(
+            num_neighbors,
+            weights=weights,
+            metric=metric,
+            backend=backend,
+            batch_size=batch_size,
+            n_jobs=n_jobs,
+            memory_budget=memory_budget,
+            out_of_core=out_of_core,
+        )
 
     def fit(self, X: Any, y: Any) -> KNNClassifier:
         """Store the training data and encode the labels.

@@ -1,7 +1,9 @@
-"""scikit-learn estimator tags, built only when scikit-learn asks for them.
+"""scikit-learn estimator tags of the tutorial classes ``KNN`` and ``KNNClassifier``, built only when asked.
 
-Importing this module imports scikit-learn; the estimators import it lazily
-from ``__sklearn_tags__``, so knn_gpu itself never needs scikit-learn.
+The tutorial classes work without scikit-learn, so they cannot inherit its
+``BaseEstimator``'s tags; they import this module lazily from
+``__sklearn_tags__``. The scikit-learn-named classes take their tags from
+scikit-learn's own bases (:mod:`knn_gpu.drop_in`).
 """
 
 from __future__ import annotations

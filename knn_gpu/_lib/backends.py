@@ -21,6 +21,7 @@ __all__ = [
     "BACKENDS",
     "available_backends",
     "auto_backend",
+    "move_to",
     "cupy_gpu_status",
     "parse_backend",
     "torch_cuda_probe",

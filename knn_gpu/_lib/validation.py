@@ -7,6 +7,7 @@ writes into the caller's arrays.
 
 from __future__ import annotations
 
+import math
 import numbers
 import sys
 import warnings
@@ -19,6 +20,8 @@ import numpy as np
 from .sparse_input import densify_distances, densify_features, is_sparse
 
 __all__ = [
+    "check_p",
+    "SEMI_METRIC_WARNING",
     "NotFittedError",
     "DataConversionWarning",
     "not_fitted_error",
@@ -120,9 +123,20 @@ def _as_array(x: Any, name: str) -> Any:
         raise ValueError(msg) from exc
 
 
+def _from_library(obj: Any, library: str) -> bool:
+    """Whether ``obj``'s type is defined by ``library`` (pandas 3 names its classes' module ``"pandas"``)."""
+    module = type(obj).__module__
+    return module == library or module.startswith(library + ".")
+
+
 def _is_pandas(x: Any) -> bool:
     """A pandas DataFrame or Series, recognised without importing pandas."""
-    return type(x).__module__.startswith("pandas.") and hasattr(x, "dtypes") and hasattr(x, "to_numpy")
+    return _from_library(x, "pandas") and hasattr(x, "dtypes") and hasattr(x, "to_numpy")
+
+
+def _is_polars(x: Any) -> bool:
+    """A polars DataFrame or Series, recognised without importing polars."""
+    return _from_library(x, "polars") and hasattr(x, "dtypes") and hasattr(x, "to_numpy")
 
 
 def _pandas_to_numpy(frame: Any) -> np.ndarray:
@@ -135,7 +149,7 @@ def _pandas_to_numpy(frame: Any) -> np.ndarray:
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
     dtypes = [frame.dtypes] if frame.ndim == 1 else list(frame.dtypes)
-    nullable = [type(dtype).__module__.startswith("pandas.") for dtype in dtypes]
+    nullable = [_from_library(dtype, "pandas") for dtype in dtypes]
     numeric = all(is_numeric_dtype(dtype) or is_bool_dtype(dtype) for dtype in dtypes)
     if numeric and any(nullable):
         return frame.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -149,7 +163,8 @@ def feature_names_of(X: Any) -> np.ndarray | None:
     column name is a string; mixing strings with other types is a
     ``TypeError``.
     """
-    columns = getattr(X, "columns", None) if _is_pandas(X) or hasattr(X, "__dataframe__") else None
+    is_frame = _is_pandas(X) or _is_polars(X) or hasattr(X, "__dataframe__")
+    columns = getattr(X, "columns", None) if is_frame else None
     if columns is None:
         return None
     names = np.asarray(list(columns), dtype=object)
@@ -491,6 +506,37 @@ def check_out_of_core(out_of_core: Any) -> bool | None:
         return out_of_core
     msg = f"out_of_core must be None (automatic), True or False, got {out_of_core!r}"
     raise TypeError(msg)
+
+
+#: scikit-learn's warning for 0 < p < 1 (its brute-force search, as every knn_gpu search, accepts them).
+SEMI_METRIC_WARNING = (
+    "Mind that for 0 < p < 1, Minkowski metrics are not distance metrics. Continuing the execution with "
+    "`algorithm='brute'`."
+)
+
+
+def check_p(p: Any) -> float | None:
+    """Return the Minkowski power ``p`` as a float (None stays None: p = 2), or raise.
+
+    The one rule for ``p``, used by the functions and the estimators alike,
+    as scikit-learn's: any ``p > 0``, ``float("inf")`` being the Chebyshev
+    distance; ``0 < p < 1`` warns (``UserWarning``: no triangle inequality,
+    a semi-metric; the exact brute-force search still ranks by it).
+    ``TypeError`` unless a real number (bool refused); ``ValueError`` for
+    NaN or ``p <= 0``.
+    """
+    if p is None:
+        return None
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        msg = f"p must be a real number > 0 (float('inf') for chebyshev), got {p!r} of type {type(p).__name__}"
+        raise TypeError(msg)
+    p = float(p)
+    if math.isnan(p) or p <= 0:
+        msg = f"p must be > 0 (float('inf') for chebyshev; 0 < p < 1 is a semi-metric, with a warning), got {p!r}"
+        raise ValueError(msg)
+    if p < 1:
+        warnings.warn(SEMI_METRIC_WARNING, UserWarning, stacklevel=3)
+    return p
 
 
 def check_square_distances(train: Any, name: str = "train") -> None:

@@ -165,7 +165,9 @@ def _check_arguments(args: argparse.Namespace) -> list[str]:
     for name in ("n_train", "n_query", "dim", "k", "repeats"):
         value = getattr(args, name)
         if value < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+            # The option as typed: "-k" is the one single-letter option.
+            option = "-k" if name == "k" else f"--{name.replace('_', '-')}"
+            raise UsageError(f"{option} must be a positive integer, got {value}")
     if not 0.0 <= args.min_agreement <= 1.0:
         raise UsageError(f"--min-agreement must be between 0 and 1, got {args.min_agreement}")
     if args.sweep and args.plot is None:
