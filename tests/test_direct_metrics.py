@@ -163,7 +163,7 @@ def test_p_below_one_is_scikit_learns_rule_a_warning_and_exact_neighbours():
     """One rule for p everywhere (the registry's check_p): 0 < p < 1 warns, as scikit-learn's brute force."""
     rng = np.random.default_rng(4)
     train, queries = rng.integers(0, 4, size=(40, 3)).astype(float), rng.integers(0, 4, size=(6, 3)).astype(float)
-    with pytest.warns(UserWarning, match="not a distance metric"):
+    with pytest.warns(UserWarning, match="are not distance metrics"):
         distances, indices = knn_gpu.kneighbors(queries, train, 5, metric="minkowski", p=0.5)
     expected_distances, expected_indices = oracle_kneighbors(queries, train, 5, metric="minkowski", p=0.5)
     np.testing.assert_array_equal(indices, expected_indices)
