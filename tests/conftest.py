@@ -1,13 +1,28 @@
 """Backend fixture: every test that takes ``backend`` runs once per library.
 
-Ids are the backend names, so ``-k cupy`` selects the GPU runs and
-``-k device1`` the strict namespace's non-default device, which refuses
-implicit host copies and device mixing as CuPy does.
+Ids are the backend names, so ``-k "cupy or torch-cuda"`` selects exactly the
+runs on a real GPU (CuPy, torch on CUDA; each skipped with its reason where
+unusable) and ``-k device1`` the strict namespace's non-default device, which
+refuses implicit host copies and device mixing as CuPy does. Every run on a
+real GPU also carries the ``gpu`` marker (``-m gpu``). ``-k "cupy or cuda"``
+selects those runs and, besides, tests named after CUDA or CuPy that run on the
+CPU (the fake CUDA device of ``fake_cuda.py``, CuPy-less fallbacks).
+
+With the environment variable ``KNN_GPU_SYNC_DEBUG=error`` (or ``warn``), the
+torch-cuda runs call every k-search (``search_index``, the engine's batch loop)
+under ``torch.cuda.set_sync_debug_mode``: a search that waits on the host fails.
+Only the search is guarded: building the index (a host-to-device copy of the
+block layout), radius searches (their result sizes live on the device) and the
+tests' own checks (which copy results to the host) legitimately synchronise.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +30,7 @@ import array_api_compat
 import numpy as np
 import pytest
 
-from knn_gpu._lib.backends import cupy_gpu_status, to_host
+from knn_gpu._lib.backends import cupy_gpu_status, to_host, torch_cuda_probe
 
 
 @dataclass(frozen=True)
@@ -23,6 +38,13 @@ class Backend:
     name: str
     xp: Any
     device: Any
+
+    @property
+    def option(self) -> str:
+        """What knn_gpu's ``backend=`` argument calls this backend (``"torch:cuda:0"`` for ``torch-cuda``)."""
+        if self.name == "torch-cuda":
+            return f"torch:cuda:{self.device.index}"
+        return self.name
 
     def asarray(self, values: Any) -> Any:
         """A host array (or list) placed on this backend and device."""
@@ -59,6 +81,11 @@ def _make_backend(name: str) -> Backend:
 
         xp = array_api_compat.array_namespace(torch.empty(0))
         return Backend(name, xp, torch.device("cpu"))
+    if name == "torch-cuda":
+        import torch
+
+        xp = array_api_compat.array_namespace(torch.empty(0))
+        return Backend(name, xp, torch.device("cuda", 0))
     if name == "cupy":
         import cupy
 
@@ -72,6 +99,10 @@ def _skip_reason(name: str) -> str | None:
         return "torch is not installed"
     if name.startswith("array_api_strict") and importlib.util.find_spec("array_api_strict") is None:
         return "array_api_strict is not installed"
+    if name == "torch-cuda":
+        usable, reason = torch_cuda_probe()
+        if not usable:
+            return f"no usable GPU for torch: {reason}"
     if name == "cupy":
         usable, reason = cupy_gpu_status()
         if not usable:
@@ -79,11 +110,77 @@ def _skip_reason(name: str) -> str | None:
     return None
 
 
-BACKEND_NAMES = ("numpy", "array_api_strict", "array_api_strict-device1", "torch", "cupy")
+BACKEND_NAMES = ("numpy", "array_api_strict", "array_api_strict-device1", "torch", "torch-cuda", "cupy")
+
+#: The backends on a real GPU: their runs carry the ``gpu`` marker.
+GPU_BACKEND_NAMES = ("torch-cuda", "cupy")
+
+#: ``KNN_GPU_SYNC_DEBUG``'s values: torch.cuda.set_sync_debug_mode's modes.
+SYNC_DEBUG_MODES = ("warn", "error")
 
 #: The fake CUDA device is a torch module: without torch, pytest's doctest
 #: collection must not import it (its tests skip on their own).
 collect_ignore = [] if importlib.util.find_spec("torch") is not None else ["fake_cuda.py"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "gpu: runs on a real GPU (the cupy and torch-cuda backends)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        name = callspec.params.get("backend") if callspec is not None else None
+        if name is not None:
+            item.user_properties.append(("backend", name))  # in --junitxml: tests per backend, exactly
+        if name in GPU_BACKEND_NAMES:
+            item.add_marker(pytest.mark.gpu)
+
+
+def sync_debug_mode() -> str | None:
+    """The mode asked for by ``KNN_GPU_SYNC_DEBUG`` (None when unset, empty or ``"0"``)."""
+    mode = os.environ.get("KNN_GPU_SYNC_DEBUG", "").strip().lower()
+    if mode in ("", "0", "off", "default"):
+        return None
+    if mode not in SYNC_DEBUG_MODES:
+        msg = f"KNN_GPU_SYNC_DEBUG must be one of {', '.join(SYNC_DEBUG_MODES)} (or unset), got {mode!r}"
+        raise pytest.UsageError(msg)
+    return mode
+
+
+def without_host_syncs(search: Callable, mode: str, cuda: Any) -> Callable:
+    """``search`` run under ``cuda.set_sync_debug_mode(mode)``, the previous mode restored after it.
+
+    Work queued before the call is finished first, so that only the search's
+    own synchronisations count.
+    """
+
+    @functools.wraps(search)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        cuda.synchronize()
+        previous = cuda.get_sync_debug_mode()
+        cuda.set_sync_debug_mode(mode)
+        try:
+            return search(*args, **kwargs)
+        finally:
+            cuda.set_sync_debug_mode(previous)
+
+    guarded.sync_guarded = True
+    return guarded
+
+
+def guard_searches(monkeypatch: pytest.MonkeyPatch, mode: str, cuda: Any) -> int:
+    """Replace ``search_index`` wherever a knn_gpu module holds it by its guarded form; return how many."""
+    from knn_gpu._engine import search as search_module
+
+    original = search_module.search_index
+    guarded = without_host_syncs(original, mode, cuda)
+    patched = 0
+    for name, module in list(sys.modules.items()):
+        if (name == "knn_gpu" or name.startswith("knn_gpu.")) and getattr(module, "search_index", None) is original:
+            monkeypatch.setattr(module, "search_index", guarded)
+            patched += 1
+    return patched
 
 
 @pytest.fixture(params=BACKEND_NAMES)
@@ -91,7 +188,13 @@ def backend(request: pytest.FixtureRequest) -> Backend:
     reason = _skip_reason(request.param)
     if reason:
         pytest.skip(reason)
-    return _make_backend(request.param)
+    chosen = _make_backend(request.param)
+    mode = sync_debug_mode()
+    if mode is not None and chosen.name == "torch-cuda":
+        import torch
+
+        guard_searches(request.getfixturevalue("monkeypatch"), mode, torch.cuda)
+    return chosen
 
 
 @pytest.fixture

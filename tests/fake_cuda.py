@@ -155,13 +155,18 @@ class FakeGpu:
         function's qualified name, or ``"allow_sync()"``).
     current : int
         The current device (``torch.cuda.current_device()``).
+    torch_calls : int
+        torch calls (functions, methods, operators) seen so far: what the
+        host issues, one launch or more each on a real GPU.
     """
 
     num_devices: int
     free_bytes: list[int]
     total_bytes: list[int]
     allowed_sync_sites: tuple[str, ...] = ()
+    storage: str = "cpu"
     current: int = 0
+    torch_calls: int = 0
     calls: list[CudaCall] = field(default_factory=list)
     syncs: list[tuple[str, str]] = field(default_factory=list)
     _allow_depth: int = 0
@@ -236,6 +241,7 @@ class FakeGpu:
 
     # -- the checks and the marking, for every torch call -----------------------------
     def _dispatch(self, func: Callable, args: tuple, kwargs: dict) -> Any:
+        self.torch_calls += 1
         with torch._C.DisableTorchFunctionSubclass():
             if func in _UNCHECKED:
                 return func(*args, **kwargs)
@@ -249,7 +255,9 @@ class FakeGpu:
             if func is torch.Tensor.cuda:
                 out = args[0]
             else:
-                out = func(*_host_arguments(func, args, target), **_host_kwargs(kwargs, target))
+                out = func(
+                    *_host_arguments(func, args, target, self.storage), **_host_kwargs(kwargs, target, self.storage)
+                )
             return self._place(func, out, args, target, tensors)
 
     def _target_device(self, func: Callable, args: tuple, kwargs: dict) -> torch.device | None:
@@ -297,8 +305,10 @@ class FakeGpu:
             source = args[0]
             same_place = isinstance(source, torch.Tensor) and _logical_device(source) == target
             if target.type == "cuda":
-                # A copy to another device never aliases its source (torch.asarray of host data may).
-                return self._mark(out if same_place else out.clone(), target)
+                # A copy to another device never aliases its source (torch.asarray of host data may;
+                # with meta storage, a conversion of host data is already a new meta tensor).
+                fresh = same_place or (self.storage == "meta" and not isinstance(source, FakeCudaTensor))
+                return self._mark(out if fresh else out.clone(), target)
             if isinstance(source, FakeCudaTensor):
                 return _host_copy(out)  # a sync that was allowed: a host copy, not a view of device data
             return out
@@ -367,6 +377,7 @@ def fake_cuda(
     free_bytes: int | Sequence[int] = 12 * 2**30,
     total_bytes: int | Sequence[int] = 16 * 2**30,
     allowed_sync_sites: Sequence[str] = (),
+    storage: str = "cpu",
 ) -> Iterator[FakeGpu]:
     """Make torch behave as if ``num_devices`` CUDA devices existed (see the module notes).
 
@@ -382,6 +393,15 @@ def fake_cuda(
         purpose: a sync made *directly* by one of them (through torch,
         array_api_compat or array_api_extra) is recorded in ``gpu.syncs``
         instead of raising. A sync in anything they call still raises.
+    storage : {"cpu", "meta"}
+        Where the data of fake CUDA tensors lives. ``"meta"`` keeps shapes
+        and dtypes only (no data, no memory, no arithmetic): a search of any
+        size can then be *traced* (``benchmarks/gpu_cost_model.py`` prices
+        each ATen op). Meta kernels written in Python read ``.device``, so a
+        ``TorchDispatchMode`` running under the context must call each op on
+        plain tensors (``as_subclass(torch.Tensor)``), and must answer the
+        host reads (``aten._local_scalar_dense``) itself: meta tensors have
+        no values.
 
     Yields
     ------
@@ -391,11 +411,15 @@ def fake_cuda(
     if _ACTIVE is not None:
         msg = "fake_cuda contexts do not nest"
         raise RuntimeError(msg)
+    if storage not in ("cpu", "meta"):
+        msg = f"storage must be 'cpu' or 'meta', got {storage!r}"
+        raise ValueError(msg)
     gpu = FakeGpu(
         num_devices=num_devices,
         free_bytes=_per_device(free_bytes, num_devices, "free_bytes"),
         total_bytes=_per_device(total_bytes, num_devices, "total_bytes"),
         allowed_sync_sites=tuple(allowed_sync_sites),
+        storage=storage,
     )
     patches = _cuda_patches(gpu)
     saved = [(module, name, getattr(module, name)) for module, name, _ in patches]
@@ -604,18 +628,18 @@ def _has_bool_index(index: Any) -> bool:
     return any(isinstance(leaf, torch.Tensor) and leaf.dtype in (torch.bool, torch.uint8) for leaf in leaves)
 
 
-def _host_arguments(func: Callable, args: tuple, target: torch.device | None) -> tuple:
+def _host_arguments(func: Callable, args: tuple, target: torch.device | None, storage: str = "cpu") -> tuple:
     if target is None or target.type != "cuda" or func is not torch.Tensor.to:
         return args
     if isinstance(args[1], torch.Tensor):  # to(other): other's device and dtype
         return (args[0], args[1].dtype, *args[2:])
-    return (args[0], "cpu", *args[2:])
+    return (args[0], storage, *args[2:])
 
 
-def _host_kwargs(kwargs: dict, target: torch.device | None) -> dict:
+def _host_kwargs(kwargs: dict, target: torch.device | None, storage: str = "cpu") -> dict:
     if target is None or target.type != "cuda" or "device" not in kwargs:
         return kwargs
-    return {**kwargs, "device": "cpu"}
+    return {**kwargs, "device": storage}
 
 
 def _host_copy(tensor: torch.Tensor) -> torch.Tensor:

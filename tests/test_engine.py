@@ -117,6 +117,37 @@ def test_torch_top_k_keeps_the_lower_column_among_ties():
     np.testing.assert_array_equal(columns.numpy(), [[1, 2, 5], [0, 1, 2]])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sorting_selection_keeps_the_lower_column_among_ties(dtype):
+    """torch-on-GPU's selection by stable sorts (run here on CPU tensors) against NumPy's lexsort:
+    ties, signed zeros, infinities, widths on both sides of a one-kernel sort (4,096)."""
+    torch = pytest.importorskip("torch")
+    from knn_gpu._engine.topk import smallest_k_columns_by_sort
+
+    rng = np.random.default_rng(5)
+    for trial in range(30):
+        width = int(rng.choice([2, 7, 300, 4096, 5000]))
+        values = rng.integers(-3, 3, size=(4, width)).astype(dtype)
+        if trial % 2:
+            values[values == 0] = -0.0  # -0.0 and +0.0 mixed: equal, so the lower column wins
+            values[:, ::3] = np.where(values[:, ::3] == -0.0, 0.0, values[:, ::3])
+        else:
+            values = (values * rng.standard_normal(values.shape)).astype(dtype)
+        if trial % 5 == 0:
+            values[:, 1], values[:, -1] = np.inf, -np.inf
+        k = int(rng.integers(1, width))
+        # (value, column) order; -0.0 == 0.0 for the comparison, as for IEEE '<'.
+        order = np.lexsort((np.broadcast_to(np.arange(width), values.shape), values + 0.0), axis=1)
+        expected = np.sort(order[:, :k], axis=1)
+        got = smallest_k_columns_by_sort(torch.asarray(values), k)
+        assert got.dtype == torch.int64 and tuple(got.shape) == (4, k)
+        np.testing.assert_array_equal(got.numpy(), expected)
+        # The standard path (any namespace) agrees.
+        np.testing.assert_array_equal(
+            smallest_k_columns(values, k, xp=array_api_compat.array_namespace(values)), expected
+        )
+
+
 def test_float64_ranked_in_float32_stays_exact(backend):
     """The GPU policy (rank float64 data in float32, re-score in float64), forced on every backend.
 

@@ -33,7 +33,7 @@ CUDA1 = torch.device("cuda", 1)
 #: Host syncs the engine makes on purpose, named by the function that makes them.
 #: A sync anywhere else fails the test. Shorten this when the engine stops syncing there.
 DELIBERATE_SYNC_SITES = (
-    # One bool per input array, before any work (its docstring: "synchronises on purpose").
+    # One read per input array (its largest magnitude), before any work (its docstring: "synchronises on purpose").
     "knn_gpu._lib.validation.check_finite",
     # metric="precomputed": one bool per distance matrix (no negative distances), before any work.
     "knn_gpu._lib.validation.check_nonnegative_distances",

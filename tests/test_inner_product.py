@@ -190,7 +190,7 @@ def test_out_of_core_estimators_equal_the_oracle(model_class):
     streamed = model_class(7, metric="inner_product", out_of_core=True, memory_budget=6 * 3 * 6 * 4 * 90).fit(
         train, labels
     )
-    assert type(streamed._index).__name__ == "StreamedTrain"
+    assert streamed._index.plan == "streamed"
     in_memory = model_class(7, metric="inner_product").fit(train, labels)
     scores, indices = streamed.kneighbors(queries)
     expected_scores, expected_indices = oracle_inner_products(queries, train, 7)

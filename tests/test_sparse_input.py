@@ -139,7 +139,7 @@ def test_a_host_sparse_matrix_lands_on_the_model_backend(backend):
         # No backend name selects this device: the model computes where its (dense) training rows are.
         model = knn_gpu.KNeighborsClassifier(5).fit(backend.asarray(X), y_class)
     else:
-        model = knn_gpu.KNeighborsClassifier(5, backend=backend.name).fit(X_sparse, y_class)
+        model = knn_gpu.KNeighborsClassifier(5, backend=backend.option).fit(X_sparse, y_class)
         assert array_api_compat.array_namespace(model._fit_X) is backend.xp
         assert array_api_compat.device(model._fit_X) == backend.device
     expected = sk.KNeighborsClassifier(5).fit(X_sparse, y_class).predict(Q)

@@ -140,7 +140,7 @@ def test_out_of_core_estimators_equal_in_memory(model_class):
     budget = _budget_for_chunks(500, 5, chunks=6)
     streamed = model_class(7, out_of_core=True, memory_budget=budget).fit(train, labels)
     in_memory = model_class(7).fit(train, labels)
-    assert type(streamed._index).__name__ == "StreamedTrain" and streamed._index.rows is train
+    assert streamed._index.plan == "streamed" and streamed._index.rows is train
     for method in ("predict", "kneighbors"):
         got, expected = getattr(streamed, method)(queries), getattr(in_memory, method)(queries)
         for got_part, expected_part in zip(np.atleast_1d(got), np.atleast_1d(expected)):
@@ -165,7 +165,7 @@ def test_torch_cuda_backend_and_automatic_out_of_core(monkeypatch):
     sites = ("knn_gpu._lib.validation.check_finite",)
     with fake_cuda(num_devices=2, allowed_sync_sites=sites, free_bytes=1 << 40) as gpu:
         model = knn_gpu.KNNClassifier(5, backend="torch:cuda:1").fit(train, labels)
-        assert type(model._index).__name__ == "TrainIndex" and model._index.device == torch.device("cuda", 1)
+        assert model._index.plan == "product" and model._index.device == torch.device("cuda", 1)
         with allow_sync():  # NumPy queries: NumPy results, like X, the one wanted copy to the host
             host_result = model.predict(queries)
         device_result = model.predict(torch.asarray(queries, device="cuda:1"))
@@ -180,7 +180,7 @@ def test_torch_cuda_backend_and_automatic_out_of_core(monkeypatch):
     # 32 KiB free: the training rows (600 x 6 x 4 bytes, twice: 28.8 KB) do not fit in half of it, so they stream.
     with fake_cuda(num_devices=1, allowed_sync_sites=sites, free_bytes=32 * 1024):
         model = knn_gpu.KNNClassifier(5, backend="torch:cuda").fit(train, labels)
-        assert type(model._index).__name__ == "StreamedTrain" and model._index.rows is train
+        assert model._index.plan == "streamed" and model._index.rows is train
         predicted = model.predict(torch.asarray(queries, device="cuda"))
         with allow_sync():
             predicted = predicted.cpu().numpy()

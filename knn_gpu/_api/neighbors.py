@@ -87,15 +87,15 @@ def kneighbors(
         (slow, as in scikit-learn). See :mod:`knn_gpu._engine.metrics`.
 
         Sparse input (SciPy, ``cupyx.scipy.sparse``, torch) is densified
-        in its own library (:mod:`knn_gpu._lib.sparse_input`): missing features
+        in its own library: missing features
         are 0; with ``"precomputed"`` a sparse matrix is a neighbour graph,
         as in scikit-learn: missing entries are no neighbours, and each query
         row must store at least ``k`` entries.
     p : float, optional
         The Minkowski power for ``metric="minkowski"``: ``p > 0``,
         ``float("inf")`` allowed, ``0 < p < 1`` (a semi-metric) with
-        scikit-learn's ``UserWarning`` (:func:`knn_gpu._lib.validation.check_p`,
-        the one rule of the functions and the estimators); None (the default) is 2, the euclidean
+        scikit-learn's ``UserWarning`` (the one rule of the functions and
+        the estimators); None (the default) is 2, the euclidean
         distance (matrix-product path). Ignored by the other metrics, as
         scikit-learn ignores it.
     metric_params : dict, optional

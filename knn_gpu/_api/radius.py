@@ -83,9 +83,9 @@ def radius_neighbors(
     ``"sqeuclidean"`` and ``"cosine"`` it is decided on distances recomputed
     exactly (float64 direct differences where the device has float64): the
     float32 ranking product only proposes candidates, with a safety margin
-    that covers its rounding (:mod:`knn_gpu._engine.radius`). The directly computed
+    that covers its rounding. The directly computed
     metrics decide on their exact keys, ``sum |q - t|^p <= radius ** p`` as
-    scikit-learn's brute search does (:mod:`knn_gpu._engine.radius_direct`).
+    scikit-learn's brute search does.
 
     Parameters
     ----------

@@ -60,8 +60,21 @@ __all__ = [
 
 
 #: Rows per chunk when the float64 column mean is summed at fit, so that the
-#: training set is never copied whole in float64.
+#: training set is never copied whole in float64 (on the host: cache-sized).
 MEAN_CHUNK_ROWS = 8192
+
+#: On a GPU, chunks of that float64 copy take up to this many bytes: each
+#: chunk is three kernels of ~5 us, so 8,192-row chunks of 1M rows would
+#: launch 369 of them where 8 suffice.
+DEVICE_MEAN_CHUNK_BYTES = 2**27
+
+
+def mean_chunk_rows(num_features: int, on_gpu: bool) -> int:
+    """Rows per chunk of :func:`column_mean` and :func:`half_ranking_terms`."""
+    if not on_gpu:
+        return MEAN_CHUNK_ROWS
+    return max(MEAN_CHUNK_ROWS, DEVICE_MEAN_CHUNK_BYTES // (8 * max(1, num_features)))
+
 
 #: float32 bytes of one chunk of half-precision training rows converted and
 #: augmented for the ranking product: on the host small enough to stay in
@@ -77,6 +90,11 @@ HALF_PADDING_KEY = 2.0**120
 #: Features per step of the exact re-scoring: its float64 temporaries are
 #: (rows, candidates, at most this many features).
 EXACT_CHUNK_FEATURES = 64
+
+#: On a GPU (where the whole batch is one step, its size from the memory
+#: budget), chunks of up to this many features: a chunk is two or three
+#: kernels of ~5 us however small, so d = 128 is one chunk, not two.
+DEVICE_EXACT_CHUNK_FEATURES = 256
 
 
 def augment_train(train: Any, metric: str, *, xp: ModuleType, exact: Any) -> tuple[Any, Any]:
@@ -109,11 +127,26 @@ def augment_train(train: Any, metric: str, *, xp: ModuleType, exact: Any) -> tup
 
 
 def column_mean(train: Any, *, xp: ModuleType, exact: Any) -> Any:
-    """Mean of each column in ``exact`` precision, summed in chunks of :data:`MEAN_CHUNK_ROWS` rows."""
-    total = xp.zeros(train.shape[1], dtype=exact, device=array_api_compat.device(train))
+    """Mean of each column, for the shift of the Euclidean metrics (rounded to whole numbers by the caller).
+
+    On the host: in ``exact`` precision, summed in chunks of
+    :func:`mean_chunk_rows` rows (NumPy sums along axis 0 row after row, so a
+    float32 sum of many rows would drift). On a GPU, float32 and float64 data
+    are summed in their own dtype in one reduction: a GPU's reduction is a
+    tree (relative error ~1e-7 x log2(n) in float32), and the shift needs
+    only be a whole number near the data (exact for integer data, and by
+    Sterbenz's lemma for points clustered far from the origin); a float64
+    copy of float32 data costs five passes over it (0.8 ms at 1M x 128).
+    Half-precision data is summed in ``exact`` chunks everywhere.
+    """
+    device = array_api_compat.device(train)
+    if is_gpu(xp, device) and train.dtype in (xp.float32, xp.float64):
+        return xp.astype(xp.sum(train, axis=0), exact) / train.shape[0]
+    total = xp.zeros(train.shape[1], dtype=exact, device=device)
     num_samples = train.shape[0]
-    for start in range(0, num_samples, MEAN_CHUNK_ROWS):
-        stop = min(start + MEAN_CHUNK_ROWS, num_samples)  # the standard leaves out-of-range stops undefined
+    chunk_rows = mean_chunk_rows(train.shape[1], is_gpu(xp, device))
+    for start in range(0, num_samples, chunk_rows):
+        stop = min(start + chunk_rows, num_samples)  # the standard leaves out-of-range stops undefined
         total = total + xp.sum(xp.astype(train[start:stop, ...], exact), axis=0)
     return total / train.shape[0]
 
@@ -146,7 +179,7 @@ def rank_chunk_rows(num_features: int, on_gpu: bool) -> int:
 def half_ranking_terms(train: Any, metric: str, *, xp: ModuleType, exact: Any) -> tuple[Any, Any, Any]:
     """What ranks half-precision training rows in float32, in training order.
 
-    Computed :data:`MEAN_CHUNK_ROWS` rows at a time, so that no float32 copy
+    Computed :func:`mean_chunk_rows` rows at a time, so that no float32 copy
     of the training set ever exists.
 
     Returns
@@ -170,8 +203,9 @@ def half_ranking_terms(train: Any, metric: str, *, xp: ModuleType, exact: Any) -
     if metric == "inner_product":
         return offset, xp.zeros(num_samples, dtype=float32, device=device), None
     pieces = []
-    for start in range(0, num_samples, MEAN_CHUNK_ROWS):
-        chunk = xp.astype(train[start : min(start + MEAN_CHUNK_ROWS, num_samples), ...], float32)
+    chunk_rows = mean_chunk_rows(num_features, is_gpu(xp, device))
+    for start in range(0, num_samples, chunk_rows):
+        chunk = xp.astype(train[start : min(start + chunk_rows, num_samples), ...], float32)
         if metric == "cosine":
             norms = xp.linalg.vector_norm(chunk, axis=-1)
             pieces.append(1 / xp.where(norms == 0, xp.ones_like(norms), norms))
@@ -307,7 +341,7 @@ def exact_distances(
         return xp.minimum(xp.maximum(1 - dots / safe_norms, zero), zero + 2)
     # The stored rows were shifted in the data's own dtype: shift the queries the same way, so that a
     # query equal to a training row has the same bits, and distance exactly 0 (float32 data too).
-    shifted = xp.astype(queries - xp.astype(offset, queries.dtype), exact)
+    shifted = xp.astype(queries - xp.astype(offset, queries.dtype, copy=False), exact)
     squared = _rescore_in_steps(shifted, candidates, _squared_distance, xp=xp, exact=exact)
     if metric == "euclidean":
         return xp.sqrt(squared)
@@ -344,15 +378,17 @@ def _dot_and_square_norm(queries: Any, candidates: Any, *, xp: ModuleType, exact
 def _rescore_in_steps(queries: Any, candidates: Any, term: Any, *, xp: ModuleType, exact: Any) -> Any:
     """``term`` summed over features, :data:`EXACT_CHUNK_FEATURES` at a time, for row steps of the batch.
 
-    Each step's temporaries are (step rows, candidates, at most 64 features)
-    in ``exact``: a fixed bound whatever the dimension. On the host a step
+    Each step's temporaries are (step rows, candidates, at most 64 features;
+    :data:`DEVICE_EXACT_CHUNK_FEATURES` on a GPU) in ``exact``: a fixed bound
+    whatever the dimension. On the host a step
     holds about :data:`HOST_STEP_BYTES`; on a device the whole batch is one
     step (its size already comes from the memory budget).
     """
     rows, num_candidates, num_features = candidates.shape
-    chunk = min(num_features, EXACT_CHUNK_FEATURES)
+    on_gpu = is_gpu(xp, array_api_compat.device(candidates))
+    chunk = min(num_features, DEVICE_EXACT_CHUNK_FEATURES if on_gpu else EXACT_CHUNK_FEATURES)
     step = rows
-    if not is_gpu(xp, array_api_compat.device(candidates)):
+    if not on_gpu:
         step = max(1, min(rows, HOST_STEP_BYTES // (num_candidates * chunk * 8)))
     pieces = []
     for row in range(0, rows, step):

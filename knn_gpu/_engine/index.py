@@ -60,8 +60,9 @@ class NeighborsIndex:
     store : TrainIndex, DirectIndex, StreamedTrain or Dask array
         What the plan's engine searches.
     rows : array or None
-        The in-memory rows the store was built from (the product engine's
-        radius search re-scores against them); None out of core and on Dask.
+        The rows the store was built from, as given: on the device (the
+        product engine's radius search re-scores against them), or in host
+        memory out of core; None on Dask.
     metric : str
         The engine's metric name (after :func:`~knn_gpu._engine.metrics.resolve`).
     """
@@ -85,6 +86,21 @@ class NeighborsIndex:
                 self.store.num_features,
             )
         )
+
+    @property
+    def xp(self) -> Any:
+        """The compute namespace (not on the Dask plan)."""
+        return self.store.xp
+
+    @property
+    def device(self) -> Any:
+        """The compute device (not on the Dask plan)."""
+        return self.store.device
+
+    @property
+    def dtype(self) -> Any:
+        """The working dtype of the rows, in the compute namespace (not on the Dask plan)."""
+        return self.store.dtype
 
     @property
     def num_samples(self) -> int:
@@ -226,7 +242,10 @@ def build_neighbors_index(
         return NeighborsIndex(train, "dask", engine_metric)
     if stream:
         return NeighborsIndex(
-            StreamedTrain(train, anchor, dtype, engine_metric, memory_budget, p=p), "streamed", engine_metric
+            StreamedTrain(train, anchor, dtype, engine_metric, memory_budget, p=p),
+            "streamed",
+            engine_metric,
+            rows=train,
         )
     xp = array_api_compat.array_namespace(train)
     store = build_index(train, resolved, xp=xp)

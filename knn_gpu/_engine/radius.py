@@ -84,7 +84,7 @@ from .._lib.validation import (
     check_radius_shape,
 )
 from .batches import halving_batches
-from .distances import EXACT_CHUNK_FEATURES, HALF_PADDING_KEY, exact_distances
+from .distances import DEVICE_EXACT_CHUNK_FEATURES, HALF_PADDING_KEY, exact_distances
 from .search import (
     HOST_MAX_BATCH_ROWS,
     TrainIndex,
@@ -237,7 +237,7 @@ def rescore_bytes_per_candidate(index: TrainIndex) -> int:
     if index.exact_rows is not None:
         gathered += features * exact_size
     queries = features * (dtype_itemsize(xp, index.data_dtype) + 2 * exact_size)
-    steps = 3 * min(features, EXACT_CHUNK_FEATURES) * exact_size if is_gpu(xp, index.device) else 0
+    steps = 3 * min(features, DEVICE_EXACT_CHUNK_FEATURES) * exact_size if is_gpu(xp, index.device) else 0
     return gathered + queries + steps + 4 * 8
 
 

@@ -59,7 +59,7 @@ from .batches import halving_batches
 from .budget import DEFAULT_MEMORY_BUDGET, available_cores, default_memory_budget, dtype_itemsize, run_in_shares
 from .direct import DirectIndex, StoredRows, build_direct_index, is_direct, search_direct
 from .distances import (
-    EXACT_CHUNK_FEATURES,
+    DEVICE_EXACT_CHUNK_FEATURES,
     HALF_PADDING_KEY,
     augment_queries,
     augment_train,
@@ -69,6 +69,7 @@ from .distances import (
     rank_chunk_rows,
     ranking_keys,
 )
+from .gathers import take, take_along_axis, take_from_rows
 from .metrics import prepare_state, resolve
 from .topk import smallest_k_columns
 
@@ -128,6 +129,12 @@ class TrainIndex(StoredRows):
     the training rows themselves, unshifted and without the augmented column
     (``offset`` is zeros), and ``key_column``, ``row_scale`` and
     ``rank_offset`` hold in float32 what ranks them in float32.
+
+    On a GPU, where every kernel costs ~5 us whatever its size, the index
+    keeps what spares a batch a dozen small kernels: ``train_of_stored``
+    (8 bytes a row), and for torch ``rank_bias``, the augmented column as the
+    bias of one ``addmm`` (the query rows are then neither scaled nor
+    augmented per batch).
     """
 
     device: Any
@@ -146,6 +153,10 @@ class TrainIndex(StoredRows):
     key_column: Any = None  # half precision: (num_stored,) float32 augmented column, else None
     row_scale: Any = None  # half precision and cosine: (num_stored,) float32 1 / ||t||, else None
     rank_offset: Any = None  # half precision: (num_features,) float32 shift of the ranking, else None
+    # torch on a GPU (full precision): the augmented column, contiguous, the bias of the ranking GEMM.
+    rank_bias: Any = None
+    # On a GPU: (num_stored,) int64 training row of each stored row (padding: num_samples and on), else None.
+    train_of_stored: Any = None
 
     @property
     def rank_dtype(self) -> Any:
@@ -227,19 +238,25 @@ def build_index(
         return _build_index(train, metric, xp=xp, device=device, rank_dtype=rank_dtype)
 
 
-def _stored_order(num_samples: int) -> tuple[int, int, int, np.ndarray, np.ndarray]:
+def _stored_order(num_samples: int, *, xp: ModuleType, device: Any) -> tuple[int, int, int, Any, Any]:
     """The block layout: fine block size and count, ``max_group``, positions, and each stored row's training row.
 
     Stored row ``i * B0 + position[b]`` holds training row ``b * S0 + i``;
-    training rows from ``num_samples`` on are padding.
+    training rows from ``num_samples`` on are padding. The per-block
+    positions are made on the host (one entry per fine block); the order of
+    every stored row on the data's device, by arithmetic: stored row ``s``
+    holds row ``s // B0`` of the fine block at position ``s % B0``. (On a GPU,
+    the host-built order of 1M rows took ~10 ms of NumPy and an 8 MB copy
+    from pageable memory per build.)
     """
     fine_block_size, num_fine_blocks, max_group = choose_fine_blocks(num_samples)
     positions = fine_block_positions(num_fine_blocks, max_group)
-    train_of_stored = np.empty(num_fine_blocks * fine_block_size, dtype=np.int64)
-    within = np.arange(fine_block_size, dtype=np.int64)
-    stored = (within[None, :] * num_fine_blocks + positions[:, None]).reshape(-1)
-    train_of_stored[stored] = np.arange(num_fine_blocks * fine_block_size, dtype=np.int64)
-    return fine_block_size, num_fine_blocks, max_group, positions, train_of_stored
+    block_at = np.empty_like(positions)
+    block_at[positions] = np.arange(num_fine_blocks, dtype=np.int64)
+    stored = xp.arange(num_fine_blocks * fine_block_size, dtype=xp.int64, device=device)
+    block = take(xp.asarray(block_at, device=device), stored % num_fine_blocks, axis=0, xp=xp)
+    train_of_stored = block * fine_block_size + stored // num_fine_blocks
+    return fine_block_size, num_fine_blocks, max_group, xp.asarray(positions, device=device), train_of_stored
 
 
 def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_dtype: Any) -> TrainIndex:
@@ -255,7 +272,9 @@ def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_d
     if rank_dtype != data_dtype:
         exact_rows = xp.astype(rows[:, :num_features], exact)
         rows = xp.astype(rows, rank_dtype)
-    fine_block_size, num_fine_blocks, max_group, positions, train_of_stored = _stored_order(num_samples)
+    fine_block_size, num_fine_blocks, max_group, positions, train_of_stored = _stored_order(
+        num_samples, xp=xp, device=device
+    )
     padding = num_fine_blocks * fine_block_size - num_samples
     if padding:
         # Padding rows rank last: the largest finite key (an infinity would make
@@ -268,7 +287,11 @@ def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_d
             axis=1,
         )
         rows = xp.concat([rows, pad_rows], axis=0)
-    rows = xp.take(rows, xp.asarray(train_of_stored, device=device), axis=0)
+    rows = take(rows, train_of_stored, axis=0, xp=xp)
+    on_gpu = is_gpu(xp, device)
+    rank_bias = None
+    if on_gpu and array_api_compat.is_torch_namespace(xp):
+        rank_bias = xp.asarray(rows[:, num_features], copy=True)  # contiguous, as cuBLASLt's bias epilogue needs
     return TrainIndex(
         device=device,
         metric=metric,
@@ -278,11 +301,13 @@ def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_d
         num_fine_blocks=num_fine_blocks,
         max_group=max_group,
         rows=rows,
-        block_position=xp.asarray(positions, device=device),
+        block_position=positions,
         offset=offset,
         exact=exact,
         data_dtype=data_dtype,
         exact_rows=exact_rows,
+        rank_bias=rank_bias,
+        train_of_stored=train_of_stored if on_gpu else None,
     )
 
 
@@ -290,12 +315,11 @@ def _build_half_index(train: Any, metric: str, *, xp: ModuleType, device: Any, e
     """Half-precision rows stored as given (one copy, in the block layout), ranked in float32."""
     num_samples, num_features = train.shape
     rank_offset, column, scale = half_ranking_terms(train, metric, xp=xp, exact=exact)
-    fine_block_size, num_fine_blocks, max_group, positions, train_of_stored = _stored_order(num_samples)
+    fine_block_size, num_fine_blocks, max_group, positions, order = _stored_order(num_samples, xp=xp, device=device)
     padding = num_fine_blocks * fine_block_size - num_samples
     # Padding rows are copies of the last row (no padded copy of the training set), ranked
     # last by their key column.
-    source = xp.asarray(np.minimum(train_of_stored, num_samples - 1), device=device)
-    order = xp.asarray(train_of_stored, device=device)
+    source = xp.minimum(order, xp.asarray(num_samples - 1, dtype=xp.int64, device=device))
     if padding:
         column = xp.concat([column, xp.full(padding, HALF_PADDING_KEY, dtype=column.dtype, device=device)])
         if scale is not None:
@@ -308,14 +332,15 @@ def _build_half_index(train: Any, metric: str, *, xp: ModuleType, device: Any, e
         fine_block_size=fine_block_size,
         num_fine_blocks=num_fine_blocks,
         max_group=max_group,
-        rows=xp.take(train, source, axis=0),
-        block_position=xp.asarray(positions, device=device),
+        rows=take(train, source, axis=0, xp=xp),
+        block_position=positions,
         offset=xp.zeros(num_features, dtype=train.dtype, device=device),
         exact=exact,
         data_dtype=train.dtype,
-        key_column=xp.take(column, order),
-        row_scale=None if scale is None else xp.take(scale, order),
+        key_column=take(column, order, axis=0, xp=xp),
+        row_scale=None if scale is None else take(scale, order, axis=0, xp=xp),
         rank_offset=rank_offset,
+        train_of_stored=order if is_gpu(xp, device) else None,
     )
 
 
@@ -354,21 +379,41 @@ def candidate_count(k: int, num_samples: int) -> int:
     return min(num_samples, k + margin)
 
 
+#: Rows of up to this many values sort in one pass in shared memory on CUDA (torch's bitonic/warp sort).
+ONE_PASS_SORT_WIDTH = 4096
+
+
+def _sort_passes(width: int) -> int:
+    return 1 if width <= ONE_PASS_SORT_WIDTH else 4
+
+
 def plan_blocks(index: TrainIndex, k: int) -> BlockPlan:
     """The block size (a power-of-two group of fine blocks) that makes selection cheapest for ``k``.
 
     Per query the selection reads ``num_groups`` block minima and gathers and
     selects ``candidates * block_size`` keys; the group minimising their sum
     is taken. Where no group prunes (k close to n), every block is kept.
+
+    A kept key costs twice a block minimum (gathered, then selected) where
+    the selection is a partition or a top-k. torch on a GPU selects both by
+    sorting (:func:`knn_gpu._engine.topk.smallest_k_columns_by_sort`): a row
+    of up to :data:`ONE_PASS_SORT_WIDTH` values sorts in one pass, a longer
+    one in four (radix digits of float32), so each element costs its sort's
+    passes, and a kept key one more for its gather.
     """
     num_candidates = candidate_count(k, index.num_samples)
+    sorts = array_api_compat.is_torch_namespace(index.xp) and is_gpu(index.xp, index.device)
     best = None
     group = 1
     while group <= index.max_group:
         num_groups = index.num_fine_blocks // group
         block_size = group * index.fine_block_size
         if num_candidates < num_groups:
-            cost = num_groups + 2 * num_candidates * block_size
+            keys = num_candidates * block_size
+            if sorts:
+                cost = num_groups * _sort_passes(num_groups) + keys * (_sort_passes(keys) + 1)
+            else:
+                cost = num_groups + 2 * keys
             if best is None or cost < best[0]:
                 best = (cost, BlockPlan(group, num_groups, num_candidates, num_candidates, block_size))
         group *= 2
@@ -401,7 +446,7 @@ def batch_bytes_per_query(index: TrainIndex, plan: BlockPlan, reduce_bytes_per_q
     rescoring = 6 * num_candidates * 8
     if is_gpu(index.xp, index.device):
         # One re-scoring step per batch on a device; on the host steps of HOST_STEP_BYTES (a fixed few MiB).
-        rescoring += 3 * num_candidates * min(features, EXACT_CHUNK_FEATURES) * exact_size
+        rescoring += 3 * num_candidates * min(features, DEVICE_EXACT_CHUNK_FEATURES) * exact_size
     return keys + minima + selection + gathered + rescoring + int(reduce_bytes_per_query)
 
 
@@ -645,6 +690,8 @@ def batch_keys(index: TrainIndex, queries: Any, keys_out: Any = None) -> Any:
     ``keys_out`` (NumPy and CuPy) is a buffer to fill, reused across batches.
     """
     xp = index.xp
+    if index.rank_bias is not None:
+        return _torch_ranking_keys(index, queries)
     if index.key_column is None:
         ranked_queries = xp.astype(queries, index.rank_dtype, copy=False)
         offset = xp.astype(index.offset, index.rank_dtype, copy=False)
@@ -662,6 +709,28 @@ def batch_keys(index: TrainIndex, queries: Any, keys_out: Any = None) -> Any:
     )
 
 
+def _torch_ranking_keys(index: TrainIndex, queries: Any) -> Any:
+    """torch on a GPU: the keys of :func:`batch_keys` in one ``addmm``, the augmented column its bias.
+
+    ``[q', 1] . [t, c] = q'.t + c``: the product over the features only (the
+    stored rows without their last column: a strided view, no copy), the
+    column added by the GEMM's epilogue, the query factor's constant (-2 for
+    the Euclidean metrics, -1 for cosine and inner_product) as its ``alpha``,
+    exact as a power of two. One or two kernels where the augmented query
+    rows took five.
+    """
+    import torch
+
+    xp = index.xp
+    ranked_queries = xp.astype(queries, index.rank_dtype, copy=False)
+    if index.metric in ("cosine", "inner_product"):
+        factor, alpha = ranked_queries, -1.0
+    else:
+        factor, alpha = ranked_queries - xp.astype(index.offset, index.rank_dtype, copy=False), -2.0
+    features = index.rows[:, : index.num_features]
+    return torch.addmm(index.rank_bias, factor, features.T, alpha=alpha)
+
+
 def _search_batch(index: TrainIndex, plan: BlockPlan, queries: Any, k: int, keys_out: Any = None) -> tuple[Any, Any]:
     xp = index.xp
     device = index.device
@@ -672,39 +741,43 @@ def _search_batch(index: TrainIndex, plan: BlockPlan, queries: Any, k: int, keys
         # Members of each merged block lie num_fine // group columns apart (see the module notes).
         minima = xp.min(xp.reshape(keys, (rows, fine_size * group, num_fine // group)), axis=1)
         if group < index.max_group:  # to the blocks' natural order, so that ties go to the lower block
-            minima = xp.take(minima, index.block_position[::group] % (num_fine // group), axis=1)
+            minima = take(minima, index.block_position[::group] % (num_fine // group), axis=1, xp=xp)
         blocks = smallest_k_columns(minima, plan.kept, xp=xp)
     else:
         blocks = xp.broadcast_to(xp.arange(plan.num_groups, dtype=xp.int64, device=device), (rows, plan.num_groups))
     # Candidate keys of the kept blocks, in ascending training index: (rows, kept, group, fine_size).
-    fine = blocks[:, :, None] * group + xp.arange(group, dtype=xp.int64, device=device)[None, None, :]
-    positions = xp.reshape(xp.take(index.block_position, xp.reshape(fine, (-1,))), fine.shape)
-    within = xp.arange(fine_size, dtype=xp.int64, device=device)
-    stored = xp.reshape(positions[..., None] + within * num_fine, (rows, plan.width))
-    row_start = xp.arange(rows, dtype=xp.int64, device=device)[:, None] * index.num_stored
-    candidate_keys = xp.reshape(
-        xp.take(xp.reshape(keys, (-1,)), xp.reshape(stored + row_start, (-1,))), (rows, plan.width)
-    )
+    # Fine block b * group + j of merged block b is row b, column j of the positions seen as (groups, group).
+    members = xp.reshape(index.block_position, (plan.num_groups, group))
+    positions = xp.reshape(take(members, xp.reshape(blocks, (-1,)), axis=0, xp=xp), (rows, plan.kept, group))
+    within = xp.arange(0, fine_size * num_fine, num_fine, dtype=xp.int64, device=device)
+    stored = xp.reshape(positions[..., None] + within, (rows, plan.width))
+    candidate_keys = take_from_rows(keys, stored, xp=xp)
     columns = smallest_k_columns(candidate_keys, plan.num_candidates, xp=xp)
-    # Column -> (kept block, fine block within it, row within that): training index b * S0 + i.
-    member = columns % plan.block_size
-    chosen_fine = xp.take_along_axis(blocks, columns // plan.block_size, axis=1) * group + member // fine_size
-    train_indices = chosen_fine * fine_size + member % fine_size
+    stored_at = take_along_axis(stored, columns, axis=1, xp=xp)
+    if index.train_of_stored is not None:
+        # On a GPU one gather, where the arithmetic below is nine small kernels.
+        train_indices = xp.reshape(
+            take(index.train_of_stored, xp.reshape(stored_at, (-1,)), axis=0, xp=xp), stored_at.shape
+        )
+    else:
+        # Column -> (kept block, fine block within it, row within that): training index b * S0 + i.
+        member = columns % plan.block_size
+        chosen_fine = take_along_axis(blocks, columns // plan.block_size, axis=1, xp=xp) * group + member // fine_size
+        train_indices = chosen_fine * fine_size + member % fine_size
 
     num_features = index.num_features
     if index.exact_rows is None:
         # Take whole stored rows, then drop the augmented column: a take from the
         # column-sliced view would gather from non-contiguous rows (8x slower on NumPy).
-        stored_at = xp.take_along_axis(stored, columns, axis=1)
-        candidate_rows = xp.take(index.rows, xp.reshape(stored_at, (-1,)), axis=0)
+        candidate_rows = take(index.rows, xp.reshape(stored_at, (-1,)), axis=0, xp=xp)
         stored_width = index.rows.shape[1]  # num_features + 1, or num_features for half-precision rows
         candidate_rows = xp.reshape(candidate_rows, (rows, plan.num_candidates, stored_width))[..., :num_features]
     else:
-        candidate_rows = xp.take(index.exact_rows, xp.reshape(train_indices, (-1,)), axis=0)
+        candidate_rows = take(index.exact_rows, xp.reshape(train_indices, (-1,)), axis=0, xp=xp)
         candidate_rows = xp.reshape(candidate_rows, (rows, plan.num_candidates, num_features))
     distances = exact_distances(queries, candidate_rows, index.metric, index.offset, xp=xp, exact=index.exact)
     # Candidates are in ascending training index, so a stable sort keeps ties in index order.
     order = xp.argsort(distances, axis=1, stable=True)[:, :k]
-    distances = xp.take_along_axis(distances, order, axis=1)
-    indices = xp.take_along_axis(train_indices, order, axis=1)
+    distances = take_along_axis(distances, order, axis=1, xp=xp)
+    indices = take_along_axis(train_indices, order, axis=1, xp=xp)
     return distances, indices

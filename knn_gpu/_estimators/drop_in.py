@@ -421,7 +421,7 @@ class _KNeighborsMixin(_SklearnKNeighborsMixin):
 
         Returns
         -------
-        sparse matrix in CSR format, shape (n_queries, n_samples_fit_)
+        sparse matrix in CSR format, shape (n_queries, ``n_samples_fit_``)
             ``scipy.sparse.csr_matrix`` for host arrays (NumPy, lists,
             DataFrames) and for torch and array_api_strict, whose results are
             copied to the host (SciPy has no sparse matrix of those
@@ -504,7 +504,7 @@ class _RadiusNeighborsMixin(_SklearnRadiusNeighborsMixin):
 
         Returns
         -------
-        sparse matrix in CSR format, shape (n_queries, n_samples_fit_)
+        sparse matrix in CSR format, shape (n_queries, ``n_samples_fit_``)
             Built from the flat result without a loop over queries;
             ``cupyx.scipy.sparse.csr_matrix`` on the GPU for CuPy, else
             ``scipy.sparse.csr_matrix`` on the host.
@@ -748,7 +748,7 @@ class KNeighborsTransformer(ClassNamePrefixFeaturesOutMixin, _KNeighborsMixin, T
         return self
 
     def transform(self, X: Any) -> Any:
-        """The graph of ``X``'s neighbours among the training rows (CSR, shape (n_queries, n_samples_fit_))."""
+        """The graph of ``X``'s neighbours among the training rows (CSR, shape (n_queries, ``n_samples_fit_``))."""
         self._check_fitted()
         self._check_same_namespace(X, "transform")
         add_one = self.mode == "distance"

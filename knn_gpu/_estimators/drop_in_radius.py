@@ -446,7 +446,7 @@ class RadiusNeighborsTransformer(ClassNamePrefixFeaturesOutMixin, _RadiusNeighbo
         return self
 
     def transform(self, X: Any) -> Any:
-        """The graph of ``X``'s neighbours among the training rows (CSR, shape (n_queries, n_samples_fit_)), sorted by distance."""
+        """The graph of ``X``'s neighbours among the training rows (CSR, shape (n_queries, ``n_samples_fit_``)), sorted by distance."""
         self._check_fitted()
         self._check_same_namespace(X, "transform")
         return self.radius_neighbors_graph(X, mode=self.mode, sort_results=True)

@@ -16,6 +16,7 @@ and ``get_params`` / ``set_params`` read the constructor's signature.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import warnings
@@ -27,13 +28,11 @@ import numpy as np
 
 from .._engine.budget import dtype_itemsize
 from .._engine.distances import public_distances
+from .._engine.index import NeighborsIndex, build_neighbors_index
 from .._engine.metrics import check_input_for, lookup, resolve
 from .._engine.predictions import check_weights, class_votes, neighbor_weights, weighted_mean
-from .._engine.radius_direct import radius_search
 from .._engine.radius_queries import exclude_self_flat
-from .._engine.radius_streamed import radius_search_streamed
-from .._engine.search import TrainIndex, build_index, search_index
-from .._engine.streaming import StreamedTrain, chunk_rows_for, is_host_array, stream_budget, streamed_search, upload
+from .._engine.streaming import chunk_rows_for, is_host_array, stream_budget, upload
 from .._engine.topk import columns_of_true
 from .._lib.backends import auto_backend, convert_like, move_to, namespace_of_backend, parse_backend, to_host
 from .._lib.devices import device_scope, is_gpu
@@ -134,11 +133,11 @@ class _NeighborsBase:
         check_memory_budget(self.memory_budget)
         check_out_of_core(self.out_of_core)
 
-    def _fit_features(self, X: Any) -> tuple[Any, TrainIndex | StreamedTrain]:
-        """Validate parameters and ``X``, place ``X`` on the backend, build the index.
+    def _fit_features(self, X: Any) -> tuple[Any, NeighborsIndex]:
+        """Validate parameters and ``X``, place ``X`` on the backend, build the index (the engine's front door).
 
         Out of core (see ``out_of_core``), ``X`` stays where it is, in host
-        memory, and the index is a :class:`~knn_gpu._engine.streaming.StreamedTrain`.
+        memory, and the index streams it (its plan is ``"streamed"``).
         """
         self._check_params()
         names = feature_names_of(X)
@@ -172,8 +171,14 @@ class _NeighborsBase:
             # Out of core the rows stay in host memory: weighted, a scaled host copy of them does.
             rows = X if scale is None else _scaled_host_rows(X, scale)
             self._engine_X = None
-            return None, StreamedTrain(
-                rows, xp.astype(anchor, dtype), dtype, self._engine_metric(), self.memory_budget, p=self._engine_p()
+            return None, build_neighbors_index(
+                rows,
+                self._engine_metric(),
+                p=self._engine_p(),
+                stream=True,
+                anchor=xp.astype(anchor, dtype),
+                dtype=dtype,
+                memory_budget=self.memory_budget,
             )
         X = xp.astype(move_to(X, xp, array_api_compat.device(anchor)), dtype, copy=False)
         # The engine searches the scaled rows; _fit_X keeps the caller's (scikit-learn's _fit_X, reused by
@@ -182,7 +187,7 @@ class _NeighborsBase:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=re.escape(SEMI_METRIC_WARNING))  # warned by _check_params
             resolved = self._resolved_metric()
-        return X, build_index(self._engine_X, resolved, xp=xp)
+        return X, build_neighbors_index(self._engine_X, resolved)
 
     def _streams(self, X: Any, anchor: Any, dtype: Any) -> bool:
         """Keep ``X`` in host memory? Always if ``out_of_core``; if None, when it would not fit on the GPU."""
@@ -196,7 +201,7 @@ class _NeighborsBase:
         # The stored rows and the copies made while building them.
         return 2 * X.shape[0] * (X.shape[1] + 1) * dtype_itemsize(xp, dtype) > budget
 
-    def _store_fit(self, X: Any, index: TrainIndex) -> None:
+    def _store_fit(self, X: Any, index: NeighborsIndex) -> None:
         names = getattr(self, "_fit_feature_names", None)
         if names is not None:
             self.feature_names_in_ = names
@@ -242,7 +247,7 @@ class _NeighborsBase:
             num_classes=num_classes,
         )
 
-    def _check_fitted(self) -> TrainIndex:
+    def _check_fitted(self) -> NeighborsIndex | None:
         index = getattr(self, "_index", None)
         if index is None and getattr(self, "_dask_fit", None) is None:
             msg = (
@@ -274,7 +279,7 @@ class _NeighborsBase:
             num_neighbors = self._default_k()
         batch_rows = check_batch_size(self.batch_size)
         n_jobs = check_n_jobs(self.n_jobs)
-        search = streamed_search if isinstance(index, StreamedTrain) else self._search_in_memory
+        search = functools.partial(index.kneighbors, memory_budget=check_memory_budget(self.memory_budget))
         if X is None:
             k = check_num_neighbors(num_neighbors, index.num_samples - 1)
             if getattr(self, "_fit_stored", None) is not None:
@@ -283,7 +288,6 @@ class _NeighborsBase:
         k = check_num_neighbors(num_neighbors, index.num_samples)
         X, queries = self._validated_queries(X, index, k)
         result = search(
-            index,
             queries,
             k,
             batch_rows=batch_rows,
@@ -327,22 +331,22 @@ class _NeighborsBase:
     def _check_sparse_queries(self, X: Any) -> None:
         """Refuse sparse queries where the model cannot take them (the drop-in classes' tree algorithms); here: never."""
 
-    def _search_in_memory(self, index: TrainIndex, queries: Any, k: int, **options: Any) -> tuple:
-        return search_index(index, queries, k, memory_budget=check_memory_budget(self.memory_budget), **options)
-
-    def _leave_one_out(self, index: Any, k: int, search: Any, **options: Any) -> tuple[Any, Any]:
+    def _leave_one_out(self, index: NeighborsIndex, k: int, search: Any, **options: Any) -> tuple[Any, Any]:
         """Each training point's k nearest others; out of core, the training rows are the queries chunk by chunk."""
         xp = index.xp
-        if not isinstance(index, StreamedTrain):
-            distances, indices = search(index, self._engine_X, k + 1, **options)
+        if index.plan != "streamed":
+            distances, indices = search(self._engine_X, k + 1, **options)
             return _exclude_self(distances, indices, k, xp=xp)
+        streamed = index.store
         step = chunk_rows_for(
-            index.num_features, dtype_itemsize(xp, index.dtype), stream_budget(index.memory_budget, xp, index.device)
+            index.num_features,
+            dtype_itemsize(xp, index.dtype),
+            stream_budget(streamed.memory_budget, xp, index.device),
         )
         pieces = []
         for start in range(0, index.num_samples, step):
-            queries = upload(index.rows[start : start + step, ...], index.anchor, index.dtype)
-            distances, indices = search(index, queries, k + 1, **options)
+            queries = upload(streamed.rows[start : start + step, ...], streamed.anchor, index.dtype)
+            distances, indices = search(queries, k + 1, **options)
             pieces.append(_exclude_self(distances, indices, k, xp=xp, first_row=start))
         if len(pieces) == 1:
             return pieces[0]
@@ -389,8 +393,7 @@ class _NeighborsBase:
                 "this model was fitted on Dask arrays (pass X.compute())"
             )
             raise ValueError(msg)
-        streamed = isinstance(index, StreamedTrain)
-        if streamed and X is None:
+        if index.plan == "streamed" and X is None:
             msg = (
                 f"radius queries of {type(self).__name__} without X (each training point against the others) need the "
                 "training rows in memory; this model was fitted out of core: pass the rows as X"
@@ -407,20 +410,13 @@ class _NeighborsBase:
             X, queries = self._validated_queries(X, index)
         if not isinstance(radius, float):
             check_radius_shape(radius, queries.shape[0])
-        if streamed:
-            distances, indices, offsets = radius_search_streamed(
-                index, queries, radius, sort_results=sort_results, batch_rows=check_batch_size(self.batch_size)
-            )
-        else:
-            distances, indices, offsets = radius_search(
-                index,
-                queries,
-                radius,
-                sort_results=sort_results,
-                batch_rows=check_batch_size(self.batch_size),
-                memory_budget=check_memory_budget(self.memory_budget),
-                train=self._engine_X,
-            )
+        distances, indices, offsets = index.radius(
+            queries,
+            radius,
+            sort_results=sort_results,
+            batch_rows=check_batch_size(self.batch_size),
+            memory_budget=check_memory_budget(self.memory_budget),
+        )
         if X is None:
             distances, indices, offsets = exclude_self_flat(distances, indices, offsets, xp=xp)
         return distances, indices, offsets, X
@@ -606,8 +602,8 @@ class _TutorialEstimator(_NeighborsBase):
             never its own neighbour (its exact duplicates may be). Sparse
             queries are densified per call; the results are then arrays of
             their library (NumPy for SciPy). With ``metric="precomputed"`` a
-            sparse ``X`` is a neighbour graph (see
-            :func:`knn_gpu._lib.sparse_input.densify_distances`).
+            sparse ``X`` is a neighbour graph: stored entries are distances,
+            missing entries are no neighbours.
         num_neighbors : int, optional
             Defaults to the model's ``num_neighbors``.
         return_distance : bool
@@ -761,7 +757,7 @@ class KNN(_TutorialEstimator):
             Half-precision rows (float16, torch's bfloat16) are kept as
             given; distances and predictions are then float32. A sparse
             matrix (SciPy, ``cupyx.scipy.sparse``, torch) is densified as
-            it enters (:mod:`knn_gpu._lib.sparse_input`), as are sparse queries.
+            it enters, as are sparse queries (missing features are 0).
         y : array, shape (n_samples,) or (n_samples, n_outputs)
 
         Returns

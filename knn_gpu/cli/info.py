@@ -393,10 +393,11 @@ def config_info() -> dict[str, Any]:
     Returns
     -------
     dict
-        ``versions`` (see :func:`library_versions`), ``location`` (where
-        knn_gpu is imported from), ``blas`` (see :func:`blas_info`),
-        ``backends`` (see :func:`backend_status`), ``gpus`` and ``gpu_note``
-        (see :func:`gpu_devices`).
+        ``versions`` (library name to version, None when absent),
+        ``location`` (where knn_gpu is imported from), ``blas`` (the BLAS
+        libraries threadpoolctl sees), ``backends`` (each backend, whether it
+        is usable here and, if not, why and the fix), ``gpus`` and
+        ``gpu_note`` (each GPU's index, name, compute capability and memory).
 
     Examples
     --------

@@ -1,4 +1,4 @@
-"""Command line: ``knn-gpu demo``, ``knn-gpu info`` and ``knn-gpu compare``."""
+"""Command line: ``knn-gpu demo``, ``knn-gpu info``, ``knn-gpu compare`` and ``knn-gpu selftest``."""
 
 from __future__ import annotations
 
@@ -43,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_arguments(
         commands.add_parser("compare", help="compare backends (and scikit-learn, FAISS) on one workload")
     )
+    from .selftest import add_selftest_arguments
+
+    add_selftest_arguments(
+        commands.add_parser(
+            "selftest",
+            help="check every usable backend and device against a float64 oracle (exit 1 on a wrong answer)",
+        )
+    )
     return parser
 
 
@@ -55,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .info import run_info
 
         return run_info(as_json=args.json)
+    if args.command == "selftest":
+        from .selftest import selftest
+
+        return selftest(args)
     from .compare import run_compare
 
     return run_compare(args)
