@@ -648,6 +648,26 @@ _TIME_KEYS = {
 }
 
 
+def _bench_gpu_time(record: dict) -> dict[str, float]:
+    """A ``benchmarks/bench_gpu.py`` record (``method``, ``backend``, ``seconds_min``) as ``{part: seconds}``.
+
+    The model traces torch on CUDA, so only torch records count; out-of-core
+    records and failed methods are left out.
+    """
+    method, seconds = record.get("method"), record.get("seconds_min")
+    if not isinstance(method, str) or not isinstance(seconds, (int, float)) or record.get("error"):
+        return {}
+    if record.get("out_of_core") or not str(record.get("backend", "")).startswith("torch"):
+        return {}
+    if method in ("peer", "floor"):
+        return {method: float(seconds)}
+    if method.startswith("knn_gpu fitted"):
+        return {"fitted": float(seconds)}
+    if method.startswith("knn_gpu"):
+        return {"functional": float(seconds)}
+    return {}
+
+
 def load_measured(path: Path) -> dict[tuple[int, int, int, int], dict[str, float]]:
     """Seconds measured on a real GPU, by ``(num_queries, num_train, dim, k)``.
 
@@ -656,7 +676,9 @@ def load_measured(path: Path) -> dict[tuple[int, int, int, int], dict[str, float
     or ``n_query``, ``num_train`` or ``n_train``, ``dim``, ``k``; or all of
     them in a ``"shape"`` object) and any of the timings ``functional_s``,
     ``fitted_s``, ``peer_s``, ``floor_s`` (or the ``knn_gpu_``-prefixed
-    names). Records without a known shape or timing are skipped.
+    names). Records of ``benchmarks/bench_gpu.py`` (``method`` and
+    ``seconds_min``, torch only) are read too. Records without a known shape
+    or timing are skipped.
     """
     data = json.loads(Path(path).read_text())
     if isinstance(data, dict):
@@ -676,6 +698,7 @@ def load_measured(path: Path) -> dict[tuple[int, int, int, int], dict[str, float
             for name in names
             if isinstance(fields.get(name), (int, float))
         }
+        times.update(_bench_gpu_time(fields))
         if None not in shape and times:
             measured.setdefault(tuple(shape), {}).update(times)
     return measured

@@ -168,3 +168,22 @@ def test_measured_times_are_put_beside_the_model(model, tmp_path):
     assert lines[0].startswith(f"| {first['label']} | fitted |") and lines[0].endswith(f"| {expected:.2f} |")
     assert lines[1].startswith(f"| {second['label']} | peer |")
     assert lines[1].endswith(f"| {0.0005 / second['peer_fitted']['modeled_s']:.2f} |")
+
+
+def test_bench_gpu_records_are_read_as_measurements(model, tmp_path):
+    """benchmarks/bench_gpu.py's records (method, backend, seconds_min): torch only, in memory, no failed method."""
+    common = {"n_query": 200, "n_train": 5000, "dim": 16, "k": 10, "out_of_core": False, "error": ""}
+    records = [
+        {**common, "method": "peer", "backend": "torch", "seconds_min": 0.001},
+        {**common, "method": "floor", "backend": "torch", "seconds_min": 0.0002},
+        {**common, "method": "knn_gpu [torch]", "backend": "torch", "seconds_min": 0.003},
+        {**common, "method": "knn_gpu fitted [torch]", "backend": "torch", "seconds_min": 0.0015},
+        {**common, "method": "knn_gpu fitted [cupy]", "backend": "cupy", "seconds_min": 9.0},  # not what is traced
+        {**common, "method": "knn_gpu [torch]", "backend": "torch", "seconds_min": 9.0, "out_of_core": True},
+        {**common, "method": "peer", "backend": "torch", "seconds_min": None, "error": "OutOfMemoryError"},
+    ]
+    measured = tmp_path / "bench_gpu.json"
+    measured.write_text(json.dumps(records))
+    assert model.load_measured(measured) == {
+        (200, 5000, 16, 10): {"peer": 0.001, "floor": 0.0002, "functional": 0.003, "fitted": 0.0015}
+    }
