@@ -16,6 +16,7 @@ from typing import Any
 
 from ._api.neighbors import kneighbors
 from ._api.radius import radius_neighbors, to_object_arrays
+from ._engine.metrics import BlockMetric
 from ._estimators.knn import KNN, KNNClassifier
 from ._lib.backends import available_backends
 from ._lib.validation import NotFittedError
@@ -52,6 +53,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "BlockMetric",
     "KNN",
     "KNNClassifier",
     "KNeighborsClassifier",

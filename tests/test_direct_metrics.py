@@ -159,6 +159,17 @@ def test_bad_p_is_refused(p, error, match):
         knn_gpu.kneighbors(np.ones((2, 3)), np.ones((4, 3)), 2, metric="minkowski", p=p)
 
 
+def test_p_below_one_is_scikit_learns_rule_a_warning_and_exact_neighbours():
+    """One rule for p everywhere (the registry's check_p): 0 < p < 1 warns, as scikit-learn's brute force."""
+    rng = np.random.default_rng(4)
+    train, queries = rng.integers(0, 4, size=(40, 3)).astype(float), rng.integers(0, 4, size=(6, 3)).astype(float)
+    with pytest.warns(UserWarning, match="are not distance metrics"):
+        distances, indices = knn_gpu.kneighbors(queries, train, 5, metric="minkowski", p=0.5)
+    expected_distances, expected_indices = oracle_kneighbors(queries, train, 5, metric="minkowski", p=0.5)
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_allclose(distances, expected_distances, rtol=1e-12)
+
+
 def test_minkowski_p2_and_l2_take_the_euclidean_path():
     rng = np.random.default_rng(3)
     train = rng.standard_normal((50, 4))
@@ -177,7 +188,7 @@ def test_minkowski_p2_and_l2_take_the_euclidean_path():
 
 def test_unknown_metric_names_the_choices():
     with pytest.raises(ValueError, match="'chebyshev'"):
-        knn_gpu.kneighbors(np.ones((2, 3)), np.ones((4, 3)), 2, metric="hamming")
+        knn_gpu.kneighbors(np.ones((2, 3)), np.ones((4, 3)), 2, metric="wminkowski")
 
 
 def test_radius_search_takes_direct_metrics():

@@ -11,11 +11,11 @@ from oracle import oracle_kneighbors
 import knn_gpu
 from knn_gpu._engine import budget as budget_module
 from knn_gpu._engine import search
+from knn_gpu._engine.metrics import PRODUCT_METRICS as METRICS
 from knn_gpu._engine.search import BlockPlan, build_index, plan_blocks, search_index
 from knn_gpu._engine.topk import kth_smallest_by_bisection, smallest_k_columns
 from knn_gpu._lib.backends import to_host
 from knn_gpu._lib.devices import device_scope, free_device_bytes
-from knn_gpu._lib.validation import METRICS
 
 
 def _tied_data(num_train: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

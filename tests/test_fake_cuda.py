@@ -24,7 +24,8 @@ from oracle import oracle_distances  # noqa: E402
 
 import knn_gpu  # noqa: E402
 from knn_gpu import KNN, KNNClassifier  # noqa: E402
-from knn_gpu._lib.validation import DIRECT_METRICS, METRICS  # noqa: E402
+from knn_gpu._engine.metrics import MINKOWSKI_METRICS as DIRECT_METRICS  # noqa: E402
+from knn_gpu._engine.metrics import PRODUCT_METRICS as METRICS  # noqa: E402
 
 CUDA0 = torch.device("cuda", 0)
 CUDA1 = torch.device("cuda", 1)

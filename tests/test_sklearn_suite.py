@@ -78,17 +78,10 @@ _OTHER_METRICS = (
 #: Tests of scikit-learn's suite not run, and why: features knn_gpu does not have yet. Each key is a
 #: regular expression searched in the test's name with its parameters ("test_x[float64-...]").
 DESELECTED: dict[str, str] = {
-    # metrics
-    rf"^test_(unsupervised_kneighbors|neigh_predictions_algorithm_agnosticity|neighbors_metrics|kneighbors_brute_backend|radius_neighbors_brute_backend|valid_brute_metric_for_auto_algorithm|neighbors_classifier_with_string_labels)\[.*(?<![a-z_])({_OTHER_METRICS})(?![a-z_])": METRICS,
-    r"^test_(non_euclidean_kneighbors|pairwise_boolean_distance|nan_euclidean_support)": METRICS,
-    r"^test_(unsupervised_kneighbors|neigh_predictions_algorithm_agnosticity|neighbors_metrics)\[.*DM_euclidean": DISTANCE_METRIC,
-    r"^test_callable_metric$": DISTANCE_METRIC,
-    # sparse input: feature matrices and precomputed graphs pass; these need other features
-    r"^test_valid_brute_metric_for_auto_algorithm\[.*DM_euclidean": DISTANCE_METRIC,
-    r"^test_sparse_metric_callable\[": DISTANCE_METRIC + " (a callable metric taking sparse rows)",
-    r"^test_neighbors_validate_parameters\[": (
-        "metric='haversine' is not supported yet (ValueError at construction-time checks, where the test expects "
-        "'Metric 'haversine' not valid for sparse input.' and 'Haversine distance only valid in 2 dimensions')"
+    # callables
+    r"^test_sparse_metric_callable\[": (
+        "a callable metric receives dense rows: knn_gpu densifies sparse input (in its own library) before any "
+        "metric, where scikit-learn passes sparse rows to a callable (the test's metric calls x.dot(y.T).toarray())"
     ),
     # tree selection
     r"^test_auto_algorithm\[(X3|X4|X5)-": FIT_METHOD + " (X4, X5: and metrics seuclidean, correlation)",

@@ -75,7 +75,7 @@ def test_bad_class_labels():
         ({"num_neighbors": True}, TypeError, "num_neighbors must be a positive integer"),
         ({"num_neighbors": 21}, ValueError, r"num_neighbors=21 is larger than the number of training samples"),
         ({"backend": "tpu"}, ValueError, "backend must be None, 'auto' or one of"),
-        ({"metric": "hamming"}, ValueError, "metric must be one of"),
+        ({"metric": "wminkowski"}, ValueError, "metric must be one of"),  # hamming is supported now
         ({"weights": "gaussian"}, ValueError, "weights must be 'uniform', 'distance' or a callable"),
         ({"batch_size": 0}, ValueError, "batch_size must be None or a positive integer"),
         ({"batch_size": "big"}, TypeError, "batch_size must be None or a positive integer"),
@@ -154,7 +154,7 @@ def test_functional_api_errors():
     with pytest.raises(ValueError, match="queries has 2 features, but train is expecting 3"):
         knn_gpu.kneighbors(X[:, :2], X, 2)
     with pytest.raises(ValueError, match="metric must be one of"):
-        knn_gpu.kneighbors(X, X, 2, metric="hamming")
+        knn_gpu.kneighbors(X, X, 2, metric="wminkowski")
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match="queries and train must come from the same array library"):
         knn_gpu.kneighbors(torch.asarray(X), X, 2)

@@ -6,22 +6,20 @@ from typing import Any
 
 import array_api_compat
 
-from .._engine.direct import is_direct, resolve_metric
+from .._engine.direct import is_direct
 from .._engine.distances import public_distances
 from .._engine.index import build_neighbors_index
+from .._engine.metrics import PRODUCT_METRICS, check_input_for, resolve
 from .._engine.streaming import is_host_array
 from .._lib.sparse_input import check_stored_neighbors, fewest_stored_per_row, is_sparse
 from .._lib.validation import (
-    METRICS,
     as_feature_matrix,
     check_batch_size,
     check_feature_count,
     check_memory_budget,
-    check_metric,
     check_n_jobs,
     check_num_neighbors,
     check_out_of_core,
-    check_p,
     check_precomputed_inputs,
     check_same_namespace,
     dtype_in,
@@ -37,8 +35,9 @@ def kneighbors(
     train: Any,
     k: int,
     *,
-    metric: str = "euclidean",
+    metric: Any = "euclidean",
     p: float | None = None,
+    metric_params: dict | None = None,
     batch_size: int | None = None,
     n_jobs: int | None = None,
     memory_budget: int | None = None,
@@ -57,7 +56,7 @@ def kneighbors(
         Lists are converted with NumPy.
     k : int
         Number of neighbours, ``1 <= k <= n_samples``.
-    metric : str, default "euclidean"
+    metric : str, BlockMetric or callable, default "euclidean"
         ``"euclidean"`` (``"l2"``), ``"sqeuclidean"``, ``"cosine"`` and
         ``"inner_product"`` rank through one matrix product.
         ``"inner_product"`` is maximum inner product search (as FAISS's
@@ -73,6 +72,20 @@ def kneighbors(
         the search only selects. Dask arrays and out-of-core streaming take
         the four matrix-product metrics only.
 
+        Every other metric of scikit-learn's brute force is computed directly
+        too, on the data's device: ``"braycurtis"``, ``"canberra"``,
+        ``"correlation"``, ``"hamming"``, ``"nan_euclidean"`` (NaN in the
+        input are missing values), ``"seuclidean"`` (``metric_params={"V": ...}``),
+        ``"mahalanobis"`` (``{"VI": ...}``), ``"haversine"`` (2 columns:
+        latitude, longitude in radians) and the boolean metrics
+        (``"jaccard"``, ``"dice"``, ``"rogerstanimoto"``, ``"russellrao"``,
+        ``"sokalsneath"``, ``"yule"``; the data are read as ``x != 0``).
+        A :class:`knn_gpu.BlockMetric` wraps a vectorised
+        ``f(queries_block, train_block) -> distances_block`` run on the data's
+        device; a plain callable of two rows (or a
+        ``sklearn.metrics.DistanceMetric``) runs on the host, pair by pair
+        (slow, as in scikit-learn). See :mod:`knn_gpu._engine.metrics`.
+
         Sparse input (SciPy, ``cupyx.scipy.sparse``, torch) is densified
         in its own library: missing features
         are 0; with ``"precomputed"`` a sparse matrix is a neighbour graph,
@@ -85,6 +98,11 @@ def kneighbors(
         the estimators); None (the default) is 2, the euclidean
         distance (matrix-product path). Ignored by the other metrics, as
         scikit-learn ignores it.
+    metric_params : dict, optional
+        The metric's parameters: ``{"V": ...}`` for ``"seuclidean"``,
+        ``{"VI": ...}`` for ``"mahalanobis"``, ``{"p": ...}`` for
+        ``"minkowski"``; keyword arguments of a callable metric. A parameter
+        the metric does not take is a ``ValueError``.
     batch_size : int, optional
         Queries per batch; by default chosen so that all the temporaries of
         the batches in flight stay within ``memory_budget``.
@@ -140,24 +158,26 @@ def kneighbors(
     >>> knn_gpu.kneighbors(np.array([[0.9, 0.1]]), train, 2, metric="minkowski", p=float("inf"))[1]
     array([[1, 0]])
     """
-    metric = check_metric(metric, direct=True)
-    p = check_p(p)
+    resolved = resolve(metric, p, metric_params)
+    engine_metric, p = resolved.name, resolved.p
     batch_size = check_batch_size(batch_size)
     n_jobs = check_n_jobs(n_jobs)
     memory_budget = check_memory_budget(memory_budget)
     out_of_core = check_out_of_core(out_of_core)
-    engine_metric, p = resolve_metric(metric, p)
     is_dask = array_api_compat.is_dask_array(train) or array_api_compat.is_dask_array(queries)
     if is_dask and is_direct(engine_metric):
-        msg = f"metric={metric!r} is not supported for Dask arrays; use one of {', '.join(map(repr, METRICS))}"
+        msg = f"metric={metric!r} is not supported for Dask arrays; use one of {', '.join(map(repr, PRODUCT_METRICS))}"
         raise ValueError(msg)
     if is_dask:
         distances, indices = _dask_kneighbors(queries, train, k, engine_metric)
-        return public_distances(distances, metric), indices
+        return public_distances(distances, engine_metric), indices
     precomputed = engine_metric == "precomputed"
     graph = precomputed and is_sparse(queries)
-    train = as_feature_matrix(train, "train", distances=precomputed)
-    queries = as_feature_matrix(queries, "queries", allow_empty=True, distances=precomputed)
+    allow_nan = resolved.entry.allows_nan
+    train = as_feature_matrix(train, "train", distances=precomputed, allow_nan=allow_nan)
+    queries = as_feature_matrix(queries, "queries", allow_empty=True, distances=precomputed, allow_nan=allow_nan)
+    check_input_for(resolved.entry, train, "train")
+    check_input_for(resolved.entry, queries, "queries")
     k = check_num_neighbors(k, train.shape[0], name="k")
     if precomputed:
         check_precomputed_inputs(queries, train)
@@ -167,7 +187,7 @@ def kneighbors(
     if streams and is_direct(engine_metric):
         msg = (
             f"metric={metric!r} has no out-of-core search (training rows streamed from host memory); "
-            f"move train to the queries' device, or use one of {', '.join(map(repr, METRICS))}"
+            f"move train to the queries' device, or use one of {', '.join(map(repr, PRODUCT_METRICS))}"
         )
         raise ValueError(msg)
     if streams:
@@ -176,10 +196,10 @@ def kneighbors(
         dtype = floating_dtype(xp.result_type(queries.dtype, dtype_in(xp, train.dtype)), xp, device)
         queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
         index = build_neighbors_index(
-            train, metric, stream=True, anchor=queries[:0, ...], dtype=dtype, memory_budget=memory_budget
+            train, resolved, stream=True, anchor=queries[:0, ...], dtype=dtype, memory_budget=memory_budget
         )
         distances, indices = index.kneighbors(queries, k, batch_rows=batch_size, n_jobs=n_jobs)
-        return public_distances(distances, metric), indices
+        return public_distances(distances, engine_metric), indices
     xp = check_same_namespace(queries, train, ("queries", "train"))
     device = array_api_compat.device(train)
     if array_api_compat.device(queries) != device:
@@ -189,9 +209,9 @@ def kneighbors(
         raise ValueError(msg)
     dtype = floating_dtype(xp.result_type(queries.dtype, train.dtype), xp, device)
     queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
-    index = build_neighbors_index(xp.astype(train, dtype, copy=False), engine_metric, p=p)
+    index = build_neighbors_index(xp.astype(train, dtype, copy=False), resolved)
     distances, indices = index.kneighbors(queries, k, batch_rows=batch_size, n_jobs=n_jobs, memory_budget=memory_budget)
-    return public_distances(distances, metric), indices
+    return public_distances(distances, engine_metric), indices
 
 
 def _streams(queries: Any, train: Any) -> bool:

@@ -13,15 +13,13 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .._engine.direct import resolve_metric
 from .._engine.index import build_neighbors_index
+from .._engine.metrics import check_input_for, resolve
 from .._lib.backends import to_host
 from .._lib.validation import (
     as_feature_matrix,
     check_batch_size,
     check_memory_budget,
-    check_metric,
-    check_p,
     check_precomputed_inputs,
     check_radius,
     check_radius_shape,
@@ -70,8 +68,9 @@ def radius_neighbors(
     train: Any,
     radius: Any,
     *,
-    metric: str = "euclidean",
+    metric: Any = "euclidean",
     p: float | None = None,
+    metric_params: dict | None = None,
     sort_results: bool = False,
     return_distance: bool = True,
     batch_size: int | None = None,
@@ -100,17 +99,20 @@ def radius_neighbors(
         every metric but ``"sqeuclidean"`` (a squared distance) and
         ``"cosine"`` (``1 - cos``). An array (any library; a list) gives
         each query its own radius; it is moved to the queries' device once.
-    metric : str, default "euclidean"
+    metric : str, BlockMetric or callable, default "euclidean"
         ``"euclidean"`` (``"l2"``), ``"sqeuclidean"``, ``"cosine"``, or the
         directly computed ``"minkowski"`` (power ``p``), ``"manhattan"``
         (``"l1"``, ``"cityblock"``), ``"chebyshev"`` (``"infinity"``) and
         ``"precomputed"`` (``train`` a square matrix of distances, ``queries``
-        rows of distances to the training samples), as
-        :func:`knn_gpu.kneighbors` takes them. ``"inner_product"`` is a
+        rows of distances to the training samples), and every other metric
+        :func:`knn_gpu.kneighbors` takes (the registry's). ``"inner_product"`` is a
         similarity without a radius in scikit-learn's sense, and is refused.
     p : float, optional
         The Minkowski power for ``metric="minkowski"`` (``> 0``, infinity allowed, ``0 < p < 1`` with a warning, as
         :func:`knn_gpu.kneighbors`; None: 2); ignored by the other metrics.
+    metric_params : dict, optional
+        The metric's parameters (``V``, ``VI``, ...), as for
+        :func:`knn_gpu.kneighbors`.
     sort_results : bool
         List each query's neighbours by ascending (distance, index) instead
         of ascending index. Needs ``return_distance=True``, as in
@@ -162,14 +164,14 @@ def radius_neighbors(
     >>> knn_gpu.radius_neighbors(np.array([[0.0, 0.0], [0.0, 0.0]]), train, [0.5, 1.0], return_distance=False)
     (array([0, 0, 1]), array([0, 1, 3]))
     """
-    metric = check_metric(metric, direct=True)
-    if metric == "inner_product":
+    resolved = resolve(metric, p, metric_params)
+    engine_metric, p = resolved.name, resolved.p
+    if resolved.entry.similarity:
         msg = (
-            "metric='inner_product' has no radius search: it is a similarity, not a distance; "
+            f"metric={metric!r} has no radius search: it is a similarity, not a distance; "
             "use 'euclidean', 'sqeuclidean', 'cosine' or a directly computed metric"
         )
         raise ValueError(msg)
-    p = check_p(p)
     radius = check_radius(radius)
     for name, value in (("sort_results", sort_results), ("return_distance", return_distance)):
         if not isinstance(value, bool):
@@ -183,11 +185,13 @@ def radius_neighbors(
     if array_api_compat.is_dask_array(train) or array_api_compat.is_dask_array(queries):
         msg = "radius_neighbors does not take Dask arrays yet; compute() them, or search chunk by chunk"
         raise TypeError(msg)
-    engine_metric, p = resolve_metric(metric, p)
     precomputed = engine_metric == "precomputed"
     # A sparse precomputed pair is a neighbour graph: missing entries are no neighbours (infinity).
-    train = as_feature_matrix(train, "train", distances=precomputed)
-    queries = as_feature_matrix(queries, "queries", allow_empty=True, distances=precomputed)
+    allow_nan = resolved.entry.allows_nan
+    train = as_feature_matrix(train, "train", distances=precomputed, allow_nan=allow_nan)
+    queries = as_feature_matrix(queries, "queries", allow_empty=True, distances=precomputed, allow_nan=allow_nan)
+    check_input_for(resolved.entry, train, "train")
+    check_input_for(resolved.entry, queries, "queries")
     if precomputed:
         check_precomputed_inputs(queries, train)
     if not isinstance(radius, float):
@@ -200,7 +204,7 @@ def radius_neighbors(
     dtype = floating_dtype(xp.result_type(queries.dtype, train.dtype), xp, device)
     queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
     train = xp.astype(train, dtype, copy=False)
-    index = build_neighbors_index(train, engine_metric, p=p)
+    index = build_neighbors_index(train, resolved)
     distances, indices, offsets = index.radius(
         queries, radius, sort_results=sort_results, batch_rows=batch_size, memory_budget=memory_budget
     )

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
@@ -51,13 +51,10 @@ from .._lib.validation import distance_dtype_for, exact_dtype
 from .batches import halving_batches
 from .budget import available_cores, default_memory_budget, run_in_shares
 from .merge import merge_neighbor_lists
+from .metrics import REGISTRY, lookup, resolve
 from .topk import smallest_k_columns
 
 __all__ = ["DirectIndex", "build_direct_index", "search_direct", "resolve_metric", "direct_bytes", "direct_plan"]
-
-#: Names of p = 1 and p = infinity.
-MANHATTAN_NAMES = ("manhattan", "l1", "cityblock")
-CHEBYSHEV_NAMES = ("chebyshev", "infinity")
 
 #: Most queries per batch on NumPy (as the product search: the blocks stay in the CPU caches).
 HOST_MAX_BATCH_ROWS = 512
@@ -65,18 +62,17 @@ HOST_MAX_BATCH_ROWS = 512
 #: Fewest training rows per block the planner aims for before it shrinks the batch.
 MIN_BLOCK_ROWS = 256
 
+#: Elements of one (rows, block, features) temporary of a registry metric on NumPy (2 MiB of float64),
+#: and the fewest block rows that bound gives.
+HOST_METRIC_BLOCK_ELEMENTS = 2**18
+MIN_HOST_METRIC_BLOCK_ROWS = 16
+
 #: Most training rows per block on NumPy with SciPy (a (512, 4096) float64 block is 16 MiB).
 HOST_CDIST_BLOCK_ROWS = 4096
 
 
 def resolve_metric(metric: str, p: float | None) -> tuple[str, float | None]:
-    """The engine's ``(metric, p)`` for a validated metric name and p.
-
-    ``"l2"`` and ``"minkowski"`` with p = 2 (the default) are
-    ``("euclidean", None)``: the matrix-product path. The names of p = 1 and
-    p = infinity are ``("minkowski", 1.0)`` and ``("minkowski", inf)``;
-    ``p`` is ignored for every metric but ``"minkowski"``, as scikit-learn
-    ignores it.
+    """The engine's ``(metric, p)`` for a metric name and p: :func:`knn_gpu._engine.metrics.resolve`'s.
 
     Examples
     --------
@@ -85,21 +81,14 @@ def resolve_metric(metric: str, p: float | None) -> tuple[str, float | None]:
     >>> resolve_metric("minkowski", 2)
     ('euclidean', None)
     """
-    if metric == "l2":
-        return "euclidean", None
-    if metric in MANHATTAN_NAMES:
-        return "minkowski", 1.0
-    if metric in CHEBYSHEV_NAMES:
-        return "minkowski", math.inf
-    if metric == "minkowski":
-        p = 2.0 if p is None else float(p)
-        return ("euclidean", None) if p == 2.0 else ("minkowski", p)
-    return metric, None
+    resolved = resolve(metric, p)
+    return resolved.name, resolved.p
 
 
-def is_direct(metric: str) -> bool:
-    """True for the engine metrics searched here (after :func:`resolve_metric`)."""
-    return metric in ("minkowski", "precomputed")
+def is_direct(metric: Any) -> bool:
+    """True for the metrics searched here, block by block (every one not ranked by a matrix product)."""
+    entry = REGISTRY.get(metric) if isinstance(metric, str) else None  # an engine name ("callable") first
+    return (entry or lookup(metric)).ranking != "product"
 
 
 class StoredRows:
@@ -135,21 +124,31 @@ class DirectIndex(StoredRows):
     """
 
     device: Any
-    metric: str  # "minkowski" or "precomputed"
+    metric: str  # "minkowski", "precomputed", or a direct metric of the registry (knn_gpu._engine.metrics)
     p: float | None
     num_samples: int
     num_features: int
     rows: Any
     exact: Any
     data_dtype: Any
+    state: dict = field(default_factory=dict)  # what the metric's blocks need (V, VI, a function), on the device
 
     @property
     def num_stored(self) -> int:
         return self.num_samples
 
+    @property
+    def root(self) -> float | None:
+        """The distances are ``keys ** (1 / root)``, taken on the winners only; None: the keys are the distances."""
+        if self.metric == "minkowski":
+            return self.p if _has_root(self.p) else None
+        return REGISTRY[self.metric].root if self.metric in REGISTRY else None
 
-def build_direct_index(train: Any, metric: str, p: float | None, *, xp: ModuleType) -> DirectIndex:
-    """A :class:`DirectIndex` of validated floating ``train`` for a resolved metric."""
+
+def build_direct_index(
+    train: Any, metric: str, p: float | None, *, xp: ModuleType, state: dict | None = None
+) -> DirectIndex:
+    """A :class:`DirectIndex` of validated floating ``train`` for a resolved metric (``state``: its blocks' needs)."""
     device = array_api_compat.device(train)
     with device_scope(xp, device):
         exact = exact_dtype(xp, device)
@@ -165,6 +164,7 @@ def build_direct_index(train: Any, metric: str, p: float | None, *, xp: ModuleTy
             rows=rows,
             exact=exact,
             data_dtype=train.dtype,
+            state={} if state is None else state,
         )
 
 
@@ -180,6 +180,14 @@ def block_method(index: DirectIndex) -> str:
     """
     if index.metric == "precomputed":
         return "select"
+    if index.metric != "minkowski":
+        if (
+            array_api_compat.is_numpy_namespace(index.xp)
+            and REGISTRY[index.metric].scipy_name is not None
+            and _scipy_available()
+        ):
+            return "metric_cdist"  # NumPy: SciPy's compiled cdist of the same metric
+        return "metric"  # the registry's block function, standard functions only
     if array_api_compat.is_numpy_namespace(index.xp):
         if not _has_root(index.p) and _scipy_available():
             return "cdist"
@@ -217,11 +225,16 @@ def direct_bytes(index: DirectIndex, block_rows: int, k: int, *, method: str) ->
             per_column += 3 * features * exact
         if index.rows.dtype != index.exact:
             per_block_row = features * exact
+    elif method == "metric":
+        # The metric's (rows, block, features) temporaries, a few (rows, block) ones (ratios, masks,
+        # counts), the block in the exact dtype and its boolean/centred copy.
+        per_column += (REGISTRY[index.metric].temporaries * features + 6) * exact
+        per_block_row = 2 * features * exact
     kept = min(k, block_rows)
     per_query = features * exact + (kept + 3 * (k + kept)) * (exact + 8)
     if method == "numpy_loop":
         per_query += 3 * LOOP_TILE_ROWS * exact
-    if method in ("cdist", "numpy_loop"):
+    if method in ("cdist", "numpy_loop", "metric_cdist"):
         # The host merge of the entries below the k-th best: at worst every entry of the block
         # (row, column, distance, index and the lexsort's order).
         per_column += 5 * 8
@@ -265,8 +278,14 @@ def direct_plan(
     per_query, per_column, per_block_row = direct_bytes(index, num_samples, k, method=method)
     left = share - batch_rows * (per_query + reduce_bytes_per_query)
     block = max(1, min(num_samples, left // (batch_rows * per_column + per_block_row)))
-    if method in ("cdist", "numpy_loop"):
+    if method in ("cdist", "numpy_loop", "metric_cdist"):
         block = min(block, HOST_CDIST_BLOCK_ROWS)
+    if method == "metric" and array_api_compat.is_numpy_namespace(index.xp):
+        # The registry's (rows, block, features) temporaries stay cache-sized on the host: large fresh
+        # allocations cost more in page faults than the arithmetic (a GPU's memory pool has no such cost).
+        block = min(
+            block, max(MIN_HOST_METRIC_BLOCK_ROWS, HOST_METRIC_BLOCK_ELEMENTS // (batch_rows * index.num_features))
+        )
     return batch_rows, block
 
 
@@ -330,7 +349,7 @@ def search_direct(
             batch_rows=batch_rows,
             reduce_bytes_per_query=reduce_bytes_per_query,
         )
-        block_distances = BLOCK_FUNCTIONS[block_method(index)]
+        block_distances = block_function(index)
 
         def search_rows(start: int, stop: int) -> tuple:
             distances, indices = _search_batch(index, queries[start:stop, ...], k, block_rows, block_distances)
@@ -363,7 +382,7 @@ def _neighbors_themselves(distances: Any, indices: Any) -> tuple[Any, Any]:
 def _search_batch(index: DirectIndex, queries: Any, k: int, block_rows: int, block_distances: Callable) -> tuple:
     """The k best of one batch: blocks in ascending index order, each block's k best merged into the running list."""
     xp = index.xp
-    if index.metric == "minkowski":
+    if index.metric != "precomputed":
         queries = xp.astype(queries, index.exact, copy=False)
     best_distances = best_indices = None
     on_host = array_api_compat.is_numpy_namespace(xp)
@@ -373,7 +392,7 @@ def _search_batch(index: DirectIndex, queries: Any, k: int, block_rows: int, blo
             distances = queries[:, start:stop]
         else:
             block = xp.astype(index.rows[start:stop, ...], index.exact, copy=False)
-            distances = block_distances(queries, block, index.p, xp=xp)
+            distances = block_distances(queries, block)
         if on_host and best_distances is not None and best_distances.shape[1] == k:
             best_distances, best_indices = _merge_below_kth_numpy(best_distances, best_indices, distances, start)
             continue
@@ -392,8 +411,8 @@ def _search_batch(index: DirectIndex, queries: Any, k: int, block_rows: int, blo
             min(k, best_distances.shape[1] + kept),
             xp=xp,
         )
-    if index.metric == "minkowski" and _has_root(index.p):
-        best_distances = best_distances ** (1.0 / index.p)
+    if index.root is not None:
+        best_distances = best_distances ** (1.0 / index.root)
     return best_distances, xp.astype(best_indices, xp.int64, copy=False)
 
 
@@ -485,6 +504,33 @@ def _numpy_loop_blocks(queries: Any, block: Any, p: float, *, xp: ModuleType) ->
     return keys
 
 
+def _cdist_metric_blocks(entry: Any, queries: Any, block: Any, state: dict) -> Any:
+    """NumPy fast path of a registry metric: SciPy's cdist, with the registry's keys and conventions.
+
+    The keys are the standard block function's: squared for a metric with
+    ``root`` 2 (seuclidean, mahalanobis), +infinity where SciPy answers NaN
+    (0/0 cases), booleans as ``x != 0``, no negative rounding of a
+    correlation.
+    """
+    import numpy as np
+    from scipy.spatial.distance import cdist
+
+    options = {}
+    if "V" in state:
+        options["V"] = state["V"]
+    if "VI" in state:
+        options["VI"] = state["VI"]
+    if entry.boolean:
+        queries, block = queries != 0, block != 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        keys = cdist(queries, block, metric=entry.scipy_name, **options)
+    if entry.root == 2.0:
+        keys *= keys
+    np.maximum(keys, 0.0, out=keys)
+    keys[np.isnan(keys)] = np.inf
+    return keys
+
+
 #: Training rows per tile of the NumPy loop: (512, 256) float64 tiles stay in the L2 cache.
 LOOP_TILE_ROWS = 256
 
@@ -494,3 +540,36 @@ BLOCK_FUNCTIONS = {
     "numpy_loop": _numpy_loop_blocks,
     "broadcast": _broadcast_blocks,
 }
+
+
+def block_function(index: DirectIndex) -> Callable[[Any, Any], Any] | None:
+    """``f(queries, block) -> keys`` for the index's metric, both in the exact dtype; None for precomputed.
+
+    Minkowski: :data:`BLOCK_FUNCTIONS` by :func:`block_method` (NumPy fast
+    paths, the standard broadcast elsewhere); every other metric: its
+    registry entry's block function (:mod:`knn_gpu._engine.metrics`).
+    """
+    method = block_method(index)
+    xp = index.xp
+    if method == "select":
+        return None
+    if method == "metric_cdist":
+        entry, state = REGISTRY[index.metric], index.state
+
+        def cdist_keys(queries: Any, block: Any) -> Any:
+            return _cdist_metric_blocks(entry, queries, block, state)
+
+        return cdist_keys
+    if method == "metric":
+        metric_block, state = REGISTRY[index.metric].block, index.state
+
+        def keys_of(queries: Any, block: Any) -> Any:
+            return metric_block(queries, block, state, xp=xp)
+
+        return keys_of
+    minkowski_block, p = BLOCK_FUNCTIONS[method], index.p
+
+    def minkowski_keys(queries: Any, block: Any) -> Any:
+        return minkowski_block(queries, block, p, xp=xp)
+
+    return minkowski_keys

@@ -44,6 +44,7 @@ from typing import Any
 import array_api_compat
 
 from .._lib.devices import is_gpu
+from .metrics import REGISTRY
 
 __all__ = [
     "augment_train",
@@ -416,4 +417,5 @@ def public_distances(distances: Any, metric: str) -> Any:
     >>> public_distances(np.array([[-3.0, -1.0]]), "inner_product")
     array([[3., 1.]])
     """
-    return -distances if metric == "inner_product" else distances
+    entry = REGISTRY.get(metric) if isinstance(metric, str) else None
+    return -distances if entry is not None and entry.similarity else distances

@@ -36,7 +36,8 @@ from typing import Any
 
 import array_api_compat
 
-from .direct import DirectIndex, is_direct, resolve_metric
+from .direct import DirectIndex, is_direct
+from .metrics import resolve
 from .radius_direct import radius_search
 from .radius_streamed import radius_search_streamed
 from .search import build_index, search_index
@@ -63,7 +64,7 @@ class NeighborsIndex:
         product engine's radius search re-scores against them), or in host
         memory out of core; None on Dask.
     metric : str
-        The engine's metric name (after :func:`~knn_gpu._engine.direct.resolve_metric`).
+        The engine's metric name (after :func:`~knn_gpu._engine.metrics.resolve`).
     """
 
     def __init__(self, store: Any, plan: str, metric: str, rows: Any = None) -> None:
@@ -183,9 +184,10 @@ class NeighborsIndex:
 
 def build_neighbors_index(
     train: Any,
-    metric: str,
+    metric: Any,
     *,
     p: float | None = None,
+    metric_params: dict | None = None,
     stream: bool = False,
     anchor: Any = None,
     dtype: Any = None,
@@ -199,11 +201,14 @@ def build_neighbors_index(
         Validated training rows. A Dask array gets the ``"dask"`` plan.
         Otherwise in the compute namespace, device and dtype, unless
         ``stream``.
-    metric : str
-        A name :func:`~knn_gpu._lib.validation.check_metric` accepts (with
-        ``direct=True``).
+    metric : str, callable, BlockMetric or Resolved
+        A metric of the registry (:func:`knn_gpu._engine.metrics.lookup`), or
+        one already resolved (:func:`knn_gpu._engine.metrics.resolve`).
     p : float, optional
         Minkowski's power (``metric="minkowski"``), checked.
+    metric_params : dict, optional
+        The metric's parameters (``V``, ``VI``, ...), checked and prepared
+        against ``train`` before any search.
     stream : bool
         Keep ``train`` in host memory and stream it through the device of
         ``anchor`` (the ``"streamed"`` plan); the callers decide it, from
@@ -228,7 +233,8 @@ def build_neighbors_index(
     >>> build_neighbors_index(train, "euclidean").radius(np.array([[0.0, 0.0]]), 1.0)
     (array([0., 1.]), array([0, 1]), array([0, 2]))
     """
-    engine_metric, p = resolve_metric(metric, p)
+    resolved = resolve(metric, p, metric_params)
+    engine_metric, p = resolved.name, resolved.p
     if array_api_compat.is_dask_array(train):
         if is_direct(engine_metric):
             msg = f"metric={metric!r} is not supported for Dask arrays; use a matrix-product metric"
@@ -242,6 +248,6 @@ def build_neighbors_index(
             rows=train,
         )
     xp = array_api_compat.array_namespace(train)
-    store = build_index(train, engine_metric, xp=xp, p=p)
+    store = build_index(train, resolved, xp=xp)
     plan = "direct" if isinstance(store, DirectIndex) else "product"
     return NeighborsIndex(store, plan, engine_metric, rows=train)

@@ -9,6 +9,7 @@ from typing import Any
 import array_api_compat
 
 from .distances import public_distances
+from .metrics import REGISTRY
 
 __all__ = [
     "WEIGHTS",
@@ -38,7 +39,8 @@ def check_weights(weights: Any, metric: str = "euclidean") -> str | Callable:
     if weights not in WEIGHTS:
         msg = f"weights must be 'uniform', 'distance' or a callable, got {weights!r}"
         raise ValueError(msg)
-    if weights == "distance" and metric == "inner_product":
+    entry = REGISTRY.get(metric) if isinstance(metric, str) else None
+    if weights == "distance" and entry is not None and not entry.distance_weights:
         msg = (
             "weights='distance' (1 / distance) is not defined for metric='inner_product', whose values are "
             "similarities; use weights='uniform' or a callable, which receives the inner products"

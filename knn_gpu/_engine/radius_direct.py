@@ -52,7 +52,7 @@ import array_api_compat
 from .._lib.devices import device_scope
 from .batches import halving_batches
 from .budget import default_memory_budget, run_in_shares
-from .direct import BLOCK_FUNCTIONS, DirectIndex, _has_root, block_method, direct_plan, direct_workers
+from .direct import DirectIndex, block_function, direct_plan, direct_workers
 from .radius import (
     batch_radius,
     empty_radius_result,
@@ -81,7 +81,7 @@ def key_radius(radius: Any, p: float | None, *, xp: ModuleType, exact: Any) -> A
     would pass half the exact dtype's largest value giving infinity (every
     finite key is then in).
     """
-    if p is None or not _has_root(p):
+    if p is None or p == 1.0 or math.isinf(p):
         return radius
     if isinstance(radius, float):
         try:
@@ -145,7 +145,7 @@ def radius_search_direct(
         if memory_budget is None:
             memory_budget = default_memory_budget(xp, device)
         radius = radius_on_device(radius, num_queries, xp=xp, device=device, dtype=index.exact)
-        thresholds = key_radius(radius, index.p, xp=xp, exact=index.exact)
+        thresholds = key_radius(radius, index.root, xp=xp, exact=index.exact)
         # NumPy: batches on every core, as the k-search (the block functions release the GIL).
         num_workers = direct_workers(index, num_queries, None)
         batch_rows, block_rows = direct_plan(
@@ -157,7 +157,7 @@ def radius_search_direct(
             batch_rows=batch_rows,
             reduce_bytes_per_query=radius_bytes_per_query(index),
         )
-        block_keys = BLOCK_FUNCTIONS[block_method(index)]
+        block_keys = block_function(index)
 
         def search_rows(start: int, stop: int) -> tuple:
             threshold = batch_radius(thresholds, start, stop)
@@ -173,10 +173,10 @@ def radius_search_direct(
 
         parts = [part for _, part in run_in_shares(list(range(0, num_queries, batch_rows)), search_share, num_workers)]
         root = None
-        if index.metric == "minkowski" and _has_root(index.p):
+        if index.root is not None:
 
             def root(keys: Any) -> Any:
-                return keys ** (1.0 / index.p)
+                return keys ** (1.0 / index.root)
 
         return finish_radius_search(
             parts, num_queries, sort_results=sort_results, distance_dtype=distance_dtype, distances_of=root
@@ -196,12 +196,12 @@ def direct_keys(index: DirectIndex, queries: Any, block_rows: int, block_keys: C
     queries = xp.astype(queries, index.exact, copy=False)
     num_samples = index.num_samples
     if block_rows >= num_samples:
-        return block_keys(queries, xp.astype(index.rows, index.exact, copy=False), index.p, xp=xp)
+        return block_keys(queries, xp.astype(index.rows, index.exact, copy=False))
     keys = xp.empty((queries.shape[0], num_samples), dtype=index.exact, device=index.device)
     for start in range(0, num_samples, block_rows):
         stop = min(start + block_rows, num_samples)
         block = xp.astype(index.rows[start:stop, ...], index.exact, copy=False)
-        keys[:, start:stop] = block_keys(queries, block, index.p, xp=xp)
+        keys[:, start:stop] = block_keys(queries, block)
     return keys
 
 

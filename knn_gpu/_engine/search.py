@@ -57,7 +57,7 @@ from .._lib.devices import device_scope, is_gpu
 from .._lib.validation import exact_dtype, is_half_precision
 from .batches import halving_batches
 from .budget import DEFAULT_MEMORY_BUDGET, available_cores, default_memory_budget, dtype_itemsize, run_in_shares
-from .direct import DirectIndex, StoredRows, build_direct_index, is_direct, resolve_metric, search_direct
+from .direct import DirectIndex, StoredRows, build_direct_index, is_direct, search_direct
 from .distances import (
     DEVICE_EXACT_CHUNK_FEATURES,
     HALF_PADDING_KEY,
@@ -70,6 +70,7 @@ from .distances import (
     ranking_keys,
 )
 from .gathers import take, take_along_axis, take_from_rows
+from .metrics import prepare_state, resolve
 from .topk import smallest_k_columns
 
 __all__ = [
@@ -206,23 +207,32 @@ def ranking_dtype(xp: ModuleType, device: Any, dtype: Any) -> Any:
 
 
 def build_index(
-    train: Any, metric: str, *, xp: ModuleType, rank_dtype: Any = None, p: float | None = None
+    train: Any,
+    metric: Any,
+    *,
+    xp: ModuleType,
+    rank_dtype: Any = None,
+    p: float | None = None,
+    metric_params: dict | None = None,
 ) -> TrainIndex | DirectIndex:
     """Prepare validated floating training rows for :func:`search_index`.
 
-    ``metric`` is any name :func:`~knn_gpu._lib.validation.check_metric` accepts
-    with ``direct=True``, and ``p`` (checked by
-    :func:`~knn_gpu._lib.validation.check_p`) the Minkowski power, used with
-    ``"minkowski"`` only. Metrics without a matrix-product form (Minkowski
-    with p != 2, its named cases, ``"precomputed"``) get a
+    ``metric`` is any metric of the registry (:func:`knn_gpu._engine.metrics.lookup`),
+    ``p`` the Minkowski power (``"minkowski"`` only) and ``metric_params``
+    the metric's parameters (``V``, ``VI``, ...), checked and prepared here,
+    before any search. Metrics without a matrix-product form get a
     :class:`~knn_gpu._engine.direct.DirectIndex`, searched block by block.
 
     ``rank_dtype`` overrides :func:`ranking_dtype` (tests use it to prove the
     GPU's float32 ranking of float64 data exact on the CPU).
     """
-    metric, p = resolve_metric(metric, p)
+    resolved = resolve(metric, p, metric_params)
+    metric, p = resolved.name, resolved.p
     if is_direct(metric):
-        return build_direct_index(train, metric, p, xp=xp)
+        device = array_api_compat.device(train)
+        with device_scope(xp, device):
+            state = prepare_state(resolved, train, xp=xp, exact=exact_dtype(xp, device))
+        return build_direct_index(train, metric, p, xp=xp, state=state)
     device = array_api_compat.device(train)
     with device_scope(xp, device):
         return _build_index(train, metric, xp=xp, device=device, rank_dtype=rank_dtype)

@@ -33,9 +33,12 @@ accepted and unused. Metrics: ``"minkowski"`` (any ``p > 0``; ``p=2``, the
 default, is the matrix-product path), ``"euclidean"``/``"l2"``,
 ``"sqeuclidean"``, ``"cosine"``, knn_gpu's ``"inner_product"``, the
 directly computed ``"manhattan"``/``"l1"``/``"cityblock"``,
-``"chebyshev"``/``"infinity"`` and ``"precomputed"``; weighted Minkowski
+``"chebyshev"``/``"infinity"`` and ``"precomputed"``, and every other metric
+of scikit-learn's brute force, callables and DistanceMetric objects included
+(the registry, :mod:`knn_gpu._engine.metrics`, which ``metric`` and
+``metric_params`` are looked up in); weighted Minkowski
 (``metric_params={"w": w}``) searches the rows scaled by ``w ** (1/p)``.
-Any other metric is a ``ValueError`` saying it is not supported yet.
+Any other metric is the registry's ``ValueError``.
 
 Namespaces and devices follow scikit-learn's array API conventions. Results
 are in the namespace and on the device of the queries. Under scikit-learn's
@@ -86,6 +89,7 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess by 
         "knn_gpu.KNNClassifier and the functions (knn_gpu.kneighbors, knn_gpu.radius_neighbors) need neither"
     ) from error
 
+from .._engine.metrics import BlockMetric, lookup
 from .._engine.predictions import ALL_ZERO_WEIGHTS, all_zero_rows, class_votes, weighted_mean
 from .._engine.radius import read_counts
 from .._engine.radius_queries import GRAPH_MODES, csr_from_flat, per_query
@@ -102,28 +106,17 @@ __all__ = [
     "kneighbors_graph",
 ]
 
-#: scikit-learn metric names the engine computes, and the engine's name for each.
-ENGINE_METRICS = {
-    "euclidean": "euclidean",
-    "l2": "euclidean",
-    "sqeuclidean": "sqeuclidean",
-    "cosine": "cosine",
-    "inner_product": "inner_product",  # knn_gpu's own: maximum inner product search
-    # Computed directly (knn_gpu._engine.direct): no matrix-product form.
-    "manhattan": "manhattan",
-    "l1": "manhattan",
-    "cityblock": "manhattan",
-    "chebyshev": "chebyshev",
-    "infinity": "chebyshev",
-    "precomputed": "precomputed",
-}
-
 _SKLEARN_METRICS = next(c for c in _SklearnNeighborsBase._parameter_constraints["metric"] if isinstance(c, StrOptions))
 
 #: scikit-learn's constraints (its NeighborsBase's, so they follow its versions), with knn_gpu's metric and options.
 BASE_CONSTRAINTS: dict = {
     **_SklearnNeighborsBase._parameter_constraints,
-    "metric": [StrOptions(set(_SKLEARN_METRICS.options) | {"inner_product"}), callable],
+    # scikit-learn's metrics (names, callables, DistanceMetric objects), knn_gpu's inner_product and BlockMetric.
+    "metric": [
+        StrOptions(set(_SKLEARN_METRICS.options) | {"inner_product"}),
+        *(c for c in _SklearnNeighborsBase._parameter_constraints["metric"] if not isinstance(c, StrOptions)),
+        BlockMetric,
+    ],
     "backend": [str, None],
     "batch_size": [Interval(Integral, 1, None, closed="left"), None],
     "memory_budget": [Interval(Integral, 1, None, closed="left"), None],
@@ -208,6 +201,14 @@ class _DropInBase(_NeighborsBase, MultiOutputMixin, BaseEstimator):
     def _effective_p(self) -> Any:
         return (self.metric_params or {}).get("p", self.p)
 
+    def _engine_metric_params(self) -> dict | None:
+        """``metric_params`` for the registry: the metric's own (``V``, ``VI``, a callable's keywords); ``p`` and ``w`` are read apart."""
+        params = dict(self.metric_params or {})
+        if isinstance(self.metric, str):
+            params.pop("p", None)
+            params.pop("w", None)
+        return params or None
+
     def _engine_p(self) -> float | None:
         return self._effective_p() if self._engine_metric() == "minkowski" else None
 
@@ -234,14 +235,28 @@ class _DropInBase(_NeighborsBase, MultiOutputMixin, BaseEstimator):
                 SyntaxWarning,
                 stacklevel=4,
             )
-        supported = {"p", "w"} if self.metric == "minkowski" else {"p"}
-        unsupported = sorted(set(self.metric_params or {}) - supported)
-        if unsupported:
+        entry = lookup(self.metric)  # the registry's ValueError for a metric it does not have
+        if self.algorithm == "kd_tree" and entry.name == "callable" and callable(self.metric):
+            msg = f"kd_tree does not support callable metric '{self.metric}': use algorithm='brute' or 'ball_tree'"
+            raise ValueError(msg)
+        if (
+            self.algorithm in ("kd_tree", "ball_tree")
+            and entry.name != "callable"
+            and self.algorithm not in entry.trees
+        ):
+            # scikit-learn's refusal (knn_gpu builds no tree, but answers as scikit-learn does).
+            msg = (
+                f"Metric '{self.metric}' not valid. Use sorted(sklearn.neighbors.VALID_METRICS['{self.algorithm}']) "
+                "to get valid options. Metric can also be a callable function."
+            )
+            raise ValueError(msg)
+        supported = {"p", *entry.params}
+        unsupported = sorted(set(self.metric_params or {}) - supported, key=str)
+        if unsupported and entry.name != "callable":
             # Ignoring them would answer another metric's neighbours.
             msg = (
-                f"metric_params other than 'p' (and 'w' with metric='minkowski') are not supported yet by knn_gpu; "
-                f"got {unsupported} (for metric={self.metric!r}). Other parametrised metrics need scikit-learn's "
-                "estimator for now"
+                f"metric_params {unsupported} are not parameters of metric={self.metric!r} "
+                f"(its parameters: {', '.join(map(repr, sorted(supported)))})"
             )
             raise ValueError(msg)
         if self._minkowski_weights() is not None:
@@ -289,6 +304,13 @@ class _DropInBase(_NeighborsBase, MultiOutputMixin, BaseEstimator):
         self._fit_sparse = is_sparse(X)
         if self._fit_sparse and self.algorithm not in ("auto", "brute"):
             warnings.warn("cannot use tree with sparse input: using brute force", UserWarning, stacklevel=3)
+        if self._fit_sparse and not lookup(self.metric).sparse_input:
+            msg = (
+                f"Metric '{self.metric}' not valid for sparse input. Use "
+                "sorted(sklearn.neighbors.VALID_METRICS_SPARSE['brute']) to get valid options. "
+                "Metric can also be a callable function."
+            )
+            raise ValueError(msg)
         X_fit, index = self._fit_features(X)
         self._fit_namespace = _namespace_and_device(X)
         self.effective_metric_, self.effective_metric_params_ = _effective_metric(
@@ -510,19 +532,16 @@ def _training_rows_of(X: Any) -> Any:
     return X
 
 
-def _engine_metric_of(metric: Any, p: Any) -> str:
-    """The engine's metric for scikit-learn's ``metric`` and ``p``, or a ``ValueError`` naming what is missing."""
+def _engine_metric_of(metric: Any, p: Any) -> Any:
+    """The engine's metric for scikit-learn's ``metric`` and ``p``: a registry name, or the callable itself.
+
+    A metric the registry does not have is its ``ValueError`` (naming the accepted ones).
+    """
     if metric == "minkowski":
-        # p = 2 takes the matrix-product path; any other p (checked by the engine: >= 1) is computed directly.
+        # p = 2 takes the matrix-product path; any other p (the one rule: > 0) is computed directly.
         return "euclidean" if p == 2 else "minkowski"
-    if isinstance(metric, str) and metric in ENGINE_METRICS:
-        return ENGINE_METRICS[metric]
-    name = getattr(metric, "__name__", metric) if callable(metric) else metric
-    msg = (
-        f"metric={name!r} is not supported yet by knn_gpu; supported: 'minkowski' (any p > 0), "
-        f"{', '.join(map(repr, ENGINE_METRICS))}"
-    )
-    raise ValueError(msg)
+    entry = lookup(metric)
+    return entry.name if isinstance(metric, str) else metric
 
 
 def _effective_metric(metric: str, metric_params: dict | None, p: Any) -> tuple[str, dict]:
@@ -595,9 +614,11 @@ class NearestNeighbors(_KNeighborsMixin, _RadiusNeighborsMixin, _DropInBase):
         All give the same exact brute-force search on the backend.
     leaf_size : int, default 30
         Accepted and unused (no tree is built).
-    metric : str, default "minkowski"
-        "minkowski" (with p=2), "euclidean", "l2", "sqeuclidean", "cosine",
-        "inner_product"; others raise ``ValueError`` (not supported yet).
+    metric : str, callable, DistanceMetric or BlockMetric, default "minkowski"
+        Every metric of scikit-learn's brute force (``sklearn.neighbors.VALID_METRICS["brute"]``),
+        knn_gpu's ``"inner_product"``, a callable of two rows or a
+        ``DistanceMetric`` (on the host, slow), or a
+        :class:`knn_gpu.BlockMetric` (on the data's device).
     p : float, default 2
     metric_params : dict, optional
         ``"p"`` (overrides ``p``, with scikit-learn's ``SyntaxWarning``) and,
@@ -608,8 +629,9 @@ class NearestNeighbors(_KNeighborsMixin, _RadiusNeighborsMixin, _DropInBase):
         the caller's arrays are never written) and searching the unweighted
         metric, so p = 2 keeps the matrix-product path. A finite ``p`` is
         needed (scikit-learn refuses p = inf with ``w`` too), and
-        ``algorithm="kd_tree"`` raises scikit-learn's ``ValueError``. Other
-        keys raise ``ValueError``.
+        ``algorithm="kd_tree"`` raises scikit-learn's ``ValueError``. The
+        metric's own parameters (``"V"`` for ``"seuclidean"``, ``"VI"`` for
+        ``"mahalanobis"``, a callable's keywords); other keys raise ``ValueError``.
     n_jobs : int, optional
         Threads on the NumPy backend; None uses every core for large searches
         (scikit-learn's None is one thread): answers are the same.

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +29,7 @@ import numpy as np
 from .._engine.budget import dtype_itemsize
 from .._engine.distances import public_distances
 from .._engine.index import NeighborsIndex, build_neighbors_index
+from .._engine.metrics import check_input_for, lookup, resolve
 from .._engine.predictions import check_weights, class_votes, neighbor_weights, weighted_mean
 from .._engine.radius_queries import exclude_self_flat
 from .._engine.streaming import chunk_rows_for, is_host_array, stream_budget, upload
@@ -35,17 +38,16 @@ from .._lib.backends import auto_backend, convert_like, move_to, namespace_of_ba
 from .._lib.devices import device_scope, is_gpu
 from .._lib.sparse_input import check_stored_neighbors, fewest_stored_per_row, is_sparse
 from .._lib.validation import (
+    SEMI_METRIC_WARNING,
     as_feature_matrix,
     as_targets,
     check_batch_size,
     check_feature_names,
     check_memory_budget,
-    check_metric,
     check_n_jobs,
     check_nonnegative_distances,
     check_num_neighbors,
     check_out_of_core,
-    check_p,
     check_radius,
     check_radius_shape,
     check_square_distances,
@@ -103,6 +105,14 @@ class _NeighborsBase:
         """Minkowski's power for the engine (``metric="minkowski"``); None elsewhere."""
         return None
 
+    def _engine_metric_params(self) -> dict | None:
+        """The metric's parameters for the engine (``V``, ``VI``, a callable's keywords); None: none."""
+        return None
+
+    def _resolved_metric(self) -> Any:
+        """The metric as the registry resolves it (:func:`knn_gpu._engine.metrics.resolve`), parameters checked."""
+        return resolve(self._engine_metric(), self._engine_p(), self._engine_metric_params())
+
     def _feature_scale(self, num_features: int) -> np.ndarray | None:
         """Per-feature factors applied to the training rows and to every query, or None (no scaling).
 
@@ -116,9 +126,8 @@ class _NeighborsBase:
     # -- fitting ----------------------------------------------------------------
     def _check_params(self) -> None:
         """The constructor parameters that ``fit`` checks before any work (num_neighbors needs X)."""
-        metric = check_metric(self._engine_metric(), direct=True)
-        check_weights(getattr(self, "weights", "uniform"), metric)
-        check_p(self._engine_p())
+        resolved = self._resolved_metric()  # the metric, p (the one rule) and metric_params, by the registry
+        check_weights(getattr(self, "weights", "uniform"), resolved.name)
         check_batch_size(self.batch_size)
         check_n_jobs(self.n_jobs)
         check_memory_budget(self.memory_budget)
@@ -134,7 +143,9 @@ class _NeighborsBase:
         names = feature_names_of(X)
         precomputed = self._engine_metric() == "precomputed"
         graph = precomputed and is_sparse(X)
-        X = as_feature_matrix(X, "X", distances=precomputed)
+        entry = lookup(self._engine_metric())
+        X = as_feature_matrix(X, "X", distances=precomputed, allow_nan=entry.allows_nan)
+        check_input_for(entry, X, "X", features=False)
         if precomputed:
             check_square_distances(X, "X")
         # A sparse precomputed graph: the fewest neighbours a training row stores, for queries of X=None.
@@ -150,6 +161,13 @@ class _NeighborsBase:
         scale = None if precomputed else self._feature_scale(X.shape[1])
         self._scale = None if scale is None else xp.asarray(scale, dtype=dtype, device=array_api_compat.device(anchor))
         if self._streams(X, anchor, dtype):
+            if entry.prepare is not None:
+                # Each chunk is searched on its own: V, VI (or a callable's check) would be the chunk's, not X's.
+                msg = (
+                    f"metric={self.metric!r} has no out-of-core search (its parameters come from all the training "
+                    "rows); set out_of_core=False, or give the training rows on the queries' device"
+                )
+                raise ValueError(msg)
             # Out of core the rows stay in host memory: weighted, a scaled host copy of them does.
             rows = X if scale is None else _scaled_host_rows(X, scale)
             self._engine_X = None
@@ -166,7 +184,10 @@ class _NeighborsBase:
         # The engine searches the scaled rows; _fit_X keeps the caller's (scikit-learn's _fit_X, reused by
         # fit(other_model) and the graph functions as rows in the caller's units).
         self._engine_X = X if self._scale is None else X * self._scale
-        return X, build_neighbors_index(self._engine_X, self._engine_metric(), p=self._engine_p())
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=re.escape(SEMI_METRIC_WARNING))  # warned by _check_params
+            resolved = self._resolved_metric()
+        return X, build_neighbors_index(self._engine_X, resolved)
 
     def _streams(self, X: Any, anchor: Any, dtype: Any) -> bool:
         """Keep ``X`` in host memory? Always if ``out_of_core``; if None, when it would not fit on the GPU."""
@@ -288,7 +309,9 @@ class _NeighborsBase:
         self._check_sparse_queries(X)
         precomputed = self._engine_metric() == "precomputed"
         graph = precomputed and is_sparse(X)
-        X = as_feature_matrix(X, "X", allow_empty=True, distances=precomputed)
+        entry = lookup(self._engine_metric())
+        X = as_feature_matrix(X, "X", allow_empty=True, distances=precomputed, allow_nan=entry.allows_nan)
+        check_input_for(entry, X, "X")
         if precomputed:
             check_nonnegative_distances(X, "X")
         if graph and k is not None:
@@ -376,8 +399,8 @@ class _NeighborsBase:
                 "training rows in memory; this model was fitted out of core: pass the rows as X"
             )
             raise ValueError(msg)
-        if self._engine_metric() == "inner_product":
-            msg = "metric='inner_product' has no radius search (a similarity, not a distance); use another metric"
+        if lookup(self._engine_metric()).similarity:
+            msg = f"metric={self.metric!r} has no radius search (a similarity, not a distance); use another metric"
             raise ValueError(msg)
         radius = check_radius(self.radius if radius is None else radius)
         xp = index.xp
@@ -614,7 +637,7 @@ class _TutorialEstimator(_NeighborsBase):
         """
         from .._api.neighbors import kneighbors as functional_kneighbors
 
-        metric = check_metric(self._engine_metric(), direct=True)
+        metric = self._engine_metric()
         if metric == "precomputed":
             msg = 'get_distance needs examples, not distances: metric="precomputed" has no distance between examples'
             raise ValueError(msg)
@@ -622,7 +645,14 @@ class _TutorialEstimator(_NeighborsBase):
         if pair[0].shape != pair[1].shape:
             msg = f"first and second must have the same length, got {pair[0].shape[0]} and {pair[1].shape[0]}"
             raise ValueError(msg)
-        distances, _ = functional_kneighbors(pair[0][None, :], pair[1][None, :], 1, metric=metric, p=self._engine_p())
+        distances, _ = functional_kneighbors(
+            pair[0][None, :],
+            pair[1][None, :],
+            1,
+            metric=metric,
+            p=self._engine_p(),
+            metric_params=self._engine_metric_params(),
+        )
         return float(distances[0, 0])
 
     def get_neighbors(self, example: Any) -> list[tuple[int, float]]:
@@ -649,9 +679,12 @@ class KNN(_TutorialEstimator):
         ``metric="inner_product"``, the inner products) to weights of the
         same shape. ``"distance"`` with ``"inner_product"`` raises
         ``ValueError`` at ``fit``.
-    metric : {"euclidean", "sqeuclidean", "cosine", "inner_product"}, default "euclidean"
-        ``"inner_product"``: the neighbours are the training rows with the
-        largest inner product (maximum inner product search).
+    metric : str, BlockMetric or callable, default "euclidean"
+        Any metric of the registry (:mod:`knn_gpu._engine.metrics`; its
+        default parameters: ``"seuclidean"`` and ``"mahalanobis"`` take the
+        training rows' variance and inverse covariance). ``"inner_product"``:
+        the neighbours are the training rows with the largest inner product
+        (maximum inner product search).
     backend : {None, "auto", "numpy", "cupy", "torch", "torch:cuda", "torch:cuda:N", "array_api_strict"}
         ``None`` computes where the training data lives; a name moves it
         there at ``fit`` (``"torch"`` is torch on the CPU, ``"torch:cuda"``

@@ -20,6 +20,8 @@ import numpy as np
 from .sparse_input import densify_distances, densify_features, is_sparse
 
 __all__ = [
+    "check_p",
+    "SEMI_METRIC_WARNING",
     "NotFittedError",
     "DataConversionWarning",
     "not_fitted_error",
@@ -27,16 +29,12 @@ __all__ = [
     "feature_names_of",
     "record_feature_names",
     "check_feature_names",
-    "METRICS",
     "as_feature_matrix",
     "as_targets",
     "check_batch_size",
     "check_memory_budget",
-    "check_metric",
-    "check_p",
     "check_nonnegative_distances",
     "check_square_distances",
-    "DIRECT_METRICS",
     "check_out_of_core",
     "check_radius",
     "check_radius_shape",
@@ -49,15 +47,7 @@ __all__ = [
     "check_finite",
 ]
 
-#: Metrics that the search computes through one matrix product. "inner_product"
-#: is a similarity (maximum inner product search): larger is nearer.
-METRICS = ("euclidean", "sqeuclidean", "cosine", "inner_product")
-
-#: Metrics computed directly, block by block (:mod:`knn_gpu._engine.direct`), and "l2" (euclidean):
-#: Minkowski with a power p ("minkowski"; p = 2 is euclidean), its names for p = 1
-#: ("manhattan", "l1", "cityblock") and p = infinity ("chebyshev", "infinity"), and
-#: "precomputed" distances. The k-nearest-neighbour and radius searches take them.
-DIRECT_METRICS = ("l2", "minkowski", "manhattan", "l1", "cityblock", "chebyshev", "infinity", "precomputed")
+# The metrics (names, aliases, parameters and their checks) are the registry's: knn_gpu._engine.metrics.
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -319,8 +309,8 @@ def exact_dtype(xp: ModuleType, device: Any) -> Any:
     return xp.float64 if "float64" in _supported_dtypes(xp, device) else xp.float32
 
 
-def check_finite(x: Any, name: str, xp: ModuleType) -> None:
-    """Raise ``ValueError`` if floating array ``x`` holds NaN or infinity.
+def check_finite(x: Any, name: str, xp: ModuleType, *, allow_nan: bool = False) -> None:
+    """Raise ``ValueError`` if floating array ``x`` holds NaN (unless ``allow_nan``) or infinity.
 
     This reads one number back from the device: validation is the one place
     where knn_gpu synchronises on purpose, before any work starts. The
@@ -329,6 +319,11 @@ def check_finite(x: Any, name: str, xp: ModuleType) -> None:
     ``all(isfinite(x))`` is five kernels on torch (``isfinite`` decomposes
     into ``abs``, ``ne``, ``eq``, ``mul``) and a boolean copy of ``x``.
     """
+    if allow_nan:
+        if xp.isdtype(x.dtype, "real floating") and bool(xp.any(xp.isinf(x))):
+            msg = f"{name} contains infinity; only NaN (a missing value) is allowed with this metric"
+            raise ValueError(msg)
+        return
     if not xp.isdtype(x.dtype, "real floating") or 0 in x.shape:
         return
     if hasattr(xp, "linalg"):
@@ -340,7 +335,9 @@ def check_finite(x: Any, name: str, xp: ModuleType) -> None:
         raise ValueError(msg)
 
 
-def as_feature_matrix(x: Any, name: str, *, allow_empty: bool = False, distances: bool = False) -> Any:
+def as_feature_matrix(
+    x: Any, name: str, *, allow_empty: bool = False, distances: bool = False, allow_nan: bool = False
+) -> Any:
     """Validate a 2-D array of features and return it (never a modified copy).
 
     Parameters
@@ -357,6 +354,9 @@ def as_feature_matrix(x: Any, name: str, *, allow_empty: bool = False, distances
         ``x`` holds precomputed distances (``metric="precomputed"``): a sparse
         ``x`` is a neighbour graph, its missing entries +infinity (no
         neighbour), its stored entries checked finite and non-negative.
+    allow_nan : bool
+        Let NaN through (missing values, for ``metric="nan_euclidean"``);
+        infinity is still refused.
 
     Returns
     -------
@@ -381,7 +381,7 @@ def as_feature_matrix(x: Any, name: str, *, allow_empty: bool = False, distances
         )
         raise ValueError(msg)
     _check_matrix_size(array, name, allow_empty=allow_empty)
-    check_finite(array, name, xp)
+    check_finite(array, name, xp, allow_nan=allow_nan)
     return array
 
 
@@ -516,15 +516,6 @@ def check_out_of_core(out_of_core: Any) -> bool | None:
         return out_of_core
     msg = f"out_of_core must be None (automatic), True or False, got {out_of_core!r}"
     raise TypeError(msg)
-
-
-def check_metric(metric: Any, *, direct: bool = False) -> str:
-    """Return ``metric`` if it is one of :data:`METRICS` (or, with ``direct``, :data:`DIRECT_METRICS`), else raise ``ValueError``."""
-    accepted = METRICS + DIRECT_METRICS if direct else METRICS
-    if not isinstance(metric, str) or metric not in accepted:
-        msg = f"metric must be one of {', '.join(map(repr, accepted))}; got {metric!r}"
-        raise ValueError(msg)
-    return metric
 
 
 #: scikit-learn's warning for 0 < p < 1 (its brute-force search, as every knn_gpu search, accepts them).
