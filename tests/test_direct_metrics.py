@@ -257,7 +257,6 @@ def test_no_host_synchronisation_in_the_blocked_search(monkeypatch, metric, p):
             return strict_search(*args, **kwargs)
 
     monkeypatch.setattr(knn_gpu._engine.index, "search_index", guarded_search)
-    monkeypatch.setattr(knn_gpu._estimators.knn, "search_index", guarded_search)
     for k in (5, 250):
         distances, indices = knn_gpu.kneighbors(
             queries, train, k, metric=metric, p=p, batch_size=16, memory_budget=2**16
