@@ -9,9 +9,12 @@ import numpy as np
 from knn_gpu._api import neighbors
 from knn_gpu._api import radius as api_radius
 from knn_gpu._engine import index as engine_index
+from knn_gpu._engine.metrics import MINKOWSKI_METRICS, PRODUCT_METRICS
 from knn_gpu._engine.streaming import chunk_rows_for
-from knn_gpu._lib.validation import DIRECT_METRICS, METRICS
 from knn_gpu.cli import main, selftest
+
+#: The metrics the selftest must search: the registry's product and Minkowski families, and five written out here.
+SEARCHED = (*PRODUCT_METRICS, *MINKOWSKI_METRICS, "braycurtis", "canberra", "correlation", "seuclidean", "mahalanobis")
 
 
 def _run(tmp_path, *options):
@@ -31,10 +34,8 @@ def test_selftest_passes_on_every_cpu_backend_here(tmp_path, capsys):
     assert {"numpy", "array_api_strict", "array_api_strict:device1", "torch"} <= backends
     numpy_checks = {r["check"] for r in results if r["backend"] == "numpy" and r["status"] == "pass"}
     # The metric list comes from the library's table: a metric added there is checked without editing the selftest.
-    assert {f"kneighbors {metric}" for metric in METRICS + DIRECT_METRICS} <= numpy_checks
-    assert {
-        f"radius_neighbors {metric}" for metric in METRICS + DIRECT_METRICS if metric != "inner_product"
-    } <= numpy_checks
+    assert {f"kneighbors {metric}" for metric in SEARCHED} <= numpy_checks
+    assert {f"radius_neighbors {metric}" for metric in SEARCHED if metric != "inner_product"} <= numpy_checks
     assert {"KNN.predict", "KNNClassifier.predict", "KNeighborsClassifier", "out of core euclidean"} <= numpy_checks
     for result in results:  # a pass compared real queries; a skip says why
         assert result["queries_compared"] > 0 if result["status"] == "pass" else result["detail"]
@@ -74,7 +75,7 @@ def test_a_wrong_index_from_the_search_fails_the_selftest(tmp_path, monkeypatch,
     assert code == 1
     failed = {r["check"] for r in record["results"] if r["status"] == "fail"}
     # Every in-memory metric goes through the front door's search_index: each check must catch the wrong row.
-    assert failed == {f"kneighbors {metric}" for metric in METRICS + DIRECT_METRICS}
+    assert failed == {f"kneighbors {metric}" for metric in SEARCHED}
     assert "FAIL numpy kneighbors euclidean float64: query" in printed and "oracle" in printed
 
 

@@ -68,6 +68,19 @@ def oracle_distances(queries: np.ndarray, train: np.ndarray, metric: str, p: flo
         dots = np.einsum("qf,tf->qt", queries, train)
         norms = np.sqrt((queries**2).sum(1))[:, None] * np.sqrt((train**2).sum(1))[None, :]
         return 1.0 - dots / norms
+    if metric in _RATIO_METRICS:
+        return _RATIO_METRICS[metric](queries, train)
+    if metric == "correlation":
+        centred_queries = queries - queries.mean(axis=1, keepdims=True)
+        centred_train = train - train.mean(axis=1, keepdims=True)
+        return oracle_distances(centred_queries, centred_train, "cosine")
+    if metric == "seuclidean":
+        scale = np.sqrt(train.var(axis=0, ddof=1))
+        return oracle_distances(queries / scale, train / scale, "euclidean")
+    if metric == "mahalanobis":
+        inverse = np.linalg.inv(np.cov(train, rowvar=False))
+        differences = queries[:, None, :] - train[None, :, :]
+        return np.sqrt(np.einsum("qtf,fg,qtg->qt", differences, inverse, differences))
     power = {"manhattan": 1.0, "l1": 1.0, "cityblock": 1.0, "chebyshev": np.inf, "infinity": np.inf}.get(metric, 2.0)
     if metric == "minkowski":
         power = p
@@ -78,6 +91,23 @@ def oracle_distances(queries: np.ndarray, train: np.ndarray, metric: str, p: flo
     if metric == "sqeuclidean" or np.isinf(power) or power == 1.0:
         return total
     return total ** (1.0 / power)
+
+
+def _braycurtis(queries: np.ndarray, train: np.ndarray) -> np.ndarray:
+    differences = np.abs(queries[:, None, :] - train[None, :, :]).sum(axis=2)
+    return differences / np.abs(queries[:, None, :] + train[None, :, :]).sum(axis=2)
+
+
+def _canberra(queries: np.ndarray, train: np.ndarray) -> np.ndarray:
+    differences = np.abs(queries[:, None, :] - train[None, :, :])
+    sums = np.abs(queries[:, None, :]) + np.abs(train[None, :, :])
+    return np.where(sums > 0, differences / np.where(sums > 0, sums, 1.0), 0.0).sum(axis=2)
+
+
+_RATIO_METRICS = {"braycurtis": _braycurtis, "canberra": _canberra}
+
+#: The registry's metrics that :func:`oracle_distances` knows (the others have their own tests, against SciPy).
+ORACLE_METRICS = ("braycurtis", "canberra", "correlation", "seuclidean", "mahalanobis")
 
 
 def oracle_kneighbors(distances: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -377,12 +407,13 @@ def _out_of_core_check(target: Target, problem: _Problem, metric: str, dtype: st
 
 def _checks() -> list[tuple[str, Callable[[Target, _Problem, str], tuple[str, int]], str]]:
     """(name, function of (target, problem, dtype), reason to skip or '') for every check, metrics from the library's table."""
-    from .._lib.validation import DIRECT_METRICS, METRICS
+    from .._engine.metrics import MINKOWSKI_METRICS, PRODUCT_METRICS, metric_names
 
+    searched = [name for name in metric_names() if name in (*PRODUCT_METRICS, *MINKOWSKI_METRICS, *ORACLE_METRICS)]
     checks: list[tuple[str, Callable, str]] = []
-    for metric in METRICS + DIRECT_METRICS:
+    for metric in searched:
         checks.append((f"kneighbors {metric}", lambda t, pr, d, m=metric: _kneighbors_check(t, pr, m, d), ""))
-    for metric in METRICS + DIRECT_METRICS:
+    for metric in searched:
         if metric == "inner_product":
             continue  # a similarity: radius_neighbors refuses it by design
         checks.append((f"radius_neighbors {metric}", lambda t, pr, d, m=metric: _radius_check(t, pr, m, d), ""))
@@ -390,7 +421,7 @@ def _checks() -> list[tuple[str, Callable[[Target, _Problem, str], tuple[str, in
     for name in ESTIMATOR_CHECKS:
         reason = "" if name.startswith("KNN") or has_sklearn else "scikit-learn is not installed"
         checks.append((name, lambda t, pr, d, n=name: _estimator_check(t, pr, n, d), reason))
-    for metric in METRICS:
+    for metric in PRODUCT_METRICS:
         checks.append((f"out of core {metric}", lambda t, pr, d, m=metric: _out_of_core_check(t, pr, m, d), ""))
     return checks
 
