@@ -84,7 +84,7 @@ def kneighbors(
         ``f(queries_block, train_block) -> distances_block`` run on the data's
         device; a plain callable of two rows (or a
         ``sklearn.metrics.DistanceMetric``) runs on the host, pair by pair
-        (slow, as in scikit-learn). See :mod:`knn_gpu._engine.metrics`.
+        (slow, as in scikit-learn). Every metric: the guide's Metrics page.
 
         Sparse input (SciPy, ``cupyx.scipy.sparse``, torch) is densified
         in its own library: missing features

@@ -680,7 +680,7 @@ class KNN(_TutorialEstimator):
         same shape. ``"distance"`` with ``"inner_product"`` raises
         ``ValueError`` at ``fit``.
     metric : str, BlockMetric or callable, default "euclidean"
-        Any metric of the registry (:mod:`knn_gpu._engine.metrics`; its
+        Any metric of knn_gpu's table (the guide's Metrics page; its
         default parameters: ``"seuclidean"`` and ``"mahalanobis"`` take the
         training rows' variance and inverse covariance). ``"inner_product"``:
         the neighbours are the training rows with the largest inner product
