@@ -148,7 +148,9 @@ def test_fit_keeps_training_data_lazy():
     X = da.random.random((500, 4), chunks=(100, 4))
     y = da.random.randint(0, 3, size=500, chunks=100)
     model = KNNClassifier(3).fit(X, y)
-    train, codes = model._dask_fit
+    # Fitted through the front door like any model: the index's Dask plan holds the lazy rows.
+    assert model._index.plan == "dask"
+    train, codes = model._index.store, model._codes
     assert isinstance(train, da.Array) and isinstance(codes, da.Array)
     assert train.chunks[0] == X.chunks[0]
 
@@ -156,3 +158,35 @@ def test_fit_keeps_training_data_lazy():
 def test_import_does_not_import_dask():
     code = "import sys, knn_gpu; print('dask' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_estimators_fitted_on_dask_answer_like_any_model():
+    """Fitted through the one front door: host queries get host answers, Dask queries lazy ones."""
+    rng = np.random.default_rng(7)
+    X = rng.integers(-4, 5, size=(120, 3)).astype(np.float64)
+    y = np.array(["red", "green", "blue"])[rng.integers(0, 3, size=120)]
+    X_dask, y_dask = da.from_array(X, chunks=(50, 3)), da.from_array(y, chunks=50)
+    expected_distances, expected_indices = oracle_kneighbors(X[:9], X, 4)
+    model = KNNClassifier(4).fit(X_dask, y_dask)
+    distances, indices = model.kneighbors(X[:9])
+    assert type(indices) is np.ndarray and indices.dtype == np.int64 and indices.shape == (9, 4)
+    np.testing.assert_array_equal(indices, expected_indices)
+    np.testing.assert_allclose(distances, expected_distances, rtol=1e-12)
+    lazy = model.predict(X_dask[:9])
+    assert isinstance(lazy, da.Array)
+    np.testing.assert_array_equal(lazy.compute(), KNNClassifier(4).fit(X, y).predict(X[:9]))
+    with pytest.raises(ValueError, match=r"kneighbors\(X=None\) is not supported on a model fitted on Dask"):
+        model.kneighbors(None)
+
+
+def test_half_precision_and_label_checks_on_dask():
+    rng = np.random.default_rng(8)
+    X = rng.integers(-3, 4, size=(90, 2)).astype(np.float16)
+    y = rng.integers(0, 4, size=90).astype(np.float64)
+    regressor = KNN(3).fit(da.from_array(X, chunks=40), da.from_array(y, chunks=40))
+    predicted = regressor.predict(da.from_array(X[:6], chunks=3)).compute()
+    np.testing.assert_allclose(predicted, KNN(3).fit(X, y).predict(X[:6]), rtol=1e-6)
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        KNNClassifier(3).fit(da.from_array(X, chunks=40), da.from_array(y + 0.5, chunks=40))
+    with pytest.raises(ValueError, match="metric='manhattan' is not supported for Dask arrays"):
+        knn_gpu.kneighbors(da.from_array(X, chunks=40), da.from_array(X, chunks=40), 3, metric="manhattan")

@@ -38,7 +38,7 @@ DELIBERATE_SYNC_SITES = (
     # metric="precomputed": one bool per distance matrix (no negative distances), before any work.
     "knn_gpu._lib.validation.check_nonnegative_distances",
     # The distinct labels of device labels: the number of classes is data-dependent.
-    "knn_gpu._estimators.knn.encode_class_labels",
+    "knn_gpu._engine.labels.encode_class_labels",
 )
 
 #: The engine's contract for half-precision input (knn_gpu._lib.validation.floating_dtype and

@@ -15,6 +15,7 @@ from .._lib.sparse_input import check_stored_neighbors, fewest_stored_per_row, i
 from .._lib.validation import (
     as_feature_matrix,
     check_batch_size,
+    check_dask_features,
     check_feature_count,
     check_memory_budget,
     check_n_jobs,
@@ -225,8 +226,6 @@ def _streams(queries: Any, train: Any) -> bool:
 
 def _dask_kneighbors(queries: Any, train: Any, k: int, metric: str) -> tuple[Any, Any]:
     """Lazy results for Dask arrays: the search per training chunk, merged by a tree."""
-    from .._engine.dask_search import check_dask_features
-
     if not array_api_compat.is_dask_array(train):
         msg = "with Dask queries, train must be a Dask array too (chunked along rows)"
         raise TypeError(msg)

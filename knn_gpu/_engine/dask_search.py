@@ -27,7 +27,7 @@ from .._lib.backends import convert_like
 from .merge import merge_neighbor_lists
 from .search import build_index, search_index
 
-__all__ = ["dask_kneighbors", "dask_reduce_neighbors", "encode_labels", "check_dask_features"]
+__all__ = ["dask_kneighbors", "dask_reduce_neighbors", "encode_labels"]
 
 #: Index given to padding candidates of chunks with fewer than k rows.
 _PADDING_INDEX = 2.0**52
@@ -170,25 +170,6 @@ def dask_kneighbors(queries, train, k, *, metric, dtype_name):
     return candidates[:, :k].astype(dtype_name), candidates[:, k : 2 * k].astype("int64")
 
 
-def check_dask_features(X: Any, name: str) -> Any:
-    """Metadata checks on a Dask feature matrix (values stay lazy: no NaN scan)."""
-    import numpy as np
-
-    if X.ndim != 2:
-        msg = f"{name} must be 2-D (n_samples, n_features), got {X.ndim}-D shape {X.shape}"
-        raise ValueError(msg)
-    if any(np.isnan(size) for size in X.shape):
-        msg = f"{name} has unknown chunk sizes; call {name}.compute_chunk_sizes() first"
-        raise ValueError(msg)
-    if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
-        msg = f"{name} must hold real numbers (bool, integer or floating), got dtype {X.dtype}"
-        raise TypeError(msg)
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        msg = f"{name} has shape {X.shape}; at least 1 sample and 1 feature are required"
-        raise ValueError(msg)
-    return X
-
-
 def working_dtype_name(*arrays: Any) -> str:
     """float32 if every input is float32 or float16, else float64.
 
@@ -212,7 +193,16 @@ def _predict_block(candidates, *, k, payload_width, weights, num_classes, metric
 
 
 def dask_reduce_neighbors(queries, train, payload, k, *, metric, weights, num_classes=None):
-    """Lazy per-query predictions: targets' weighted mean, or vote shares if ``num_classes``."""
+    """Lazy per-query predictions: targets' weighted mean, or vote shares if ``num_classes``.
+
+    ``payload``: the targets (n_samples,) or (n_samples, n_outputs), or the
+    class codes (n_samples,), Dask or NumPy; carried as float64.
+    """
+    import dask.array as da
+
+    payload = da.asarray(payload)
+    if payload.ndim == 1:
+        payload = da.reshape(payload, (payload.shape[0], 1))
     dtype_name = working_dtype_name(train)
     candidates = dask_neighbor_candidates(queries, train, k, metric=metric, dtype_name=dtype_name, payload=payload)
     width = payload.shape[1] if num_classes is None else num_classes

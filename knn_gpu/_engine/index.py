@@ -38,6 +38,7 @@ import array_api_compat
 
 from .direct import DirectIndex, is_direct
 from .metrics import resolve
+from .predictions import class_votes, neighbor_weights, weighted_mean
 from .radius_direct import radius_search
 from .radius_streamed import radius_search_streamed
 from .search import build_index, search_index
@@ -72,6 +73,10 @@ class NeighborsIndex:
         self.plan = plan
         self.metric = metric
         self.rows = rows
+        # The Dask plan's store is the lazy array itself: its namespace is Dask's.
+        self._lazy = (
+            (array_api_compat.array_namespace(store), array_api_compat.device(store)) if plan == "dask" else None
+        )
 
     def __repr__(self) -> str:
         return f"NeighborsIndex(plan={self.plan!r}, metric={self.metric!r}, shape={self.shape})"
@@ -89,17 +94,18 @@ class NeighborsIndex:
 
     @property
     def xp(self) -> Any:
-        """The compute namespace (not on the Dask plan)."""
-        return self.store.xp
+        """The compute namespace (Dask's, on the Dask plan)."""
+        return self.store.xp if self._lazy is None else self._lazy[0]
 
     @property
     def device(self) -> Any:
-        """The compute device (not on the Dask plan)."""
-        return self.store.device
+        """The compute device."""
+        return self.store.device if self._lazy is None else self._lazy[1]
 
     @property
     def dtype(self) -> Any:
-        """The working dtype of the rows, in the compute namespace (not on the Dask plan)."""
+        """The working dtype of the rows, in the compute namespace (on Dask: the rows' own; chunks of
+        half precision are searched in float32)."""
         return self.store.dtype
 
     @property
@@ -149,6 +155,72 @@ class NeighborsIndex:
         if self.plan == "streamed":
             return streamed_search(self.store, queries, k, **options)
         return search_index(self.store, queries, k, memory_budget=memory_budget, **options)
+
+    def predict(
+        self,
+        queries: Any,
+        k: int,
+        values: Any,
+        *,
+        weights: str | Callable,
+        num_classes: int | None = None,
+        winners_only: bool = False,
+        batch_rows: int | None = None,
+        n_jobs: int | None = None,
+        memory_budget: int | None = None,
+    ) -> Any:
+        """Per query, a reduction of the ``k`` nearest rows' ``values``: their (weighted) mean, or votes.
+
+        Parameters
+        ----------
+        values : array, shape (n_samples,) or (n_samples, n_outputs)
+            Per stored row: targets (the mean, shape (n_queries, n_outputs)),
+            or with ``num_classes`` int64 class codes (the vote shares, shape
+            (n_queries, num_classes)). On the index's device (Dask: Dask or
+            NumPy).
+        weights : "uniform", "distance" or callable
+            Checked by :func:`~knn_gpu._engine.predictions.check_weights`.
+        winners_only : bool
+            With ``num_classes``: only each query's winning code (ties to the
+            lowest), not the shares.
+
+        On the in-memory plans the reduction runs batch by batch inside the
+        search, its temporaries counted in the memory budget; on Dask, each
+        neighbour's value travels with its candidate (no gather of the
+        training set) and the result is lazy.
+        """
+        if self.plan == "dask":
+            from .dask_search import dask_reduce_neighbors
+
+            result = dask_reduce_neighbors(
+                queries, self.store, values, k, metric=self.metric, weights=weights, num_classes=num_classes
+            )
+            return result.argmax(axis=1) if winners_only else result
+        xp, metric = self.xp, self.metric
+
+        def reduce(distances: Any, indices: Any) -> tuple[Any]:
+            neighbor_weight = neighbor_weights(distances, weights, xp=xp, metric=metric)
+            if num_classes is None:
+                return (weighted_mean(values, indices, neighbor_weight, xp=xp),)
+            votes = class_votes(values, indices, neighbor_weight, num_classes, xp=xp)
+            return (xp.argmax(votes, axis=1),) if winners_only else (votes,)
+
+        if num_classes is None:
+            # The gathered targets, their weighted copy and the weights: 3 (k, n_outputs) arrays per query.
+            per_query = 3 * k * (values.shape[1] + 1) * 8
+        else:
+            # One-hot codes, their weighted copy (k x n_classes each) and the shares.
+            per_query = (2 * k + 2) * num_classes * 8
+        (result,) = self.kneighbors(
+            queries,
+            k,
+            batch_rows=batch_rows,
+            n_jobs=n_jobs,
+            memory_budget=memory_budget,
+            reduce=reduce,
+            reduce_bytes_per_query=per_query,
+        )
+        return result
 
     def radius(
         self,
@@ -237,7 +309,8 @@ def build_neighbors_index(
     engine_metric, p = resolved.name, resolved.p
     if array_api_compat.is_dask_array(train):
         if is_direct(engine_metric):
-            msg = f"metric={metric!r} is not supported for Dask arrays; use a matrix-product metric"
+            named = metric if isinstance(metric, str) else engine_metric
+            msg = f"metric={named!r} is not supported for Dask arrays; use a matrix-product metric"
             raise ValueError(msg)
         return NeighborsIndex(train, "dask", engine_metric)
     if stream:

@@ -89,14 +89,15 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess by 
         "knn_gpu.KNNClassifier and the functions (knn_gpu.kneighbors, knn_gpu.radius_neighbors) need neither"
     ) from error
 
+from .._engine.labels import decode_class_labels, encode_class_labels
 from .._engine.metrics import BlockMetric, lookup
 from .._engine.predictions import ALL_ZERO_WEIGHTS, all_zero_rows, class_votes, weighted_mean
 from .._engine.radius import read_counts
 from .._engine.radius_queries import GRAPH_MODES, csr_from_flat, per_query
 from .._lib.backends import convert_like, move_to, to_host
 from .._lib.sparse_input import is_sparse
-from .._lib.validation import _from_library, as_targets, distance_dtype_for, exact_dtype
-from .knn import _NeighborsBase, decode_class_labels, encode_class_labels
+from .._lib.validation import _from_library, as_targets, distance_dtype_for, exact_dtype, refuse_dask
+from .knn import _NeighborsBase
 
 __all__ = [
     "NearestNeighbors",
@@ -294,12 +295,7 @@ class _DropInBase(_NeighborsBase, MultiOutputMixin, BaseEstimator):
         training rows are used, as scikit-learn does.
         """
         self._validate_params()
-        if array_api_compat.is_dask_array(X):
-            msg = (
-                f"{type(self).__name__} does not take Dask arrays yet; use knn_gpu.KNN or KNNClassifier, "
-                "which keep Dask training data distributed, or pass X.compute()"
-            )
-            raise TypeError(msg)
+        refuse_dask(X, type(self).__name__)
         X = _training_rows_of(X)
         self._fit_sparse = is_sparse(X)
         if self._fit_sparse and self.algorithm not in ("auto", "brute"):

@@ -29,12 +29,13 @@ import numpy as np
 from .._engine.budget import dtype_itemsize
 from .._engine.distances import public_distances
 from .._engine.index import NeighborsIndex, build_neighbors_index
+from .._engine.labels import decode_class_labels, encode_class_labels
 from .._engine.metrics import check_input_for, lookup, resolve
-from .._engine.predictions import check_weights, class_votes, neighbor_weights, weighted_mean
+from .._engine.predictions import check_weights, neighbor_weights
 from .._engine.radius_queries import exclude_self_flat
 from .._engine.streaming import chunk_rows_for, is_host_array, stream_budget, upload
 from .._engine.topk import columns_of_true
-from .._lib.backends import auto_backend, convert_like, move_to, namespace_of_backend, parse_backend, to_host
+from .._lib.backends import convert_like, move_to, resolve_backend, to_host
 from .._lib.devices import device_scope, is_gpu
 from .._lib.sparse_input import check_stored_neighbors, fewest_stored_per_row, is_sparse
 from .._lib.validation import (
@@ -60,23 +61,6 @@ from .._lib.validation import (
 )
 
 __all__ = ["KNN", "KNNClassifier"]
-
-
-def resolve_backend(backend: Any, data: Any) -> tuple[Any, Any]:
-    """``(namespace, device)`` the model computes in: ``backend``'s, or if None the data's own.
-
-    The device is None where the namespace's default device (or the data's,
-    for ``backend=None``) is meant.
-    """
-    if backend is None:
-        return array_api_compat.array_namespace(data), None
-    if backend == "auto":
-        backend = auto_backend()
-    if not isinstance(backend, str):
-        msg = f"backend must be None, 'auto' or a backend name such as 'cupy' or 'torch:cuda'; got {backend!r}"
-        raise ValueError(msg)
-    library, device = parse_backend(backend)
-    return namespace_of_backend(library), device
 
 
 class _NeighborsBase:
@@ -209,47 +193,12 @@ class _NeighborsBase:
             del self.feature_names_in_
         self._fit_X = X
         self._index = index
-        self._dask_fit = None
         self.n_features_in_ = index.num_features
         self.n_samples_fit_ = index.num_samples
 
-    # -- Dask: the training data stays distributed --------------------------------
-    def _fit_dask(self, X: Any, payload: Any) -> None:
-        """Validate a Dask fit and keep ``X`` and the per-row ``payload`` lazy."""
-        from .._engine.dask_search import check_dask_features
-
-        self._check_params()
-        X = check_dask_features(X, "X").rechunk({1: -1})
-        if self._checks_k_at_fit:
-            check_num_neighbors(self._default_k(), X.shape[0])
-        if payload.shape[0] != X.shape[0]:
-            msg = f"y must have one entry per training sample: X has {X.shape[0]} samples but y has {payload.shape[0]}"
-            raise ValueError(msg)
-        self._fit_X, self._engine_X, self._scale, self._index = None, None, None, None
-        if hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-        self._dask_fit = (X, payload.rechunk((X.chunks[0], -1)))
-        self.n_features_in_ = int(X.shape[1])
-        self.n_samples_fit_ = int(X.shape[0])
-
-    def _dask_reduce(self, X: Any, num_classes: int | None = None) -> Any:
-        from .._engine.dask_search import dask_reduce_neighbors
-
-        train, payload = self._dask_fit
-        _require_queries(X)
-        return dask_reduce_neighbors(
-            X,
-            train,
-            payload,
-            check_num_neighbors(self._default_k(), train.shape[0]),
-            metric=self._engine_metric(),
-            weights=check_weights(self.weights, self._engine_metric()),
-            num_classes=num_classes,
-        )
-
     def _check_fitted(self) -> NeighborsIndex | None:
         index = getattr(self, "_index", None)
-        if index is None and getattr(self, "_dask_fit", None) is None:
+        if index is None:
             msg = (
                 f"This {type(self).__name__} instance is not fitted yet; call "
                 "fit(X, y) with training data before using it"
@@ -259,7 +208,7 @@ class _NeighborsBase:
 
     def __sklearn_is_fitted__(self) -> bool:
         """Whether ``fit`` has run (scikit-learn's ``check_is_fitted`` asks this)."""
-        return getattr(self, "_index", None) is not None or getattr(self, "_dask_fit", None) is not None
+        return getattr(self, "_index", None) is not None
 
     # -- neighbour queries --------------------------------------------------------
     def _neighbors_on_backend(
@@ -294,6 +243,32 @@ class _NeighborsBase:
             n_jobs=n_jobs,
             reduce=reduce,
             reduce_bytes_per_query=reduce_bytes_per_query,
+        )
+        return result, X
+
+    def _predict_on_backend(
+        self, X: Any, values: Any, *, num_classes: int | None = None, winners_only: bool = False
+    ) -> tuple[Any, Any]:
+        """Each query's reduction of its neighbours' ``values`` on the model's backend, and the validated ``X``.
+
+        The (weighted) mean of per-row targets, or with ``num_classes`` the
+        vote shares of per-row class codes (``winners_only``: the winning
+        codes): :meth:`knn_gpu._engine.index.NeighborsIndex.predict`, on
+        every plan.
+        """
+        index = self._check_fitted()
+        k = check_num_neighbors(self._default_k(), index.num_samples)
+        X, queries = self._validated_queries(_require_queries(X), index, k)
+        result = index.predict(
+            queries,
+            k,
+            values,
+            weights=check_weights(self.weights, self._engine_metric()),
+            num_classes=num_classes,
+            winners_only=winners_only,
+            batch_rows=check_batch_size(self.batch_size),
+            n_jobs=check_n_jobs(self.n_jobs),
+            memory_budget=check_memory_budget(self.memory_budget),
         )
         return result, X
 
@@ -334,6 +309,9 @@ class _NeighborsBase:
     def _leave_one_out(self, index: NeighborsIndex, k: int, search: Any, **options: Any) -> tuple[Any, Any]:
         """Each training point's k nearest others; out of core, the training rows are the queries chunk by chunk."""
         xp = index.xp
+        if index.plan == "dask":
+            msg = "kneighbors(X=None) is not supported on a model fitted on Dask arrays; pass X"
+            raise ValueError(msg)
         if index.plan != "streamed":
             distances, indices = search(self._engine_X, k + 1, **options)
             return _exclude_self(distances, indices, k, xp=xp)
@@ -359,19 +337,8 @@ class _NeighborsBase:
     def _kneighbors(self, X: Any, num_neighbors: int | None, return_distance: bool) -> Any:
         """``(distances, indices)`` (or ``indices``) of the ``num_neighbors`` nearest, in the namespace of ``X``.
 
-        Public distances (the metric's units); a model fitted on Dask asks
-        the functional search, which keeps the training data distributed.
+        Public distances (the metric's units).
         """
-        if getattr(self, "_dask_fit", None) is not None:
-            from .._api.neighbors import kneighbors as functional_kneighbors
-
-            if X is None:
-                msg = "kneighbors(X=None) is not supported on a model fitted on Dask arrays; pass X"
-                raise ValueError(msg)
-            result = functional_kneighbors(
-                X, self._dask_fit[0], num_neighbors or self._default_k(), metric=self._engine_metric()
-            )
-            return result if return_distance else result[1]
         (distances, indices), X = self._neighbors_on_backend(X, num_neighbors)
         indices = self._like_input(indices, X)
         if not return_distance:
@@ -445,63 +412,6 @@ def _host_vector(example: Any, name: str) -> np.ndarray:
         raise ValueError(msg)
     matrix = as_feature_matrix(np.reshape(host, (1, -1)) if host is not None else None, name)
     return np.asarray(matrix, dtype=np.float64)[0]
-
-
-def _check_discrete(labels: Any) -> None:
-    """Refuse continuous targets for a classifier (floats that are not whole numbers)."""
-    label_xp = array_api_compat.array_namespace(labels)
-    if isinstance(labels, np.ndarray) and labels.dtype.kind != "f":
-        return
-    if not isinstance(labels, np.ndarray) and not label_xp.isdtype(labels.dtype, "real floating"):
-        return
-    if not bool(label_xp.all(labels == label_xp.round(labels))):
-        msg = (
-            "Unknown label type: continuous. y holds non-integer floats; "
-            "KNNClassifier needs class labels (use KNN for regression)"
-        )
-        raise ValueError(msg)
-
-
-def encode_class_labels(labels: Any, index: Any) -> tuple[Any, Any]:
-    """``(classes, codes)`` of validated 1-D class labels: sorted classes, int64 codes on the index's device.
-
-    String or other host labels are encoded on the host; numeric labels
-    given on a device are encoded there, without a copy to the host.
-    """
-    _check_discrete(labels)
-    xp = index.xp
-    if isinstance(labels, np.ndarray):
-        classes, codes = np.unique(labels, return_inverse=True)
-        return classes, xp.asarray(codes.astype(np.int64), device=index.device)
-    label_xp = array_api_compat.array_namespace(labels)
-    # A copy: torch's searchsorted warns about (and copies) a strided view such as y[::2].
-    labels = label_xp.asarray(labels, copy=True)
-    classes = label_xp.sort(label_xp.unique_values(labels))
-    codes = label_xp.astype(label_xp.searchsorted(classes, labels), label_xp.int64)
-    return classes, move_to(codes, xp, index.device)
-
-
-def decode_class_labels(winners: Any, classes: Any, X: Any) -> Any:
-    """The labels of winning class codes, in the namespace of ``X`` (left where computed if None).
-
-    Numeric labels are decoded where the winners are (no round trip through
-    the host); strings and other host labels can only be decoded on the host.
-    """
-    if isinstance(classes, np.ndarray):
-        labels = _decode_block(winners, classes)
-        if classes.dtype.kind not in "biuf" or X is None:
-            return labels
-        return convert_like(labels, X)
-    label_xp = array_api_compat.array_namespace(classes)
-    labels = label_xp.take(classes, move_to(winners, label_xp, array_api_compat.device(classes)))
-    return labels if X is None else convert_like(labels, X)
-
-
-def _decode_block(winners: Any, classes: np.ndarray) -> Any:
-    """Class labels of a block of winning codes (on the block's device if numeric)."""
-    if isinstance(winners, np.ndarray) or classes.dtype.kind not in "biuf":
-        return classes[to_host(winners)]
-    return array_api_compat.array_namespace(winners).take(convert_like(classes, winners), winners)
 
 
 def _require_queries(X: Any) -> Any:
@@ -764,13 +674,6 @@ class KNN(_TutorialEstimator):
         -------
         self
         """
-        if array_api_compat.is_dask_array(X):
-            import dask.array as da
-
-            targets = da.asarray(y)
-            self._fit_dask(X, da.reshape(targets, (targets.shape[0], -1)).astype("float64"))
-            self._targets_1d = targets.ndim == 1
-            return self
         X_fit, index = self._fit_features(X)
         y = as_targets(y, "y", index.num_samples)
         xp_targets = index.xp.astype(move_to(y, index.xp, index.device), distance_dtype_for(index.dtype, index.xp))
@@ -789,17 +692,8 @@ class KNN(_TutorialEstimator):
         array, shape (n_queries,) or (n_queries, n_outputs)
             In the namespace and on the device of ``X``.
         """
-        if getattr(self, "_dask_fit", None) is not None:
-            prediction = self._dask_reduce(X)
-            return prediction[:, 0] if self._targets_1d else prediction
-        xp = self._check_fitted().xp
-
-        def mean_of_batch(distances: Any, indices: Any) -> tuple[Any]:
-            return (weighted_mean(self._targets, indices, self._weights_for(distances), xp=xp),)
-
-        # The gathered targets, their weighted copy and the weights: 3 (k, n_outputs) arrays per query.
-        per_query = 3 * self.num_neighbors * (self._targets.shape[1] + 1) * 8
-        (prediction,), X = self._neighbors_on_backend(_require_queries(X), None, mean_of_batch, per_query)
+        self._check_fitted()
+        prediction, X = self._predict_on_backend(X, self._targets)
         if self._targets_1d:
             prediction = prediction[:, 0]
         return self._like_input(prediction, X)
@@ -875,15 +769,6 @@ class KNNClassifier(_TutorialEstimator):
         String or other host labels are encoded on the host; numeric labels
         given on a device are encoded there, without a copy to the host.
         """
-        if array_api_compat.is_dask_array(X):
-            import dask.array as da
-
-            from .._engine.dask_search import encode_labels
-
-            classes, codes = encode_labels(da.asarray(y))
-            self._fit_dask(X, codes)
-            self.classes_ = classes
-            return self
         X_fit, index = self._fit_features(X)
         labels = as_targets(y, "y", index.num_samples, numeric=False)
         classes, codes = encode_class_labels(labels, index)
@@ -894,8 +779,6 @@ class KNNClassifier(_TutorialEstimator):
 
     def predict_proba(self, X: Any) -> Any:
         """Share of (weighted) votes per class, columns in ``classes_`` order."""
-        if getattr(self, "_dask_fit", None) is not None:
-            return self._dask_reduce(X, num_classes=self.classes_.shape[0])
         votes, X = self._votes_on_backend(X)
         return self._like_input(votes, X)
 
@@ -906,23 +789,11 @@ class KNNClassifier(_TutorialEstimator):
         ``(rows, k, n_classes)`` temporaries are counted in the memory
         budget, and ``predict`` keeps only each batch's winners.
         """
-        xp = self._check_fitted().xp
-        num_classes = self.classes_.shape[0]
-
-        def votes_of_batch(distances: Any, indices: Any) -> tuple[Any]:
-            votes = class_votes(self._codes, indices, self._weights_for(distances), num_classes, xp=xp)
-            return (xp.argmax(votes, axis=1),) if winners_only else (votes,)
-
-        # One-hot codes, their weighted copy (k x n_classes each) and the shares.
-        per_query = (2 * self.num_neighbors + 2) * num_classes * 8
-        (result,), X = self._neighbors_on_backend(_require_queries(X), None, votes_of_batch, per_query)
-        return result, X
+        self._check_fitted()
+        return self._predict_on_backend(X, self._codes, num_classes=self.classes_.shape[0], winners_only=winners_only)
 
     def predict(self, X: Any) -> Any:
         """The class with most (weighted) votes; ties to the smallest label."""
-        if getattr(self, "_dask_fit", None) is not None:
-            votes = self._dask_reduce(X, num_classes=self.classes_.shape[0])
-            return votes.argmax(axis=1).map_blocks(_decode_block, self.classes_, dtype=self.classes_.dtype)
         winners, X_checked = self._votes_on_backend(X, winners_only=True)
         return decode_class_labels(winners, self.classes_, X_checked)
 

@@ -30,6 +30,7 @@ __all__ = [
     "to_backend",
     "to_host",
     "convert_like",
+    "resolve_backend",
 ]
 
 #: Backend names accepted by ``backend=`` (besides ``None``, ``"auto"`` and
@@ -270,3 +271,21 @@ def move_to(data: Any, xp: Any, device: Any = None) -> Any:
     if device is not None and array_api_compat.device(data) != device:
         data = array_api_compat.to_device(data, device)
     return data
+
+
+def resolve_backend(backend: Any, data: Any) -> tuple[Any, Any]:
+    """``(namespace, device)`` the model computes in: ``backend``'s, or if None the data's own.
+
+    The device is None where the namespace's default device (or the data's,
+    for ``backend=None``) is meant. Dask arrays stay Dask arrays, whatever
+    ``backend``: each chunk is searched in its own library, on its own device.
+    """
+    if backend is None or array_api_compat.is_dask_array(data):
+        return array_api_compat.array_namespace(data), None
+    if backend == "auto":
+        backend = auto_backend()
+    if not isinstance(backend, str):
+        msg = f"backend must be None, 'auto' or a backend name such as 'cupy' or 'torch:cuda'; got {backend!r}"
+        raise ValueError(msg)
+    library, device = parse_backend(backend)
+    return namespace_of_backend(library), device

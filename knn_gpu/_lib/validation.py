@@ -30,6 +30,8 @@ __all__ = [
     "record_feature_names",
     "check_feature_names",
     "as_feature_matrix",
+    "check_dask_features",
+    "refuse_dask",
     "as_targets",
     "check_batch_size",
     "check_memory_budget",
@@ -368,6 +370,8 @@ def as_feature_matrix(
     """
     if is_sparse(x):
         return _dense_of_sparse(x, name, allow_empty=allow_empty, distances=distances)
+    if array_api_compat.is_dask_array(x):
+        return check_dask_features(x, name, allow_empty=allow_empty)
     array = _numbers_of_objects(_as_array(x, name))
     xp = array_api_compat.array_namespace(array)
     _check_numeric_dtype(array, name, xp)
@@ -383,6 +387,33 @@ def as_feature_matrix(
     _check_matrix_size(array, name, allow_empty=allow_empty)
     check_finite(array, name, xp, allow_nan=allow_nan)
     return array
+
+
+def check_dask_features(x: Any, name: str, *, allow_empty: bool = False) -> Any:
+    """Checks of a Dask feature matrix on its metadata only: its values stay lazy (no NaN scan)."""
+    if x.ndim != 2:
+        msg = f"{name} must be 2-D (n_samples, n_features), got {x.ndim}-D shape {x.shape}"
+        raise ValueError(msg)
+    if any(np.isnan(size) for size in x.shape):
+        msg = f"{name} has unknown chunk sizes; call {name}.compute_chunk_sizes() first"
+        raise ValueError(msg)
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        msg = f"{name} must hold real numbers (bool, integer or floating), got dtype {x.dtype}"
+        raise TypeError(msg)
+    if (x.shape[0] == 0 and not allow_empty) or x.shape[1] == 0:
+        msg = f"{name} has shape {x.shape}; at least 1 sample and 1 feature are required"
+        raise ValueError(msg)
+    return x
+
+
+def refuse_dask(x: Any, owner: str) -> None:
+    """``TypeError`` naming ``owner`` (a class) for a Dask array where only in-memory arrays are taken."""
+    if array_api_compat.is_dask_array(x):
+        msg = (
+            f"{owner} does not take Dask arrays yet; use knn_gpu.KNN or KNNClassifier, "
+            "which keep Dask training data distributed, or pass X.compute()"
+        )
+        raise TypeError(msg)
 
 
 def _dense_of_sparse(x: Any, name: str, *, allow_empty: bool, distances: bool) -> Any:
@@ -456,6 +487,8 @@ def as_targets(y: Any, name: str, num_samples: int, *, numeric: bool = True) -> 
         raise ValueError(msg)
     if isinstance(array, np.ndarray) and array.dtype.kind != "f":
         return array  # integers, booleans, strings: nothing to check
+    if array_api_compat.is_dask_array(array):
+        return array  # lazy: its values are not scanned (as for Dask features)
     check_finite(array, name, xp)
     return array
 
@@ -653,6 +686,8 @@ def check_precomputed_inputs(queries: Any, train: Any) -> None:
 def dtype_in(xp: Any, dtype: Any) -> Any:
     """The dtype of namespace ``xp`` with the name of ``dtype`` (of any library), e.g. NumPy's float32 in torch."""
     name = str(dtype).rsplit(".", 1)[-1]
+    if array_api_compat.is_dask_namespace(xp):
+        return np.dtype(name)  # Dask's dtypes are NumPy's; its namespace names only the standard's (no float16)
     if not hasattr(xp, name):
         msg = f"data of dtype {name} cannot move to {xp.__name__}, which has no {name}; convert it first"
         raise TypeError(msg)
