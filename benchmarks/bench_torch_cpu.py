@@ -1,17 +1,16 @@
 """Torch CPU tensors against NumPy arrays holding the same data (issue 19, item 3).
 
-``knn_gpu.kneighbors`` searches CPU float tensors on zero-copy NumPy views
-(``knn_gpu._lib.backends.numpy_views``) and answers tensors; the estimators
-compute in their backend's library (scikit-learn's array-API rule keeps
-their fitted attributes in the caller's namespace), so a torch user of
-``KNN`` gets NumPy's speed with ``backend="numpy"`` (the model holds NumPy
-copies of its rows; answers still come back as tensors). One run, rounds interleaved, median and minimum of each:
+With the default backend, ``knn_gpu.kneighbors`` and the estimators search
+CPU float tensors with NumPy on zero-copy views
+(``knn_gpu._lib.backends.numpy_views``, the front door's ``host_views``) and
+answer tensors; an estimator's fitted rows stay tensors (scikit-learn's
+array-API rule). ``backend="torch"`` forces torch's own kernels. One run,
+rounds interleaved, median and minimum of each, ratio to NumPy's time:
 
-- functional: NumPy arrays vs torch tensors (the ratio should be ~1);
-- fitted ``KNN(k).fit(...).kneighbors(...)``: NumPy, torch tensors computed
-  by torch, torch tensors with ``backend="numpy"``;
-- the torch kernels themselves: the functional search forced onto torch
-  (what torch tensors cost before the views).
+- functional: NumPy arrays, torch tensors (views), torch tensors on torch's
+  kernels (the views declined: what tensors cost before them);
+- fitted ``KNN(k).fit(...).kneighbors(...)``: NumPy, torch tensors with the
+  default backend, with ``backend="torch"`` and with ``backend="numpy"``.
 
 Usage::
 
@@ -50,11 +49,12 @@ def runs_for(shape: dict) -> dict:
     labels = np.zeros(train.shape[0], dtype=np.float32)
     fitted_numpy = KNN(k).fit(train, labels)
     fitted_torch = KNN(k).fit(t_train, torch.from_numpy(labels))
+    fitted_torch_kernels = KNN(k, backend="torch").fit(t_train, torch.from_numpy(labels))
     fitted_torch_on_numpy = KNN(k, backend="numpy").fit(t_train, torch.from_numpy(labels))
 
     def torch_kernels():
         # the views declined: what torch's own CPU kernels cost on the same tensors
-        with mock.patch("knn_gpu._api.neighbors.numpy_views_for", return_value=None):
+        with mock.patch("knn_gpu._engine.index.numpy_views", return_value=None):
             return knn_gpu.kneighbors(t_queries, t_train, k)
 
     return {
@@ -63,6 +63,7 @@ def runs_for(shape: dict) -> dict:
         "functional torch kernels": torch_kernels,
         "KNN numpy": lambda: fitted_numpy.kneighbors(queries),
         "KNN torch": lambda: fitted_torch.kneighbors(t_queries),
+        'KNN torch, backend="torch"': lambda: fitted_torch_kernels.kneighbors(t_queries),
         'KNN torch, backend="numpy"': lambda: fitted_torch_on_numpy.kneighbors(t_queries),
     }
 

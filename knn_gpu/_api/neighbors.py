@@ -9,9 +9,8 @@ import array_api_compat
 from .._engine.direct import is_direct
 from .._engine.distances import public_distances
 from .._engine.index import build_neighbors_index
-from .._engine.metrics import PRODUCT_METRICS, check_input_for, numpy_views_for, resolve
+from .._engine.metrics import PRODUCT_METRICS, check_input_for, resolve
 from .._engine.streaming import is_host_array
-from .._lib.backends import as_torch_tensors
 from .._lib.sparse_input import check_stored_neighbors, fewest_stored_per_row, is_sparse
 from .._lib.validation import (
     as_feature_matrix,
@@ -161,12 +160,6 @@ def kneighbors(
     array([[1, 0]])
     """
     resolved = resolve(metric, p, metric_params)
-    views = numpy_views_for(resolved, queries, train)
-    if views is not None:  # CPU torch tensors: NumPy searches them faster, on zero-copy views
-        options = {"batch_size": batch_size, "n_jobs": n_jobs, "memory_budget": memory_budget}
-        return as_torch_tensors(
-            kneighbors(*views, k, metric=metric, p=p, metric_params=metric_params, out_of_core=out_of_core, **options)
-        )
     engine_metric, p = resolved.name, resolved.p
     batch_size = check_batch_size(batch_size)
     n_jobs = check_n_jobs(n_jobs)
@@ -217,7 +210,8 @@ def kneighbors(
         raise ValueError(msg)
     dtype = floating_dtype(xp.result_type(queries.dtype, train.dtype), xp, device)
     queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
-    index = build_neighbors_index(xp.astype(train, dtype, copy=False), resolved)
+    # CPU torch tensors are searched by NumPy, on views of them (faster than torch's CPU kernels).
+    index = build_neighbors_index(xp.astype(train, dtype, copy=False), resolved, host_views=True)
     distances, indices = index.kneighbors(queries, k, batch_rows=batch_size, n_jobs=n_jobs, memory_budget=memory_budget)
     return public_distances(distances, engine_metric), indices
 

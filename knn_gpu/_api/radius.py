@@ -14,8 +14,8 @@ import array_api_compat
 import numpy as np
 
 from .._engine.index import build_neighbors_index
-from .._engine.metrics import check_input_for, numpy_views_for, resolve
-from .._lib.backends import as_torch_tensors, numpy_views, to_host
+from .._engine.metrics import check_input_for, resolve
+from .._lib.backends import to_host
 from .._lib.validation import (
     as_feature_matrix,
     check_batch_size,
@@ -165,23 +165,6 @@ def radius_neighbors(
     (array([0, 0, 1]), array([0, 1, 3]))
     """
     resolved = resolve(metric, p, metric_params)
-    views = numpy_views_for(resolved, queries, train)
-    if views is not None:  # CPU torch tensors: NumPy searches them faster, on zero-copy views
-        radius_view = numpy_views(radius) if array_api_compat.is_torch_array(radius) else (radius,)
-        if radius_view is not None:
-            return as_torch_tensors(
-                radius_neighbors(
-                    *views,
-                    radius_view[0],
-                    metric=metric,
-                    p=p,
-                    metric_params=metric_params,
-                    sort_results=sort_results,
-                    return_distance=return_distance,
-                    batch_size=batch_size,
-                    memory_budget=memory_budget,
-                )
-            )
     engine_metric, p = resolved.name, resolved.p
     if resolved.entry.similarity:
         msg = (
@@ -221,7 +204,7 @@ def radius_neighbors(
     dtype = floating_dtype(xp.result_type(queries.dtype, train.dtype), xp, device)
     queries = prepare_queries(queries, train.shape[1], dtype, xp=xp, name="queries")
     train = xp.astype(train, dtype, copy=False)
-    index = build_neighbors_index(train, resolved)
+    index = build_neighbors_index(train, resolved, host_views=True)  # CPU tensors: NumPy on views of them
     distances, indices, offsets = index.radius(
         queries, radius, sort_results=sort_results, batch_rows=batch_size, memory_budget=memory_budget
     )

@@ -36,6 +36,7 @@ from typing import Any
 
 import array_api_compat
 
+from .._lib.backends import as_torch_tensors, numpy_views
 from .direct import DirectIndex, is_direct
 from .metrics import resolve
 from .predictions import class_votes, neighbor_weights, weighted_mean
@@ -66,17 +67,30 @@ class NeighborsIndex:
         memory out of core; None on Dask.
     metric : str
         The engine's metric name (after :func:`~knn_gpu._engine.metrics.resolve`).
+    viewed : bool
+        The rows are CPU torch tensors searched by NumPy on zero-copy views
+        (:func:`build_neighbors_index`'s ``host_views``): ``xp``, ``device``
+        and ``dtype`` are torch's, queries and answers torch tensors, and
+        ``store`` and ``rows`` hold the NumPy views.
     """
 
-    def __init__(self, store: Any, plan: str, metric: str, rows: Any = None) -> None:
+    def __init__(self, store: Any, plan: str, metric: str, rows: Any = None, caller: Any = None) -> None:
         self.store = store
         self.plan = plan
         self.metric = metric
         self.rows = rows
-        # The Dask plan's store is the lazy array itself: its namespace is Dask's.
+        # The Dask plan's store is the lazy array itself: its namespace is Dask's. A viewed index answers in
+        # the namespace of the rows it was given (caller), not in NumPy's.
         self._lazy = (
             (array_api_compat.array_namespace(store), array_api_compat.device(store)) if plan == "dask" else None
         )
+        self._caller = None
+        if caller is not None:
+            self._caller = (array_api_compat.array_namespace(caller), array_api_compat.device(caller), caller.dtype)
+
+    @property
+    def viewed(self) -> bool:
+        return self._caller is not None
 
     def __repr__(self) -> str:
         return f"NeighborsIndex(plan={self.plan!r}, metric={self.metric!r}, shape={self.shape})"
@@ -94,19 +108,23 @@ class NeighborsIndex:
 
     @property
     def xp(self) -> Any:
-        """The compute namespace (Dask's, on the Dask plan)."""
+        """The compute namespace (Dask's, on the Dask plan; torch's when ``viewed``)."""
+        if self._caller is not None:
+            return self._caller[0]
         return self.store.xp if self._lazy is None else self._lazy[0]
 
     @property
     def device(self) -> Any:
         """The compute device."""
+        if self._caller is not None:
+            return self._caller[1]
         return self.store.device if self._lazy is None else self._lazy[1]
 
     @property
     def dtype(self) -> Any:
         """The working dtype of the rows, in the compute namespace (on Dask: the rows' own; chunks of
         half precision are searched in float32)."""
-        return self.store.dtype
+        return self.store.dtype if self._caller is None else self._caller[2]
 
     @property
     def num_samples(self) -> int:
@@ -146,12 +164,19 @@ class NeighborsIndex:
             return dask_kneighbors(
                 queries, self.store, k, metric=self.metric, dtype_name=working_dtype_name(queries, self.store)
             )
+        if self._caller is not None:
+            queries = _host_view(queries)
+            if reduce is not None:
+                # The reduction is written for the caller's namespace: it sees tensors sharing NumPy's batches.
+                reduce = _viewed_reduce(reduce)
         options = {
             "batch_rows": batch_rows,
             "n_jobs": n_jobs,
             "reduce": reduce,
             "reduce_bytes_per_query": reduce_bytes_per_query,
         }
+        if self._caller is not None:
+            return as_torch_tensors(search_index(self.store, queries, k, memory_budget=memory_budget, **options))
         if self.plan == "streamed":
             return streamed_search(self.store, queries, k, **options)
         return search_index(self.store, queries, k, memory_budget=memory_budget, **options)
@@ -243,6 +268,19 @@ class NeighborsIndex:
             raise TypeError(msg)
         if self.plan == "streamed":
             return radius_search_streamed(self.store, queries, radius, sort_results=sort_results, batch_rows=batch_rows)
+        if self._caller is not None:
+            radius = radius if isinstance(radius, float) else _host_view(radius)
+            return as_torch_tensors(
+                radius_search(
+                    self.store,
+                    _host_view(queries),
+                    radius,
+                    sort_results=sort_results,
+                    batch_rows=batch_rows,
+                    memory_budget=memory_budget,
+                    train=self.rows,
+                )
+            )
         return radius_search(
             self.store,
             queries,
@@ -264,6 +302,7 @@ def build_neighbors_index(
     anchor: Any = None,
     dtype: Any = None,
     memory_budget: int | None = None,
+    host_views: bool = False,
 ) -> NeighborsIndex:
     """Choose the plan for ``train`` and ``metric`` and prepare the rows for it.
 
@@ -291,6 +330,17 @@ def build_neighbors_index(
         With ``stream``: the working dtype, in the compute namespace.
     memory_budget : int, optional
         With ``stream``: the device bytes a chunk's search may use.
+    host_views : bool
+        Search CPU float tensors with NumPy, on zero-copy views
+        (:func:`~knn_gpu._lib.backends.numpy_views`): NumPy's search (a
+        batch per core, each with a single-threaded BLAS) is 1.2 to 3.9
+        times as fast as torch's CPU kernels on the same tensors
+        (``benchmarks/bench_torch_cpu.py``). The index still takes and
+        answers tensors (:attr:`NeighborsIndex.viewed`). Not for a
+        :class:`~knn_gpu.BlockMetric` (its function is written for the
+        rows' own library), nor where ``numpy_views`` declines (bfloat16,
+        autograd, a GPU). The callers ask for it unless the user chose
+        torch (``backend="torch"``).
 
     Examples
     --------
@@ -320,7 +370,25 @@ def build_neighbors_index(
             engine_metric,
             rows=train,
         )
+    views = numpy_views(train) if host_views and resolved.entry.name != "block_callable" else None
+    caller = None
+    if views is not None:
+        caller, train = train, views[0]
     xp = array_api_compat.array_namespace(train)
     store = build_index(train, resolved, xp=xp)
     plan = "direct" if isinstance(store, DirectIndex) else "product"
-    return NeighborsIndex(store, plan, engine_metric, rows=train)
+    return NeighborsIndex(store, plan, engine_metric, rows=train, caller=caller)
+
+
+def _host_view(array: Any) -> Any:
+    """A CPU tensor as a NumPy array, zero-copy where NumPy can hold it as is (the search is not differentiated)."""
+    return array.numpy(force=True) if array_api_compat.is_torch_array(array) else array
+
+
+def _viewed_reduce(reduce: Callable[[Any, Any], tuple]) -> Callable[[Any, Any], tuple]:
+    """``reduce`` of tensors, run on NumPy batches: tensors sharing their memory in, NumPy views out."""
+
+    def on_views(distances: Any, indices: Any) -> tuple:
+        return tuple(_host_view(part) for part in reduce(*as_torch_tensors((distances, indices))))
+
+    return on_views

@@ -51,7 +51,6 @@ from typing import Any
 
 import array_api_compat
 
-from .._lib.backends import numpy_views
 from .._lib.validation import SEMI_METRIC_WARNING, data_conversion_warning
 from .._lib.validation import check_p as check_p_rule
 
@@ -67,7 +66,6 @@ __all__ = [
     "Resolved",
     "PRODUCT_METRICS",
     "MINKOWSKI_METRICS",
-    "numpy_views_for",
 ]
 
 
@@ -739,14 +737,3 @@ def prepare_state(resolved: Resolved, train: Any, *, xp: ModuleType, exact: Any)
     if entry.prepare is None:
         return {}
     return entry.prepare(train, resolved.params, xp=xp, exact=exact)
-
-
-def numpy_views_for(metric: Any, *arrays: Any) -> tuple | None:
-    """:func:`~knn_gpu._lib.backends.numpy_views` of CPU torch tensors, searched with ``metric`` on NumPy.
-
-    None for a :class:`BlockMetric` (its function is written for the data's
-    own library, and receives blocks of it) and wherever ``numpy_views``
-    declines: then torch computes.
-    """
-    entry = metric.entry if isinstance(metric, Resolved) else lookup(metric)
-    return None if entry.name == "block_callable" else numpy_views(*arrays)

@@ -171,7 +171,8 @@ class _NeighborsBase:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=re.escape(SEMI_METRIC_WARNING))  # warned by _check_params
             resolved = self._resolved_metric()
-        return X, build_neighbors_index(self._engine_X, resolved)
+        # backend=None on CPU torch tensors: NumPy searches views of them (faster); backend='torch' forces torch.
+        return X, build_neighbors_index(self._engine_X, resolved, host_views=self.backend is None)
 
     def _streams(self, X: Any, anchor: Any, dtype: Any) -> bool:
         """Keep ``X`` in host memory? Always if ``out_of_core``; if None, when it would not fit on the GPU."""
@@ -596,8 +597,10 @@ class KNN(_TutorialEstimator):
         the neighbours are the training rows with the largest inner product
         (maximum inner product search).
     backend : {None, "auto", "numpy", "cupy", "torch", "torch:cuda", "torch:cuda:N", "array_api_strict"}
-        ``None`` computes where the training data lives; a name moves it
-        there at ``fit`` (``"torch"`` is torch on the CPU, ``"torch:cuda"``
+        ``None`` computes where the training data lives (CPU torch tensors
+        are searched by NumPy on zero-copy views of them, faster than
+        torch's CPU kernels; the fitted rows stay tensors); a name moves it
+        there at ``fit`` (``"torch"`` is torch on the CPU and its kernels, ``"torch:cuda"``
         on the current CUDA device); ``"auto"`` picks CuPy when a GPU is
         usable, else torch on CUDA, else NumPy. Queries may come in any
         namespace, even under scikit-learn's ``array_api_dispatch=True``

@@ -301,17 +301,17 @@ def numpy_views(*arrays: Any) -> tuple | None:
     """Zero-copy NumPy views of CPU torch tensors, or None where NumPy should not take them.
 
     NumPy's search (threads over batches, each with a single-threaded BLAS)
-    is 1.5 to 3.5 times as fast as torch's CPU kernels on the same tensors
+    is 1.2 to 3.9 times as fast as torch's CPU kernels on the same tensors
     (``benchmarks/bench_torch_cpu.py``), so the searches compute on views of
     CPU tensors and hand the results back as tensors
     (:func:`as_torch_tensors`). None (torch computes) unless every array is a
     floating CPU tensor NumPy can view as is: no autograd, no
-    conjugate or negative bit, no bfloat16 (NumPy has none); integer and
-    bool tensors stay with torch, whose default floating dtype (float32)
-    the results follow. The estimators compute in their backend's library
-    (scikit-learn's array-API rule wants their fitted attributes in the
-    caller's namespace): ``KNN(backend="numpy")`` is the fast path there,
-    and still answers tensors.
+    conjugate or negative bit, no bfloat16 (NumPy has none). Integer and
+    bool tensors are refused here; the front door casts them to torch's
+    default floating dtype (float32) first, then views them.
+    ``build_neighbors_index(..., host_views=True)`` is the one caller: the
+    functions and the estimators with ``backend=None`` search through it,
+    and ``backend="torch"`` keeps torch's own kernels.
     """
     if not arrays or not all(array_api_compat.is_torch_array(array) for array in arrays):
         return None
