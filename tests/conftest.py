@@ -9,8 +9,9 @@ selects those runs and, besides, tests named after CUDA or CuPy that run on the
 CPU (the fake CUDA device of ``fake_cuda.py``, CuPy-less fallbacks).
 
 With the environment variable ``KNN_GPU_SYNC_DEBUG=error`` (or ``warn``), the
-torch-cuda runs call every k-search (``search_index``, the engine's batch loop)
-under ``torch.cuda.set_sync_debug_mode``: a search that waits on the host fails.
+torch-cuda runs call every k-search's batch loop (``search_batches``; the search's
+one deliberate read, its count of uncertified queries, comes after it) under
+``torch.cuda.set_sync_debug_mode``: a batch loop that waits on the host fails.
 Only the search is guarded: building the index (a host-to-device copy of the
 block layout), radius searches (their result sizes live on the device) and the
 tests' own checks (which copy results to the host) legitimately synchronise.
@@ -170,15 +171,15 @@ def without_host_syncs(search: Callable, mode: str, cuda: Any) -> Callable:
 
 
 def guard_searches(monkeypatch: pytest.MonkeyPatch, mode: str, cuda: Any) -> int:
-    """Replace ``search_index`` wherever a knn_gpu module holds it by its guarded form; return how many."""
+    """Replace ``search_batches`` wherever a knn_gpu module holds it by its guarded form; return how many."""
     from knn_gpu._engine import search as search_module
 
-    original = search_module.search_index
+    original = search_module.search_batches
     guarded = without_host_syncs(original, mode, cuda)
     patched = 0
     for name, module in list(sys.modules.items()):
-        if (name == "knn_gpu" or name.startswith("knn_gpu.")) and getattr(module, "search_index", None) is original:
-            monkeypatch.setattr(module, "search_index", guarded)
+        if (name == "knn_gpu" or name.startswith("knn_gpu.")) and getattr(module, "search_batches", None) is original:
+            monkeypatch.setattr(module, "search_batches", guarded)
             patched += 1
     return patched
 

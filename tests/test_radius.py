@@ -16,6 +16,7 @@ from oracle import oracle_distances
 
 import knn_gpu
 from knn_gpu import to_object_arrays
+from knn_gpu._engine import key_bounds
 from knn_gpu._engine import radius as radius_module
 from knn_gpu._engine.radius import radius_search_index
 from knn_gpu._engine.search import build_index
@@ -317,7 +318,7 @@ def test_torch_on_fake_cuda_syncs_only_to_read_counts(metric, dtype_name):
     queries, train = _integer_data(12)
     queries, train = queries.astype(dtype_name), train.astype(dtype_name)
     radius = RADII[metric][3]
-    sites = ("knn_gpu._lib.validation.check_finite", "knn_gpu._engine.radius.read_counts")
+    sites = ("knn_gpu._lib.validation.check_finite", "knn_gpu._lib.devices.read_counts")
     # Cosine distances of integer rows tie mathematically but round differently per library: index order there.
     sort_results = metric != "cosine"
     expected = knn_gpu.radius_neighbors(queries, train, radius, metric=metric, sort_results=sort_results)
@@ -338,7 +339,7 @@ def test_torch_on_fake_cuda_syncs_only_to_read_counts(metric, dtype_name):
             assert result[0].dtype == getattr(torch, dtype_name) and result[1].dtype == result[2].dtype == torch.int64
             with allow_sync():
                 host = [array.cpu().numpy() for array in result]
-        counts = [site for _, site in syncs if site == "knn_gpu._engine.radius.read_counts"]
+        counts = [site for _, site in syncs if site == "knn_gpu._lib.devices.read_counts"]
         assert len(counts) == -(-queries.shape[0] // 8) + 1
         assert {site for _, site in syncs} <= set(sites)
         for got, want in zip(host, expected):
@@ -401,6 +402,6 @@ def test_rows_just_inside_and_outside_the_radius(backend, metric):
     np.testing.assert_array_equal(indices, expected)
     if backend.name == "numpy":  # the margin is what makes this pass
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(radius_module, "_unit_roundoff", lambda dtype, xp: 0.0)  # no margin, no room
+            patch.setattr(key_bounds, "unit_roundoff", lambda dtype, xp: 0.0)  # no margin, no room
             _, lost, _ = radius_search_index(index, query, radius, train=train)
         assert lost.size < expected.size, "the test cannot tell a margin from none"

@@ -346,7 +346,7 @@ def test_torch_on_fake_cuda_syncs_only_to_read_counts(dtype_name):
 
     queries, train = _integer_data(9)
     queries, train = queries.astype(dtype_name), train.astype(dtype_name)
-    sites = ("knn_gpu._lib.validation.check_finite", "knn_gpu._engine.radius.read_counts")
+    sites = ("knn_gpu._lib.validation.check_finite", "knn_gpu._lib.devices.read_counts")
     expected = knn_gpu.radius_neighbors(queries, train, 3.0, metric="minkowski", p=3, sort_results=True)
     with fake_cuda(num_devices=2, allowed_sync_sites=sites) as gpu:
         device = torch.device("cuda", 1)
@@ -363,7 +363,7 @@ def test_torch_on_fake_cuda_syncs_only_to_read_counts(dtype_name):
         assert all(array.device == device for array in result)
         with allow_sync():
             host = [array.cpu().numpy() for array in result]
-    counts = [site for _, site in syncs if site == "knn_gpu._engine.radius.read_counts"]
+    counts = [site for _, site in syncs if site == "knn_gpu._lib.devices.read_counts"]
     assert len(counts) == -(-queries.shape[0] // 8)
     assert {site for _, site in syncs} <= set(sites)
     for got, want in zip(host, expected):

@@ -88,7 +88,9 @@ def test_host_numpy_train_streams_to_fake_cuda():
     queries, train = _tied(400, seed=3)
     budget = _budget_for_chunks(400, 5, chunks=4)
     expected = knn_gpu.kneighbors(queries, train, 6)
-    with fake_cuda(num_devices=2, allowed_sync_sites=("knn_gpu._lib.validation.check_finite",)) as gpu:
+    with fake_cuda(
+        num_devices=2, allowed_sync_sites=("knn_gpu._lib.validation.check_finite", "knn_gpu._lib.devices.read_counts")
+    ) as gpu:
         device = torch.device("cuda", 1)
         distances, indices = knn_gpu.kneighbors(torch.asarray(queries, device=device), train, 6, memory_budget=budget)
         for result, dtype in ((distances, torch.float32), (indices, torch.int64)):
@@ -162,7 +164,7 @@ def test_torch_cuda_backend_and_automatic_out_of_core(monkeypatch):
     queries, train = _tied(600, seed=6)
     labels = np.arange(600) % 3
     expected = knn_gpu.KNNClassifier(5).fit(train, labels)
-    sites = ("knn_gpu._lib.validation.check_finite",)
+    sites = ("knn_gpu._lib.validation.check_finite", "knn_gpu._lib.devices.read_counts")
     with fake_cuda(num_devices=2, allowed_sync_sites=sites, free_bytes=1 << 40) as gpu:
         model = knn_gpu.KNNClassifier(5, backend="torch:cuda:1").fit(train, labels)
         assert model._index.plan == "product" and model._index.device == torch.device("cuda", 1)

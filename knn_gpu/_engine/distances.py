@@ -31,9 +31,11 @@ copy of the training set.
 The expansion loses precision in float32 far from the origin, so the training
 data is first shifted by its mean rounded to whole numbers (exact for integer
 data, and exact by Sterbenz's lemma for points clustered far from the
-origin). The few selected candidates then get their distances recomputed by
-direct differences in float64 (where the device has it), which is what the
-search returns and orders by.
+origin; rows near the origin are rounded by it when the mean is far). The few
+selected candidates then get their distances recomputed by direct differences
+in float64 (where the device has it), from the training rows as given, which
+is what the search returns and orders by; the search certifies that the
+candidates held the neighbours (:mod:`knn_gpu._engine.search`).
 """
 
 from __future__ import annotations
@@ -332,13 +334,15 @@ def exact_distances(
     if metric == "inner_product":
         return -_rescore_in_steps(xp.astype(queries, exact), candidates, _dot, xp=xp, exact=exact)
     if metric == "cosine":
-        unit_queries = unit_rows(xp.astype(queries, exact), xp=xp)
-        dots = _rescore_in_steps(unit_queries, candidates, _dot_and_square_norm, xp=xp, exact=exact)
-        dots, candidate_sq_norms = dots[..., 0], dots[..., 1]
-        safe_norms = xp.sqrt(xp.where(candidate_sq_norms == 0, xp.ones_like(candidate_sq_norms), candidate_sq_norms))
+        # q.t / (||q|| ||t||), one division, as scipy and the oracle: exact ties stay ties on integer data.
+        queries = xp.astype(queries, exact)
+        parts = _rescore_in_steps(queries, candidates, _dot_and_square_norm, xp=xp, exact=exact)
+        dots, candidate_sq_norms = parts[..., 0], parts[..., 1]
+        norms = xp.linalg.vector_norm(queries, axis=-1, keepdims=True) * xp.sqrt(candidate_sq_norms)
+        similarity = dots / xp.where(norms == 0, xp.ones_like(norms), norms)  # a zero vector: similarity 0
         # A clamp by maximum/minimum: the generic clip of array-api-compat assigns through boolean masks (host syncs).
         zero = xp.zeros((), dtype=exact, device=array_api_compat.device(queries))
-        return xp.minimum(xp.maximum(1 - dots / safe_norms, zero), zero + 2)
+        return xp.minimum(xp.maximum(1 - similarity, zero), zero + 2)
     # The stored rows were shifted in the data's own dtype: shift the queries the same way, so that a
     # query equal to a training row has the same bits, and distance exactly 0 (float32 data too).
     shifted = xp.astype(queries - xp.astype(offset, queries.dtype, copy=False), exact)

@@ -175,11 +175,12 @@ class NeighborsIndex:
             "reduce": reduce,
             "reduce_bytes_per_query": reduce_bytes_per_query,
         }
-        if self._caller is not None:
-            return as_torch_tensors(search_index(self.store, queries, k, memory_budget=memory_budget, **options))
         if self.plan == "streamed":
             return streamed_search(self.store, queries, k, **options)
-        return search_index(self.store, queries, k, memory_budget=memory_budget, **options)
+        if self.plan == "product":  # the exact re-scoring reads the rows as given
+            options["train"] = self.rows
+        found = search_index(self.store, queries, k, memory_budget=memory_budget, **options)
+        return as_torch_tensors(found) if self._caller is not None else found
 
     def predict(
         self,

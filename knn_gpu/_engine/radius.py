@@ -14,8 +14,9 @@ queries:
    (:func:`knn_gpu._engine.search.batch_keys`, the product of the k-search);
 2. the candidate mask ``key <= threshold``: the radius turned into key units
    per query, plus a safety margin that covers the rounding of the keys
-   (:func:`key_thresholds`);
-3. the mask's total count, read to the host (:func:`read_counts`): the one
+   (:func:`~knn_gpu._engine.key_bounds.key_thresholds`);
+3. the mask's total count, read to the host
+   (:func:`~knn_gpu._lib.devices.read_counts`): the one
    synchronisation of a batch, since the number of candidates sizes what
    follows;
 4. the candidates' flat positions (:func:`knn_gpu._engine.topk.positions_of_true`,
@@ -32,30 +33,8 @@ after one read of every batch's kept count, and the offsets come from one
 data-dependent shape but those counts. A search of ``B`` batches therefore
 reads to the host ``B + 1`` times, each an explicit copy of a few integers.
 
-Safety margin. A key is the float32 (float16/bfloat16 data: float32; float64
-data on a GPU: float32) product of an augmented query row ``a`` and an
-augmented stored row ``b``. Any summation order of ``d + 1`` products errs by
-at most ``gamma_{d+1} * sum |a_j| |b_j|`` (Higham, *Accuracy and Stability of
-Numerical Algorithms*, 3.1), ``gamma_n = n u / (1 - n u)``, ``u`` half the
-rank dtype's epsilon; the rounding of the query's shift, of a float64 query
-to float32, of the stored rows and of their squared norms adds a few ``u``
-per term. With ``q'`` the shifted query, ``M`` the largest norm of a shifted
-training row (read from the stored squared-norm column, once per search) and
-Cauchy-Schwarz for the sums, the Euclidean key errs by less than::
-
-    margin = 2 gamma_{d+4} (3 M^2 + (6 ||q'|| + 2 c ||q||) M)
-             + 2 gamma'_{d+4} (||q'||^2 + R)
-
-``c`` = 1 when float64 queries are ranked in float32 (else 0), ``R`` the
-squared radius (``euclidean``) or the radius (``sqeuclidean``), and the last
-term (``gamma'`` of the exact dtype) the rounding of ``R - ||q'||^2``
-itself, which matters only on devices without float64. For ``cosine`` the
-key is ``-q . t_hat``, ``t_hat`` the stored unit row, and the margin is
-``6 gamma_{d+4} ||q||`` (the product's rounding and ``||t_hat||`` being one
-within a few ``u``). The factor 2 and the extra terms leave room above the
-bound; a margin too large costs only extra candidates, re-scored and dropped.
-The bound assumes float32 products are rounded as float32 (no TF32, which
-torch and CuPy leave off for matrix products by default).
+Safety margin: :mod:`knn_gpu._engine.key_bounds` (the k-search certifies
+its candidates with the same bound).
 
 Memory: a batch's temporaries (its keys, the mask and the running count of
 the compaction, per stored row) are counted per query as the k-search counts
@@ -79,12 +58,13 @@ from typing import Any
 import array_api_compat
 
 from .._lib.backends import move_to
-from .._lib.devices import device_scope, is_gpu
+from .._lib.devices import device_scope, is_gpu, read_counts
 from .._lib.validation import (
     check_radius_shape,
 )
 from .batches import halving_batches
-from .distances import DEVICE_EXACT_CHUNK_FEATURES, HALF_PADDING_KEY, exact_distances
+from .distances import DEVICE_EXACT_CHUNK_FEATURES, exact_distances
+from .key_bounds import key_thresholds, max_sq_norm
 from .search import (
     HOST_MAX_BATCH_ROWS,
     TrainIndex,
@@ -98,8 +78,6 @@ from .topk import positions_of_true
 
 __all__ = [
     "radius_search_index",
-    "key_thresholds",
-    "read_counts",
     "batch_bytes_per_query",
     "rescore_chunk",
     "KEYS_SHARE",
@@ -108,105 +86,6 @@ __all__ = [
 #: Share of the memory budget for a batch's keys, mask and running count; the
 #: rest bounds a chunk of the exact re-scoring.
 KEYS_SHARE = 0.75
-
-
-def read_counts(counts: Any, *, xp: ModuleType) -> list[int]:
-    """Integer counts on the data's device as Python ints (flattened): the radius search's only host read.
-
-    One explicit copy per call: CuPy ``get()``, torch ``cpu()``, other
-    namespaces ``to_device`` to their default (host) device. It waits for
-    the device to finish the work queued so far (a synchronisation); the
-    search calls it once per batch and once at the end.
-    """
-    counts = xp.reshape(counts, (-1,))
-    if array_api_compat.is_numpy_namespace(xp):
-        return [int(count) for count in counts.tolist()]
-    if array_api_compat.is_cupy_namespace(xp):
-        return [int(count) for count in counts.get().tolist()]
-    if array_api_compat.is_torch_namespace(xp):
-        return [int(count) for count in counts.cpu().tolist()]
-    host = array_api_compat.to_device(counts, xp.__array_namespace_info__().default_device())
-    return [int(host[position]) for position in range(host.shape[0])]
-
-
-def _unit_roundoff(dtype: Any, xp: ModuleType) -> float:
-    """``u``: half the machine epsilon of floating ``dtype``."""
-    return float(xp.finfo(dtype).eps) / 2
-
-
-def _gamma(terms: int, dtype: Any, xp: ModuleType) -> float:
-    """Higham's ``gamma_n = n u / (1 - n u)`` for ``dtype``'s unit roundoff ``u``."""
-    unit = _unit_roundoff(dtype, xp)
-    return terms * unit / (1 - terms * unit)
-
-
-def max_sq_norm(index: TrainIndex) -> Any:
-    """Largest squared norm of a shifted training row (0-d, exact dtype), from the stored key column.
-
-    Padding rows (the largest finite value, or :data:`HALF_PADDING_KEY`) are left out.
-    """
-    xp = index.xp
-    if index.key_column is None:
-        column = index.rows[:, -1]
-        padding = xp.finfo(column.dtype).max
-    else:
-        column = index.key_column
-        padding = HALF_PADDING_KEY
-    real = xp.where(column >= padding, xp.zeros_like(column), column)
-    return xp.astype(xp.max(real), index.exact)
-
-
-def key_thresholds(index: TrainIndex, queries: Any, radius: Any, sq_norm_bound: Any = None) -> Any:
-    """Per query, the largest key a training row within ``radius`` can have (the module notes).
-
-    Parameters
-    ----------
-    index : TrainIndex
-    queries : array, shape (rows, n_features)
-    radius : float or array, shape (rows,)
-        In the metric's units, ``>= 0`` (infinity allowed): one for every
-        query, or one per query (the exact dtype, on the index's device).
-    sq_norm_bound : 0-d array, optional
-        :func:`max_sq_norm` of the index (computed here when not given); not
-        used for cosine.
-
-    Returns
-    -------
-    array, shape (rows, 1), the rank dtype
-        Rounded up from the exact dtype, at most the rank dtype's largest
-        finite value (so that padding rows may pass, to be dropped later).
-    """
-    xp = index.xp
-    exact = index.exact
-    rank = index.rank_dtype
-    num_features = index.num_features
-    gamma = _gamma(num_features + 4, rank, xp)
-    gamma_exact = _gamma(num_features + 4, exact, xp)
-    queries = xp.astype(queries, exact)
-    radius = radius if isinstance(radius, float) else radius[:, None]
-    if index.metric == "cosine":
-        norms = xp.linalg.vector_norm(queries, axis=-1, keepdims=True)
-        # Distances never exceed 2: a larger radius is 2 (and (r - 1) * 0 stays finite).
-        capped = min(radius, 2.0) if isinstance(radius, float) else xp.clip(radius, max=2.0)
-        threshold = (capped - 1.0) * norms
-        margin = 6 * gamma * norms + 2 * gamma_exact * norms
-    else:
-        offset = index.offset if index.key_column is None else index.rank_offset
-        shifted = queries - xp.astype(offset, exact)
-        sq_norms = xp.vecdot(shifted, shifted, axis=-1)[:, None]
-        in_key_units = radius * radius if index.metric == "euclidean" else radius
-        if sq_norm_bound is None:
-            sq_norm_bound = max_sq_norm(index)
-        bound = xp.sqrt(sq_norm_bound)
-        norm_terms = 6 * xp.sqrt(sq_norms)
-        if index.key_column is None and rank != index.data_dtype:
-            norm_terms = norm_terms + 2 * xp.linalg.vector_norm(queries, axis=-1, keepdims=True)
-        threshold = in_key_units - sq_norms
-        margin = 2 * gamma * (3 * sq_norm_bound + norm_terms * bound) + 2 * gamma_exact * (sq_norms + in_key_units)
-    # The cast to the rank dtype rounds to nearest: room for it, then a clamp to its range.
-    upper = threshold + margin + 2 * _unit_roundoff(rank, xp) * xp.abs(threshold)
-    largest = xp.asarray(float(xp.finfo(rank).max), dtype=exact, device=index.device)
-    return xp.astype(xp.minimum(upper, largest), rank)
 
 
 def batch_bytes_per_query(index: TrainIndex) -> int:

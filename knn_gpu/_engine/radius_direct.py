@@ -12,7 +12,7 @@ batch of queries, without a Python loop over queries:
 2. the neighbour mask ``key <= threshold``, the radius in key units
    (:func:`key_radius`): ``radius ** p`` for a p with a root, the radius
    itself otherwise;
-3. its count, read to the host (:func:`~knn_gpu._engine.radius.read_counts`): the
+3. its count, read to the host (:func:`~knn_gpu._lib.devices.read_counts`): the
    batch's one synchronisation;
 4. the neighbours' flat positions (:func:`~knn_gpu._engine.topk.positions_of_true`),
    hence their queries and training indices, already in (query, index)
@@ -49,7 +49,7 @@ from typing import Any
 
 import array_api_compat
 
-from .._lib.devices import device_scope
+from .._lib.devices import device_scope, read_counts
 from .batches import halving_batches
 from .budget import default_memory_budget, run_in_shares
 from .direct import DirectIndex, block_function, direct_plan, direct_workers
@@ -59,7 +59,6 @@ from .radius import (
     finish_radius_search,
     radius_on_device,
     radius_search_index,
-    read_counts,
 )
 from .topk import positions_of_true
 

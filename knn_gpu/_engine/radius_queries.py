@@ -23,7 +23,8 @@ import array_api_compat
 import numpy as np
 
 from .._lib.backends import to_host
-from .radius import query_numbers, read_counts
+from .._lib.devices import read_counts
+from .radius import query_numbers
 from .topk import positions_of_true
 
 __all__ = ["segment_sums", "query_numbers", "csr_from_flat", "exclude_self_flat", "per_query", "GRAPH_MODES"]

@@ -28,6 +28,22 @@ Ordering contract: ascending distance, equal distances -> lower training
 index. Every step breaks ties by index, so integer data gives identical
 indices on every backend.
 
+Certificate: the keys are rounded (float32 products, and the shift rounds
+rows near the origin), so the candidates hold the true neighbours only when
+the keys separate them. Each batch checks it per query, without a host read:
+every row left out has a key at least the candidates' largest, and where that
+key exceeds the largest key a row within the k-th exact distance can have
+(:mod:`knn_gpu._engine.key_bounds`, the radius search's bound), no row left
+out can be as near. After the last batch the search reads one count, the
+queries left uncertified, and answers those by exact distances to every
+training row (:func:`exact_neighbors`). The candidates are re-scored from the
+training rows as given (``train``), not from the shifted ones. So the
+indices are the float64 oracle's (ties to the lower index) on any data:
+benign data never falls back (tests/test_certified_ranking.py), data the
+keys cannot separate (a tight cluster far from the training mean, rows of
+large norm with nearly equal inner products, float64 data tied below
+float32's precision) costs a brute-force search of the queries concerned.
+
 Half precision: float16 and bfloat16 rows are stored as given (no float32
 copy) and ranked in float32 chunk by chunk, the augmented column kept apart
 in float32 (:func:`knn_gpu._engine.distances.half_ranking_keys`); the candidates
@@ -53,7 +69,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .._lib.devices import device_scope, is_gpu
+from .._lib.devices import device_scope, is_gpu, read_counts
 from .._lib.validation import exact_dtype, is_half_precision
 from .batches import halving_batches
 from .budget import DEFAULT_MEMORY_BUDGET, available_cores, default_memory_budget, dtype_itemsize, run_in_shares
@@ -70,8 +86,9 @@ from .distances import (
     ranking_keys,
 )
 from .gathers import take, take_along_axis, take_from_rows
+from .key_bounds import key_thresholds, max_row_sq_norm, max_sq_norm, padding_key
 from .metrics import prepare_state, resolve
-from .topk import smallest_k_columns
+from .topk import positions_of_true, smallest_k_columns
 
 __all__ = [
     "TrainIndex",
@@ -85,6 +102,9 @@ __all__ = [
     "batch_keys",
     "keys_bytes_per_query",
     "search_workers",
+    "search_batches",
+    "settle_uncertified",
+    "exact_neighbors",
     "DEFAULT_MEMORY_BUDGET",
 ]
 
@@ -157,6 +177,8 @@ class TrainIndex(StoredRows):
     rank_bias: Any = None
     # On a GPU: (num_stored,) int64 training row of each stored row (padding: num_samples and on), else None.
     train_of_stored: Any = None
+    # 0-d largest squared norm of a shifted training row (the keys' error bound), None for cosine.
+    sq_norm_bound: Any = None
 
     @property
     def rank_dtype(self) -> Any:
@@ -272,6 +294,7 @@ def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_d
     if rank_dtype != data_dtype:
         exact_rows = xp.astype(rows[:, :num_features], exact)
         rows = xp.astype(rows, rank_dtype)
+    sq_norm_bound = _sq_norm_bound(train, rows[:, num_features], metric, xp=xp, exact=exact)
     fine_block_size, num_fine_blocks, max_group, positions, train_of_stored = _stored_order(
         num_samples, xp=xp, device=device
     )
@@ -308,13 +331,29 @@ def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_d
         exact_rows=exact_rows,
         rank_bias=rank_bias,
         train_of_stored=train_of_stored if on_gpu else None,
+        sq_norm_bound=sq_norm_bound,
     )
+
+
+def _sq_norm_bound(train: Any, column: Any, metric: str, *, xp: ModuleType, exact: Any) -> Any:
+    """The largest squared norm of a (shifted) training row, which bounds the keys' rounding (0-d, ``exact``).
+
+    Read once at build (:mod:`knn_gpu._engine.key_bounds`): the Euclidean
+    metrics' augmented ``column`` (before padding), the rows themselves for
+    inner_product (its column is zeros); None for cosine (unit rows).
+    """
+    if metric == "cosine":
+        return None
+    if metric == "inner_product":
+        return max_row_sq_norm(train, xp=xp, exact=exact)
+    return xp.astype(xp.max(column), exact)
 
 
 def _build_half_index(train: Any, metric: str, *, xp: ModuleType, device: Any, exact: Any) -> TrainIndex:
     """Half-precision rows stored as given (one copy, in the block layout), ranked in float32."""
     num_samples, num_features = train.shape
     rank_offset, column, scale = half_ranking_terms(train, metric, xp=xp, exact=exact)
+    sq_norm_bound = _sq_norm_bound(train, column, metric, xp=xp, exact=exact)  # before the padding rows' keys
     fine_block_size, num_fine_blocks, max_group, positions, order = _stored_order(num_samples, xp=xp, device=device)
     padding = num_fine_blocks * fine_block_size - num_samples
     # Padding rows are copies of the last row (no padded copy of the training set), ranked
@@ -341,6 +380,7 @@ def _build_half_index(train: Any, metric: str, *, xp: ModuleType, device: Any, e
         row_scale=None if scale is None else take(scale, order, axis=0, xp=xp),
         rank_offset=rank_offset,
         train_of_stored=order if is_gpu(xp, device) else None,
+        sq_norm_bound=sq_norm_bound,
     )
 
 
@@ -373,7 +413,9 @@ def candidate_count(k: int, num_samples: int) -> int:
     relative width is the rounding error (~1e-7 x the squared norms over the
     squared distance). The rows in that shell grow like k, so the margin is
     a share of k: all of it up to k = 32 (where it is cheap), a quarter
-    above; never fewer than :data:`EXTRA_CANDIDATES`.
+    above; never fewer than :data:`EXTRA_CANDIDATES`. The margin is for
+    speed only: correctness comes from the certificate (the module notes),
+    and a margin too small costs fallbacks, never a wrong answer.
     """
     margin = max(min(k, FULL_MARGIN_UP_TO), k // 4, EXTRA_CANDIDATES)
     return min(num_samples, k + margin)
@@ -541,6 +583,7 @@ def search_index(
     reduce: Callable[[Any, Any], tuple] | None = None,
     reduce_bytes_per_query: int = 0,
     distance_dtype: Any = None,
+    train: Any = None,
 ) -> tuple:
     """The ``k`` nearest stored rows of each query, optionally reduced batch by batch.
 
@@ -570,6 +613,12 @@ def search_index(
         dtype of the returned distances (default: ``index.distance_dtype``,
         the data's, float32 for half precision). Merges of
         partial searches ask for the exact re-scoring's own precision.
+    train : array, shape (n_samples, num_features), optional
+        The training rows the index was built from (unshifted, training
+        order): the exact re-scoring reads the candidates there, so that
+        their distances are those of the rows as given (the index's rows are
+        shifted in the data's dtype, which rounds rows near the origin when
+        the shift is far from it, and cosine's are rounded unit rows).
 
     Returns
     -------
@@ -594,38 +643,168 @@ def search_index(
     if reduce is None:
         reduce = _neighbors_themselves
     with device_scope(xp, index.device):
-        num_queries = queries.shape[0]
-        plan = plan_blocks(index, k)
         if distance_dtype is None:
             distance_dtype = index.distance_dtype
-        if num_queries == 0:
+        if queries.shape[0] == 0:
             return reduce(
                 xp.zeros((0, k), dtype=distance_dtype, device=index.device),
                 xp.zeros((0, k), dtype=xp.int64, device=index.device),
             )
-        num_workers = search_workers(index, num_queries, n_jobs)
-        if batch_rows is None:
-            if memory_budget is None:  # read once, here: the batches' size and an out-of-memory error name it
-                memory_budget = default_memory_budget(xp, index.device)
-            batch_rows = default_batch_rows(
-                index,
-                num_queries,
-                memory_budget,
-                num_workers=num_workers,
-                plan=plan,
-                reduce_bytes_per_query=reduce_bytes_per_query,
-            )
-
-        def search_share(share: list[int]) -> list[tuple]:
-            return _search_batches(index, plan, queries, k, share, batch_rows, reduce, distance_dtype, memory_budget)
-
-        # One BLAS thread per worker so that the cores are not oversubscribed.
-        results = run_in_shares(
-            list(range(0, num_queries, batch_rows)), search_share, num_workers, one_blas_thread=True
+        if batch_rows is None and memory_budget is None:
+            # Read once, here: the batches' size, the fallback's chunks and an out-of-memory error name it.
+            memory_budget = default_memory_budget(xp, index.device)
+        options = {"reduce": reduce, "distance_dtype": distance_dtype, "memory_budget": memory_budget, "train": train}
+        reduced, certified = search_batches(
+            index,
+            queries,
+            k,
+            batch_rows=batch_rows,
+            n_jobs=n_jobs,
+            reduce_bytes_per_query=reduce_bytes_per_query,
+            **options,
         )
-        if len(results) == 1:
-            return results[0][1]
-        return tuple(xp.concat(parts, axis=0) for parts in zip(*(batch for _, batch in results)))
+        return settle_uncertified(index, queries, k, reduced, certified, **options)
+
+
+def search_batches(
+    index: TrainIndex,
+    queries: Any,
+    k: int,
+    *,
+    batch_rows: int | None,
+    n_jobs: int | None,
+    memory_budget: int | None,
+    reduce: Callable[[Any, Any], tuple],
+    reduce_bytes_per_query: int,
+    distance_dtype: Any,
+    train: Any = None,
+) -> tuple[tuple, Any]:
+    """Every batch of :func:`search_index`, without a host read: ``(reduced results, certified)``.
+
+    ``certified`` (bool, one per query) says that no training row left out of
+    a query's candidates can be as near as its k-th neighbour (the key bound
+    of :mod:`knn_gpu._engine.key_bounds`): the query's answer is then the
+    float64 oracle's. :func:`settle_uncertified` answers the others exactly.
+    """
+    xp = index.xp
+    num_queries = queries.shape[0]
+    plan = plan_blocks(index, k)
+    num_workers = search_workers(index, num_queries, n_jobs)
+    if batch_rows is None:
+        batch_rows = default_batch_rows(
+            index,
+            num_queries,
+            memory_budget,
+            num_workers=num_workers,
+            plan=plan,
+            reduce_bytes_per_query=reduce_bytes_per_query,
+        )
+    # Read from the stored column once per search (a reduction on the device, no host read).
+    sq_norm_bound = None if index.metric == "cosine" else max_sq_norm(index)
+
+    def search_share(share: list[int]) -> list[tuple]:
+        return _search_batches(
+            index, plan, queries, k, share, batch_rows, reduce, distance_dtype, memory_budget, sq_norm_bound, train
+        )
+
+    # One BLAS thread per worker so that the cores are not oversubscribed.
+    results = run_in_shares(list(range(0, num_queries, batch_rows)), search_share, num_workers, one_blas_thread=True)
+    if len(results) == 1:
+        parts = results[0][1]
+    else:
+        parts = tuple(xp.concat(parts, axis=0) for parts in zip(*(batch for _, batch in results)))
+    return parts[:-1], parts[-1]
+
+
+def settle_uncertified(
+    index: TrainIndex,
+    queries: Any,
+    k: int,
+    reduced: tuple,
+    certified: Any,
+    *,
+    reduce: Callable[[Any, Any], tuple],
+    distance_dtype: Any,
+    memory_budget: int | None,
+    train: Any = None,
+) -> tuple:
+    """``reduced``, with the rows of the queries that ``certified`` leaves out answered exactly.
+
+    The search's one host read: the number of uncertified queries (no
+    batch loop waits for it). Where it is not zero (data whose keys cannot
+    separate the neighbours: far from the training mean, or nearly tied at
+    the rank dtype's precision), those queries are searched by exact
+    distances to every training row (:func:`exact_neighbors`), reduced, and
+    put in their places.
+    """
+    xp = index.xp
+    uncertified = xp.logical_not(certified)
+    (count,) = read_counts(xp.count_nonzero(uncertified), xp=xp)
+    if count == 0:
+        return reduced
+    failed = positions_of_true(uncertified, count, xp=xp)
+    distances, indices = exact_neighbors(index, take(queries, failed, axis=0, xp=xp), k, memory_budget, train)
+    answered = reduce(xp.astype(distances, distance_dtype, copy=False), indices)
+    # Query q's row: its own, or row num_queries + j of the concatenation where failed[j] == q.
+    num_queries = queries.shape[0]
+    numbers = xp.arange(num_queries, dtype=xp.int64, device=index.device)
+    slot = xp.minimum(xp.astype(xp.searchsorted(failed, numbers), xp.int64), xp.asarray(count - 1, device=index.device))
+    rows = xp.where(take(failed, slot, axis=0, xp=xp) == numbers, num_queries + slot, numbers)
+    return tuple(take(xp.concat([part, fix], axis=0), rows, axis=0, xp=xp) for part, fix in zip(reduced, answered))
+
+
+#: Training rows per chunk of :func:`exact_neighbors` on the host (its float64
+#: temporaries are stepped by the re-scoring; this bounds the distances kept).
+HOST_EXACT_CHUNK_ROWS = 8192
+
+
+def exact_neighbors(
+    index: TrainIndex, queries: Any, k: int, memory_budget: int | None = None, train_rows: Any = None
+) -> tuple[Any, Any]:
+    """The ``k`` nearest training rows of each query by exact distances to every row (the exact dtype).
+
+    What answers a query whose candidates the key bound cannot certify:
+    the re-scoring of :func:`knn_gpu._engine.distances.exact_distances`
+    over chunks of training rows, in training order, each chunk's distances
+    merged with the best so far by one stable sort (ties to the lower
+    index). O(queries x n_samples x n_features) in the exact dtype: slow, but
+    only for the few queries that need it. From ``train_rows`` (the rows as
+    given, see :func:`search_index`) where given, else from the index's.
+    """
+    xp = index.xp
+    device = index.device
+    num_samples, num_features = index.num_samples, index.num_features
+    num_queries = queries.shape[0]
+    if memory_budget is None:
+        memory_budget = default_memory_budget(xp, device)
+    exact_size = dtype_itemsize(xp, index.exact)
+    per_row = num_queries * (3 * min(num_features, DEVICE_EXACT_CHUNK_FEATURES) * exact_size + 4 * 8)
+    chunk = max(1, min(num_samples, memory_budget // max(1, per_row)))
+    if not is_gpu(xp, device):
+        chunk = min(chunk, HOST_EXACT_CHUNK_ROWS)
+    offset = index.offset if train_rows is None else xp.zeros_like(index.offset)
+    best = None
+    for start in range(0, num_samples, chunk):
+        stop = min(start + chunk, num_samples)
+        train = xp.arange(start, stop, dtype=xp.int64, device=device)
+        if train_rows is not None:
+            rows = train_rows[start:stop, ...]
+        elif index.exact_rows is not None:
+            rows = index.exact_rows[start:stop, ...]
+        else:
+            # Stored row i * B0 + position[b] holds training row b * S0 + i (the module notes).
+            fine = take(index.block_position, train // index.fine_block_size, axis=0, xp=xp)
+            stored = (train % index.fine_block_size) * index.num_fine_blocks + fine
+            rows = take(index.rows, stored, axis=0, xp=xp)[:, :num_features]
+        candidates = xp.broadcast_to(rows[None, ...], (num_queries, stop - start, num_features))
+        distances = exact_distances(queries, candidates, index.metric, offset, xp=xp, exact=index.exact)
+        indices = xp.broadcast_to(train[None, :], distances.shape)
+        if best is not None:
+            distances = xp.concat([best[0], distances], axis=1)
+            indices = xp.concat([best[1], indices], axis=1)
+        order = xp.argsort(distances, axis=1, stable=True)[:, : min(k, distances.shape[1])]
+        best = (take_along_axis(distances, order, axis=1, xp=xp), take_along_axis(indices, order, axis=1, xp=xp))
+    return best
 
 
 def _neighbors_themselves(distances: Any, indices: Any) -> tuple[Any, Any]:
@@ -641,11 +820,13 @@ def _search_batches(
     batch_rows: int,
     reduce: Callable,
     distance_dtype: Any,
-    memory_budget: int | None = None,
+    memory_budget: int | None,
+    sq_norm_bound: Any,
+    train: Any = None,
 ) -> list[tuple]:
-    """``(start, reduce(distances, indices))`` for the batches of ``batch_rows`` queries at ``starts``, in order.
+    """``(start, reduce(distances, indices) + (certified,))`` for the batches of ``batch_rows`` queries at ``starts``.
 
-    A batch that runs out of device memory is searched in halves
+    In order. A batch that runs out of device memory is searched in halves
     (:func:`knn_gpu._engine.batches.halving_batches`): more, smaller pairs.
     """
     xp = index.xp
@@ -663,8 +844,10 @@ def _search_batches(
                 keys_buffer = None
                 keys_buffer = xp.empty((stop - start, index.num_stored), dtype=index.rank_dtype, device=index.device)
             out = keys_buffer[: stop - start, ...]
-        distances, indices = _search_batch(index, plan, queries[start:stop, ...], k, keys_out=out)
-        return reduce(xp.astype(distances, distance_dtype, copy=False), indices)
+        distances, indices, certified = _search_batch(
+            index, plan, queries[start:stop, ...], k, sq_norm_bound, keys_out=out, train_rows=train
+        )
+        return (*reduce(xp.astype(distances, distance_dtype, copy=False), indices), certified)
 
     def drop_keys() -> None:
         nonlocal keys_buffer
@@ -731,7 +914,15 @@ def _torch_ranking_keys(index: TrainIndex, queries: Any) -> Any:
     return torch.addmm(index.rank_bias, factor, features.T, alpha=alpha)
 
 
-def _search_batch(index: TrainIndex, plan: BlockPlan, queries: Any, k: int, keys_out: Any = None) -> tuple[Any, Any]:
+def _search_batch(
+    index: TrainIndex,
+    plan: BlockPlan,
+    queries: Any,
+    k: int,
+    sq_norm_bound: Any,
+    keys_out: Any = None,
+    train_rows: Any = None,
+) -> tuple[Any, Any, Any]:
     xp = index.xp
     device = index.device
     rows = queries.shape[0]
@@ -766,7 +957,14 @@ def _search_batch(index: TrainIndex, plan: BlockPlan, queries: Any, k: int, keys
         train_indices = chosen_fine * fine_size + member % fine_size
 
     num_features = index.num_features
-    if index.exact_rows is None:
+    offset = index.offset
+    if train_rows is not None:
+        # The rows as given (see search_index); a padding row (a candidate only where every row is) reads a real one.
+        within = xp.minimum(train_indices, xp.full_like(train_indices, index.num_samples - 1))
+        candidate_rows = take(train_rows, xp.reshape(within, (-1,)), axis=0, xp=xp)
+        candidate_rows = xp.reshape(candidate_rows, (rows, plan.num_candidates, num_features))
+        offset = xp.zeros_like(index.offset)
+    elif index.exact_rows is None:
         # Take whole stored rows, then drop the augmented column: a take from the
         # column-sliced view would gather from non-contiguous rows (8x slower on NumPy).
         candidate_rows = take(index.rows, xp.reshape(stored_at, (-1,)), axis=0, xp=xp)
@@ -775,9 +973,31 @@ def _search_batch(index: TrainIndex, plan: BlockPlan, queries: Any, k: int, keys
     else:
         candidate_rows = take(index.exact_rows, xp.reshape(train_indices, (-1,)), axis=0, xp=xp)
         candidate_rows = xp.reshape(candidate_rows, (rows, plan.num_candidates, num_features))
-    distances = exact_distances(queries, candidate_rows, index.metric, index.offset, xp=xp, exact=index.exact)
+    distances = exact_distances(queries, candidate_rows, index.metric, offset, xp=xp, exact=index.exact)
     # Candidates are in ascending training index, so a stable sort keeps ties in index order.
     order = xp.argsort(distances, axis=1, stable=True)[:, :k]
     distances = take_along_axis(distances, order, axis=1, xp=xp)
     indices = take_along_axis(train_indices, order, axis=1, xp=xp)
-    return distances, indices
+    selected_keys = take_along_axis(candidate_keys, columns, axis=1, xp=xp)
+    return distances, indices, _certified(index, plan, queries, selected_keys, distances[:, k - 1], sq_norm_bound)
+
+
+def _certified(
+    index: TrainIndex, plan: BlockPlan, queries: Any, selected_keys: Any, kth: Any, sq_norm_bound: Any
+) -> Any:
+    """Per query: no stored row outside the candidates can be as near as the k-th neighbour found.
+
+    Every row left out has a key at least the candidates' largest (the
+    block prefilter keeps ``num_candidates`` blocks, each with a key at most
+    that of any block dropped). Where that key exceeds the largest key a row
+    within the k-th exact distance can have
+    (:func:`knn_gpu._engine.key_bounds.key_thresholds`), the answer is the
+    oracle's. A candidate key at or above the padding rows' (an overflowed
+    key) certifies nothing.
+    """
+    xp = index.xp
+    if plan.num_candidates >= index.num_samples:
+        return xp.ones(queries.shape[0], dtype=xp.bool, device=index.device)
+    cutoff = xp.max(selected_keys, axis=1)
+    limit = key_thresholds(index, queries, kth, sq_norm_bound)[:, 0]
+    return xp.logical_and(cutoff > limit, cutoff < padding_key(index))

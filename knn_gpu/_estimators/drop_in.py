@@ -92,9 +92,9 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess by 
 from .._engine.labels import decode_class_labels, encode_class_labels
 from .._engine.metrics import BlockMetric, lookup
 from .._engine.predictions import ALL_ZERO_WEIGHTS, all_zero_rows, class_votes, weighted_mean
-from .._engine.radius import read_counts
 from .._engine.radius_queries import GRAPH_MODES, csr_from_flat, per_query
 from .._lib.backends import convert_like, move_to, to_host
+from .._lib.devices import read_counts
 from .._lib.sparse_input import is_sparse
 from .._lib.validation import _from_library, as_targets, distance_dtype_for, exact_dtype, refuse_dask
 from .knn import _NeighborsBase

@@ -32,10 +32,10 @@ import array_api_compat
 import numpy as np
 
 from .._engine.predictions import check_weights, quiet_divide
-from .._engine.radius import read_counts
 from .._engine.radius_queries import GRAPH_MODES, per_query, query_numbers, segment_sums
 from .._engine.topk import positions_of_true
 from .._lib.backends import convert_like, to_host
+from .._lib.devices import read_counts
 from .drop_in import (
     BASE_CONSTRAINTS,
     WEIGHTS_CONSTRAINT,

@@ -16,8 +16,9 @@ from types import ModuleType
 from typing import Any
 
 import array_api_compat
+import numpy as np
 
-__all__ = ["is_gpu", "device_scope", "free_device_bytes", "synchronize"]
+__all__ = ["is_gpu", "device_scope", "free_device_bytes", "synchronize", "read_counts"]
 
 
 def is_gpu(xp: ModuleType, device: Any) -> bool:
@@ -82,3 +83,25 @@ def synchronize(array: Any) -> None:
         import torch
 
         torch.cuda.synchronize(array.device)
+
+
+def read_counts(counts: Any, *, xp: ModuleType) -> list[int]:
+    """Integer counts on the data's device as Python ints (flattened): the searches' deliberate host reads.
+
+    One explicit copy per call: CuPy ``get()``, torch ``cpu()``, other
+    namespaces ``to_device`` to their default (host) device, read through
+    DLPack. It waits for
+    the device to finish the work queued so far (a synchronisation): the
+    radius search calls it once per batch and once at the end, the k-search
+    once per search (its count of uncertified queries).
+    """
+    counts = xp.reshape(counts, (-1,))
+    if array_api_compat.is_numpy_namespace(xp):
+        return [int(count) for count in counts.tolist()]
+    if array_api_compat.is_cupy_namespace(xp):
+        return [int(count) for count in counts.get().tolist()]
+    if array_api_compat.is_torch_namespace(xp):
+        return [int(count) for count in counts.cpu().tolist()]
+    host = array_api_compat.to_device(counts, xp.__array_namespace_info__().default_device())
+    # Read through DLPack, an explicit copy, rather than int() on each element (an implicit conversion).
+    return [int(count) for count in np.from_dlpack(host).tolist()]

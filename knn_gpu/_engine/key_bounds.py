@@ -1,0 +1,165 @@
+"""How far a ranking key can be from the distance it ranks by: one bound for both searches.
+
+The radius search keeps every row whose key is at most the radius in key
+units plus this margin; the k-search *certifies* its candidates with it
+(a query's k-th exact distance turned into key units: every row left out
+has a larger key, so where that key exceeds the bound no row left out can
+be nearer, and the answer equals the float64 oracle's).
+
+Safety margin. A key is the float32 (float16/bfloat16 data: float32; float64
+data on a GPU: float32) product of an augmented query row ``a`` and an
+augmented stored row ``b``. Any summation order of ``d + 1`` products errs by
+at most ``gamma_{d+1} * sum |a_j| |b_j|`` (Higham, *Accuracy and Stability of
+Numerical Algorithms*, 3.1), ``gamma_n = n u / (1 - n u)``, ``u`` half the
+rank dtype's epsilon; the rounding of the query's shift, of a float64 query
+to float32, of the stored rows and of their squared norms adds a few ``u``
+per term. With ``q'`` the shifted query, ``M`` the largest norm of a shifted
+training row (read from the stored squared-norm column, once per search) and
+Cauchy-Schwarz for the sums, the Euclidean key errs by less than::
+
+    margin = 2 gamma_{d+4} (3 M^2 + (6 ||q'|| + 2 c ||q||) M)
+             + 2 gamma'_{d+4} (||q'||^2 + R)
+
+``c`` = 1 when float64 queries are ranked in float32 (else 0), ``R`` the
+squared radius (``euclidean``) or the radius (``sqeuclidean``), and the last
+term (``gamma'`` of the exact dtype) the rounding of ``R - ||q'||^2``
+itself, which matters only on devices without float64. For ``cosine`` the
+key is ``-q . t_hat``, ``t_hat`` the stored unit row, and the margin is
+``6 gamma_{d+4} ||q||`` (the product's rounding and ``||t_hat||`` being one
+within a few ``u``). The factor 2 and the extra terms leave room above the
+bound; a margin too large costs only extra candidates, re-scored and dropped.
+The bound assumes float32 products are rounded as float32 (no TF32, which
+torch and CuPy leave off for matrix products by default).
+
+For ``inner_product`` the key is ``-q . t`` itself (the stored rows as
+given), and the margin is ``6 gamma_{d+4} ||q|| M + 2 gamma' ||q|| M`` with
+``M`` the largest norm of a training row, kept by the index at build time
+(the stored column is zeros there).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+
+from .._lib.devices import is_gpu
+from .distances import HALF_PADDING_KEY, mean_chunk_rows
+
+#: Training rows per chunk of :func:`max_row_sq_norm` on the host.
+HOST_NORM_CHUNK_ROWS = 1024
+
+__all__ = ["unit_roundoff", "gamma", "max_sq_norm", "max_row_sq_norm", "key_thresholds", "padding_key"]
+
+
+def unit_roundoff(dtype: Any, xp: ModuleType) -> float:
+    """``u``: half the machine epsilon of floating ``dtype``."""
+    return float(xp.finfo(dtype).eps) / 2
+
+
+def gamma(terms: int, dtype: Any, xp: ModuleType) -> float:
+    """Higham's ``gamma_n = n u / (1 - n u)`` for ``dtype``'s unit roundoff ``u``."""
+    unit = unit_roundoff(dtype, xp)
+    return terms * unit / (1 - terms * unit)
+
+
+def padding_key(index: Any) -> float:
+    """The key column of the index's padding rows: every real key is below it."""
+    return HALF_PADDING_KEY if index.key_column is not None else float(index.xp.finfo(index.rows.dtype).max)
+
+
+def max_sq_norm(index: Any) -> Any:
+    """Largest squared norm of a shifted training row (0-d, exact dtype).
+
+    The one the index took at build time where it has one (a search reads no
+    column); else from the stored key column (padding rows, at
+    :func:`padding_key`, left out).
+    """
+    xp = index.xp
+    if index.sq_norm_bound is not None:
+        return index.sq_norm_bound
+    column = index.rows[:, -1] if index.key_column is None else index.key_column
+    real = xp.where(column >= padding_key(index), xp.zeros_like(column), column)
+    return xp.astype(xp.max(real), index.exact)
+
+
+def max_row_sq_norm(train: Any, *, xp: ModuleType, exact: Any) -> Any:
+    """Largest squared norm of a training row, in ``exact`` (0-d), summed in chunks of rows.
+
+    The chunks (:data:`HOST_NORM_CHUNK_ROWS` rows on the host,
+    :func:`knn_gpu._engine.distances.mean_chunk_rows` on a GPU) keep the
+    exact-dtype temporaries small whatever the training set's size.
+    """
+    device = array_api_compat.device(train)
+    num_samples = train.shape[0]
+    # On the host a small chunk: its exact copy stays in the caches and adds little to a build's peak.
+    chunk_rows = mean_chunk_rows(train.shape[1], True) if is_gpu(xp, device) else HOST_NORM_CHUNK_ROWS
+    largest = xp.zeros((), dtype=exact, device=device)
+    for start in range(0, num_samples, chunk_rows):
+        chunk = xp.astype(train[start : min(start + chunk_rows, num_samples), ...], exact)
+        largest = xp.maximum(largest, xp.max(xp.vecdot(chunk, chunk, axis=-1)))
+    return largest
+
+
+def key_thresholds(index: Any, queries: Any, radius: Any, sq_norm_bound: Any = None) -> Any:
+    """Per query, the largest key a training row within ``radius`` can have (the module notes).
+
+    Parameters
+    ----------
+    index : TrainIndex
+    queries : array, shape (rows, n_features)
+    radius : float or array, shape (rows,)
+        In the metric's units, ``>= 0`` (infinity allowed; for
+        ``inner_product`` the negated inner product, of any sign): one for
+        every query, or one per query (the exact dtype, on the index's
+        device).
+    sq_norm_bound : 0-d array, optional
+        :func:`max_sq_norm` of the index (computed here when not given); not
+        used for cosine.
+
+    Returns
+    -------
+    array, shape (rows, 1), the rank dtype
+        Rounded up from the exact dtype, at most the rank dtype's largest
+        finite value (so that padding rows may pass, to be dropped later).
+    """
+    xp = index.xp
+    exact = index.exact
+    rank = index.rank_dtype
+    num_features = index.num_features
+    rank_gamma = gamma(num_features + 4, rank, xp)
+    exact_gamma = gamma(num_features + 4, exact, xp)
+    queries = xp.astype(queries, exact)
+    radius = radius if isinstance(radius, float) else radius[:, None]
+    if sq_norm_bound is None and index.metric != "cosine":
+        sq_norm_bound = max_sq_norm(index)
+    if index.metric == "cosine":
+        norms = xp.linalg.vector_norm(queries, axis=-1, keepdims=True)
+        # Distances never exceed 2: a larger radius is 2 (and (r - 1) * 0 stays finite).
+        capped = min(radius, 2.0) if isinstance(radius, float) else xp.clip(radius, max=2.0)
+        threshold = (capped - 1.0) * norms
+        margin = 6 * rank_gamma * norms + 2 * exact_gamma * norms
+    elif index.metric == "inner_product":
+        products = xp.linalg.vector_norm(queries, axis=-1, keepdims=True) * xp.sqrt(sq_norm_bound)
+        threshold = radius
+        margin = 6 * rank_gamma * products + 2 * exact_gamma * products
+    else:
+        offset = index.offset if index.key_column is None else index.rank_offset
+        shifted = queries - xp.astype(offset, exact)
+        sq_norms = xp.vecdot(shifted, shifted, axis=-1)[:, None]
+        in_key_units = radius * radius if index.metric == "euclidean" else radius
+        # Only rows within the radius matter, and their shifted norms are at most ||q'|| + radius
+        # (the triangle inequality; the factor is room for the rounding of the norms themselves).
+        reach = radius if index.metric == "euclidean" else radius**0.5
+        bound = xp.minimum(xp.sqrt(sq_norm_bound), (xp.sqrt(sq_norms) + reach) * (1 + 2.0**-10))
+        sq_norm_bound = bound * bound
+        norm_terms = 6 * xp.sqrt(sq_norms)
+        if index.key_column is None and rank != index.data_dtype:
+            norm_terms = norm_terms + 2 * xp.linalg.vector_norm(queries, axis=-1, keepdims=True)
+        threshold = in_key_units - sq_norms
+        margin = 2 * rank_gamma * (3 * sq_norm_bound + norm_terms * bound) + 2 * exact_gamma * (sq_norms + in_key_units)
+    # The cast to the rank dtype rounds to nearest: room for it, then a clamp to its range.
+    upper = threshold + margin + 2 * unit_roundoff(rank, xp) * xp.abs(threshold)
+    largest = xp.full_like(upper, float(xp.finfo(rank).max))  # not asarray: no host-data copy to the device
+    return xp.astype(xp.minimum(upper, largest), rank)
