@@ -312,7 +312,8 @@ def exact_distances(
         or as given for cosine, as given for inner_product), without the
         augmented column.
     metric : str
-    offset : array, shape (n_features,)
+    offset : array, shape (n_features,), or None
+        The shift of the candidates (None: the rows as given, unshifted).
     xp : namespace
     exact : dtype
         Precision of the computation.
@@ -345,7 +346,10 @@ def exact_distances(
         return xp.minimum(xp.maximum(1 - similarity, zero), zero + 2)
     # The stored rows were shifted in the data's own dtype: shift the queries the same way, so that a
     # query equal to a training row has the same bits, and distance exactly 0 (float32 data too).
-    shifted = xp.astype(queries - xp.astype(offset, queries.dtype, copy=False), exact)
+    if offset is None:
+        shifted = xp.astype(queries, exact)
+    else:
+        shifted = xp.astype(queries - xp.astype(offset, queries.dtype, copy=False), exact)
     squared = _rescore_in_steps(shifted, candidates, _squared_distance, xp=xp, exact=exact)
     if metric == "euclidean":
         return xp.sqrt(squared)

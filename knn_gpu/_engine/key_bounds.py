@@ -13,17 +13,26 @@ at most ``gamma_{d+1} * sum |a_j| |b_j|`` (Higham, *Accuracy and Stability of
 Numerical Algorithms*, 3.1), ``gamma_n = n u / (1 - n u)``, ``u`` half the
 rank dtype's epsilon; the rounding of the query's shift, of a float64 query
 to float32, of the stored rows and of their squared norms adds a few ``u``
-per term. With ``q'`` the shifted query, ``M`` the largest norm of a shifted
-training row (read from the stored squared-norm column, once per search) and
-Cauchy-Schwarz for the sums, the Euclidean key errs by less than::
+per term. With ``q'`` the shifted query, ``M`` a bound on the norm of the
+shifted training rows that matter and Cauchy-Schwarz for the sums, the
+Euclidean key errs by less than::
 
-    margin = 2 gamma_{d+4} (3 M^2 + (6 ||q'|| + 2 c ||q||) M)
-             + 2 gamma'_{d+4} (||q'||^2 + R)
+    2 gamma_{d+4} (3 M^2 + (6 ||q'|| + 2 c ||q||) M) + 2 gamma'_{d+4} (||q'||^2 + r^2)
 
-``c`` = 1 when float64 queries are ranked in float32 (else 0), ``R`` the
-squared radius (``euclidean``) or the radius (``sqeuclidean``), and the last
-term (``gamma'`` of the exact dtype) the rounding of ``R - ||q'||^2``
-itself, which matters only on devices without float64. For ``cosine`` the
+``c`` = 1 when float64 queries are ranked in float32 (else 0), ``r`` the
+radius in distance units, and the last term (``gamma'`` of the exact dtype)
+the rounding of ``r^2 - ||q'||^2`` itself, which matters only on devices
+without float64. Only rows within ``r`` matter, and by the triangle
+inequality their shifted norms are at most ``B = ||q'|| + r``: so ``M = B``,
+not the largest norm of the training set (one far outlier would otherwise
+widen every query's margin). With ``||q'|| <= B`` and
+``||q'||^2 + r^2 <= B^2`` the margin, and the room for rounding
+``r^2 - ||q'||^2`` to the rank dtype, fold into::
+
+    margin = (18 gamma + 2 gamma' + 2 u) B^2 + 4 c gamma ||q|| B
+
+(times ``1 + 2^-10`` for the rounding of ``B`` itself): a dozen small
+operations per batch, which on a GPU are a dozen kernel launches. For ``cosine`` the
 key is ``-q . t_hat``, ``t_hat`` the stored unit row, and the margin is
 ``6 gamma_{d+4} ||q||`` (the product's rounding and ``||t_hat||`` being one
 within a few ``u``). The factor 2 and the extra terms leave room above the
@@ -102,7 +111,7 @@ def max_row_sq_norm(train: Any, *, xp: ModuleType, exact: Any) -> Any:
     return largest
 
 
-def key_thresholds(index: Any, queries: Any, radius: Any, sq_norm_bound: Any = None) -> Any:
+def key_thresholds(index: Any, queries: Any, radius: Any, sq_norm_bound: Any = None, *, in_rank: bool = True) -> Any:
     """Per query, the largest key a training row within ``radius`` can have (the module notes).
 
     Parameters
@@ -115,12 +124,15 @@ def key_thresholds(index: Any, queries: Any, radius: Any, sq_norm_bound: Any = N
         every query, or one per query (the exact dtype, on the index's
         device).
     sq_norm_bound : 0-d array, optional
-        :func:`max_sq_norm` of the index (computed here when not given); not
-        used for cosine.
+        :func:`max_sq_norm` of the index (computed here when not given);
+        used by inner_product only.
+    in_rank : bool
+        Answer in the rank dtype (for a mask over the keys), else in the
+        exact dtype (for a few comparisons: three kernels fewer on a GPU).
 
     Returns
     -------
-    array, shape (rows, 1), the rank dtype
+    array, shape (rows, 1), the rank dtype (or the exact dtype)
         Rounded up from the exact dtype, at most the rank dtype's largest
         finite value (so that padding rows may pass, to be dropped later).
     """
@@ -132,7 +144,7 @@ def key_thresholds(index: Any, queries: Any, radius: Any, sq_norm_bound: Any = N
     exact_gamma = gamma(num_features + 4, exact, xp)
     queries = xp.astype(queries, exact)
     radius = radius if isinstance(radius, float) else radius[:, None]
-    if sq_norm_bound is None and index.metric != "cosine":
+    if sq_norm_bound is None and index.metric == "inner_product":
         sq_norm_bound = max_sq_norm(index)
     if index.metric == "cosine":
         norms = xp.linalg.vector_norm(queries, axis=-1, keepdims=True)
@@ -149,17 +161,19 @@ def key_thresholds(index: Any, queries: Any, radius: Any, sq_norm_bound: Any = N
         shifted = queries - xp.astype(offset, exact)
         sq_norms = xp.vecdot(shifted, shifted, axis=-1)[:, None]
         in_key_units = radius * radius if index.metric == "euclidean" else radius
-        # Only rows within the radius matter, and their shifted norms are at most ||q'|| + radius
-        # (the triangle inequality; the factor is room for the rounding of the norms themselves).
         reach = radius if index.metric == "euclidean" else radius**0.5
-        bound = xp.minimum(xp.sqrt(sq_norm_bound), (xp.sqrt(sq_norms) + reach) * (1 + 2.0**-10))
-        sq_norm_bound = bound * bound
-        norm_terms = 6 * xp.sqrt(sq_norms)
+        bound = xp.sqrt(sq_norms) + reach  # the norm of a shifted row within reach (the module notes)
+        factor = (18 * rank_gamma + 2 * exact_gamma + 2 * unit_roundoff(rank, xp)) * (1 + 2.0**-10)
+        upper = (in_key_units - sq_norms) + factor * (bound * bound)
         if index.key_column is None and rank != index.data_dtype:
-            norm_terms = norm_terms + 2 * xp.linalg.vector_norm(queries, axis=-1, keepdims=True)
-        threshold = in_key_units - sq_norms
-        margin = 2 * rank_gamma * (3 * sq_norm_bound + norm_terms * bound) + 2 * exact_gamma * (sq_norms + in_key_units)
+            upper = upper + (4 * rank_gamma) * xp.linalg.vector_norm(queries, axis=-1, keepdims=True) * bound
+        return _clamped(upper, rank, xp) if in_rank else upper
     # The cast to the rank dtype rounds to nearest: room for it, then a clamp to its range.
     upper = threshold + margin + 2 * unit_roundoff(rank, xp) * xp.abs(threshold)
+    return _clamped(upper, rank, xp) if in_rank else upper
+
+
+def _clamped(upper: Any, rank: Any, xp: ModuleType) -> Any:
+    """``upper`` in the rank dtype, at most its largest finite value (so that padding rows may pass)."""
     largest = xp.full_like(upper, float(xp.finfo(rank).max))  # not asarray: no host-data copy to the device
     return xp.astype(xp.minimum(upper, largest), rank)

@@ -201,7 +201,7 @@ def radius_search_index(
         if batch_rows is None:
             batch_rows = radius_batch_rows(index, num_queries, memory_budget)
         chunk = rescore_chunk(index, memory_budget)
-        sq_norm_bound = None if index.metric == "cosine" else max_sq_norm(index)
+        sq_norm_bound = max_sq_norm(index) if index.metric == "inner_product" else None
         # Fine block of each block-layout column: the inverse of the blocks' positions.
         block_of_position = xp.argsort(index.block_position)
         # One keys block reused by every batch (NumPy, CuPy), made at the first batch's size and

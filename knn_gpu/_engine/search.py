@@ -177,7 +177,7 @@ class TrainIndex(StoredRows):
     rank_bias: Any = None
     # On a GPU: (num_stored,) int64 training row of each stored row (padding: num_samples and on), else None.
     train_of_stored: Any = None
-    # 0-d largest squared norm of a shifted training row (the keys' error bound), None for cosine.
+    # inner_product: 0-d largest squared norm of a training row (its keys' error bound), else None.
     sq_norm_bound: Any = None
 
     @property
@@ -294,7 +294,7 @@ def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_d
     if rank_dtype != data_dtype:
         exact_rows = xp.astype(rows[:, :num_features], exact)
         rows = xp.astype(rows, rank_dtype)
-    sq_norm_bound = _sq_norm_bound(train, rows[:, num_features], metric, xp=xp, exact=exact)
+    sq_norm_bound = _sq_norm_bound(train, metric, xp=xp, exact=exact)
     fine_block_size, num_fine_blocks, max_group, positions, train_of_stored = _stored_order(
         num_samples, xp=xp, device=device
     )
@@ -335,25 +335,20 @@ def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_d
     )
 
 
-def _sq_norm_bound(train: Any, column: Any, metric: str, *, xp: ModuleType, exact: Any) -> Any:
-    """The largest squared norm of a (shifted) training row, which bounds the keys' rounding (0-d, ``exact``).
+def _sq_norm_bound(train: Any, metric: str, *, xp: ModuleType, exact: Any) -> Any:
+    """inner_product: the largest squared norm of a training row (0-d, ``exact``), else None.
 
-    Read once at build (:mod:`knn_gpu._engine.key_bounds`): the Euclidean
-    metrics' augmented ``column`` (before padding), the rows themselves for
-    inner_product (its column is zeros); None for cosine (unit rows).
+    What bounds the inner_product keys' rounding (:mod:`knn_gpu._engine.key_bounds`),
+    read once at build; the other metrics' bounds need no training norm.
     """
-    if metric == "cosine":
-        return None
-    if metric == "inner_product":
-        return max_row_sq_norm(train, xp=xp, exact=exact)
-    return xp.astype(xp.max(column), exact)
+    return max_row_sq_norm(train, xp=xp, exact=exact) if metric == "inner_product" else None
 
 
 def _build_half_index(train: Any, metric: str, *, xp: ModuleType, device: Any, exact: Any) -> TrainIndex:
     """Half-precision rows stored as given (one copy, in the block layout), ranked in float32."""
     num_samples, num_features = train.shape
     rank_offset, column, scale = half_ranking_terms(train, metric, xp=xp, exact=exact)
-    sq_norm_bound = _sq_norm_bound(train, column, metric, xp=xp, exact=exact)  # before the padding rows' keys
+    sq_norm_bound = _sq_norm_bound(train, metric, xp=xp, exact=exact)
     fine_block_size, num_fine_blocks, max_group, positions, order = _stored_order(num_samples, xp=xp, device=device)
     padding = num_fine_blocks * fine_block_size - num_samples
     # Padding rows are copies of the last row (no padded copy of the training set), ranked
@@ -654,7 +649,7 @@ def search_index(
             # Read once, here: the batches' size, the fallback's chunks and an out-of-memory error name it.
             memory_budget = default_memory_budget(xp, index.device)
         options = {"reduce": reduce, "distance_dtype": distance_dtype, "memory_budget": memory_budget, "train": train}
-        reduced, certified = search_batches(
+        reduced, uncertified = search_batches(
             index,
             queries,
             k,
@@ -663,7 +658,7 @@ def search_index(
             reduce_bytes_per_query=reduce_bytes_per_query,
             **options,
         )
-        return settle_uncertified(index, queries, k, reduced, certified, **options)
+        return settle_uncertified(index, queries, k, reduced, uncertified, **options)
 
 
 def search_batches(
@@ -679,12 +674,13 @@ def search_batches(
     distance_dtype: Any,
     train: Any = None,
 ) -> tuple[tuple, Any]:
-    """Every batch of :func:`search_index`, without a host read: ``(reduced results, certified)``.
+    """Every batch of :func:`search_index`, without a host read: ``(reduced results, uncertified)``.
 
-    ``certified`` (bool, one per query) says that no training row left out of
-    a query's candidates can be as near as its k-th neighbour (the key bound
-    of :mod:`knn_gpu._engine.key_bounds`): the query's answer is then the
-    float64 oracle's. :func:`settle_uncertified` answers the others exactly.
+    ``uncertified`` (bool, one per query) is False where no training row
+    left out of a query's candidates can be as near as its k-th neighbour
+    (the key bound of :mod:`knn_gpu._engine.key_bounds`): the query's answer
+    is then the float64 oracle's. :func:`settle_uncertified` answers the
+    others exactly.
     """
     xp = index.xp
     num_queries = queries.shape[0]
@@ -699,8 +695,7 @@ def search_batches(
             plan=plan,
             reduce_bytes_per_query=reduce_bytes_per_query,
         )
-    # Read from the stored column once per search (a reduction on the device, no host read).
-    sq_norm_bound = None if index.metric == "cosine" else max_sq_norm(index)
+    sq_norm_bound = max_sq_norm(index) if index.metric == "inner_product" else None
 
     def search_share(share: list[int]) -> list[tuple]:
         return _search_batches(
@@ -721,14 +716,14 @@ def settle_uncertified(
     queries: Any,
     k: int,
     reduced: tuple,
-    certified: Any,
+    uncertified: Any,
     *,
     reduce: Callable[[Any, Any], tuple],
     distance_dtype: Any,
     memory_budget: int | None,
     train: Any = None,
 ) -> tuple:
-    """``reduced``, with the rows of the queries that ``certified`` leaves out answered exactly.
+    """``reduced``, with the rows of the ``uncertified`` queries answered exactly.
 
     The search's one host read: the number of uncertified queries (no
     batch loop waits for it). Where it is not zero (data whose keys cannot
@@ -738,7 +733,6 @@ def settle_uncertified(
     put in their places.
     """
     xp = index.xp
-    uncertified = xp.logical_not(certified)
     (count,) = read_counts(xp.count_nonzero(uncertified), xp=xp)
     if count == 0:
         return reduced
@@ -782,7 +776,7 @@ def exact_neighbors(
     chunk = max(1, min(num_samples, memory_budget // max(1, per_row)))
     if not is_gpu(xp, device):
         chunk = min(chunk, HOST_EXACT_CHUNK_ROWS)
-    offset = index.offset if train_rows is None else xp.zeros_like(index.offset)
+    offset = index.offset if train_rows is None else None
     best = None
     for start in range(0, num_samples, chunk):
         stop = min(start + chunk, num_samples)
@@ -824,7 +818,7 @@ def _search_batches(
     sq_norm_bound: Any,
     train: Any = None,
 ) -> list[tuple]:
-    """``(start, reduce(distances, indices) + (certified,))`` for the batches of ``batch_rows`` queries at ``starts``.
+    """``(start, reduce(distances, indices) + (uncertified,))`` for the batches of ``batch_rows`` queries at ``starts``.
 
     In order. A batch that runs out of device memory is searched in halves
     (:func:`knn_gpu._engine.batches.halving_batches`): more, smaller pairs.
@@ -844,10 +838,10 @@ def _search_batches(
                 keys_buffer = None
                 keys_buffer = xp.empty((stop - start, index.num_stored), dtype=index.rank_dtype, device=index.device)
             out = keys_buffer[: stop - start, ...]
-        distances, indices, certified = _search_batch(
+        distances, indices, uncertified = _search_batch(
             index, plan, queries[start:stop, ...], k, sq_norm_bound, keys_out=out, train_rows=train
         )
-        return (*reduce(xp.astype(distances, distance_dtype, copy=False), indices), certified)
+        return (*reduce(xp.astype(distances, distance_dtype, copy=False), indices), uncertified)
 
     def drop_keys() -> None:
         nonlocal keys_buffer
@@ -963,7 +957,7 @@ def _search_batch(
         within = xp.minimum(train_indices, xp.full_like(train_indices, index.num_samples - 1))
         candidate_rows = take(train_rows, xp.reshape(within, (-1,)), axis=0, xp=xp)
         candidate_rows = xp.reshape(candidate_rows, (rows, plan.num_candidates, num_features))
-        offset = xp.zeros_like(index.offset)
+        offset = None
     elif index.exact_rows is None:
         # Take whole stored rows, then drop the augmented column: a take from the
         # column-sliced view would gather from non-contiguous rows (8x slower on NumPy).
@@ -979,25 +973,25 @@ def _search_batch(
     distances = take_along_axis(distances, order, axis=1, xp=xp)
     indices = take_along_axis(train_indices, order, axis=1, xp=xp)
     selected_keys = take_along_axis(candidate_keys, columns, axis=1, xp=xp)
-    return distances, indices, _certified(index, plan, queries, selected_keys, distances[:, k - 1], sq_norm_bound)
+    return distances, indices, _uncertified(index, plan, queries, selected_keys, distances[:, k - 1], sq_norm_bound)
 
 
-def _certified(
+def _uncertified(
     index: TrainIndex, plan: BlockPlan, queries: Any, selected_keys: Any, kth: Any, sq_norm_bound: Any
 ) -> Any:
-    """Per query: no stored row outside the candidates can be as near as the k-th neighbour found.
+    """Per query: True where a stored row outside the candidates might be as near as the k-th neighbour found.
 
     Every row left out has a key at least the candidates' largest (the
     block prefilter keeps ``num_candidates`` blocks, each with a key at most
     that of any block dropped). Where that key exceeds the largest key a row
     within the k-th exact distance can have
     (:func:`knn_gpu._engine.key_bounds.key_thresholds`), the answer is the
-    oracle's. A candidate key at or above the padding rows' (an overflowed
-    key) certifies nothing.
+    oracle's (certified: False here). A candidate key at or above the
+    padding rows' (an overflowed key) certifies nothing.
     """
     xp = index.xp
     if plan.num_candidates >= index.num_samples:
-        return xp.ones(queries.shape[0], dtype=xp.bool, device=index.device)
+        return xp.zeros(queries.shape[0], dtype=xp.bool, device=index.device)
     cutoff = xp.max(selected_keys, axis=1)
-    limit = key_thresholds(index, queries, kth, sq_norm_bound)[:, 0]
-    return xp.logical_and(cutoff > limit, cutoff < padding_key(index))
+    limit = key_thresholds(index, queries, kth, sq_norm_bound, in_rank=False)[:, 0]
+    return xp.logical_or(cutoff <= limit, cutoff >= padding_key(index))
