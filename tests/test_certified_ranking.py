@@ -24,16 +24,17 @@ from knn_gpu._engine import search
 from knn_gpu._engine.search import build_index, search_index
 
 
-def _watch_fallback(monkeypatch) -> list[int]:
-    """Queries answered by the exact fallback, per call."""
+def _watch_fallback(monkeypatch, stage: str = "answer_uncertified") -> list[int]:
+    """Queries handed to a fallback stage, per call: ``answer_uncertified`` (the widened search, then
+    exact distances for what it leaves) or ``exact_neighbors`` (exact distances to every row)."""
     calls = []
-    original = search.exact_neighbors
+    original = getattr(search, stage)
 
     def watched(index, queries, k, *rest):
         calls.append(int(queries.shape[0]))
         return original(index, queries, k, *rest)
 
-    monkeypatch.setattr(search, "exact_neighbors", watched)
+    monkeypatch.setattr(search, stage, watched)
     return calls
 
 
@@ -78,12 +79,14 @@ def _assert_oracle(backend, distances, indices, queries, train, k, metric, gap):
 def test_an_outlier_dragging_the_shift_is_answered_exactly(backend, metric, monkeypatch):
     queries, train = _outlier_set()
     calls = _watch_fallback(monkeypatch)
+    exact_calls = _watch_fallback(monkeypatch, "exact_neighbors")
     distances, indices = knn_gpu.kneighbors(backend.asarray(queries), backend.asarray(train), 5, metric=metric)
     backend.check(indices, (50, 5), backend.xp.int64)
     backend.check(distances, (50, 5), backend.xp.float32)
     q64, t64 = queries.astype(np.float64), train.astype(np.float64)
     _assert_oracle(backend, distances, indices, q64, t64, 5, metric, gap=1e-9)
     assert sum(calls) > 0, "the float32 keys cannot separate this cluster: the fallback must have run"
+    assert 0 < sum(exact_calls) <= sum(calls), "eight times the candidates cannot either: exact distances"
 
 
 def test_half_precision_outlier_set(backend, monkeypatch):
@@ -251,3 +254,22 @@ def test_random_hard_sets_match_the_oracle():
                 assert set(indices[row]) == set(expected[row]), (trial, metric, dtype, row)
                 found = matrix[row][indices[row]]
                 np.testing.assert_allclose(found, expected_distances[row], rtol=1e-12, atol=1e-12)
+
+
+def test_a_margin_too_small_costs_fallbacks_never_wrong_answers(monkeypatch):
+    """Two candidates beyond k (k // 4): many queries cannot be certified; eight times the candidates settles them."""
+    monkeypatch.setattr(search, "EXTRA_CANDIDATES", 1)
+    monkeypatch.setattr(search, "FULL_MARGIN_UP_TO", 0)
+    assert search.candidate_count(10, 5000) == 12
+    rng = np.random.default_rng(7)
+    train = rng.standard_normal((5000, 64)).astype(np.float32)
+    queries = rng.standard_normal((300, 64)).astype(np.float32)
+    widened = _watch_fallback(monkeypatch)
+    exact = _watch_fallback(monkeypatch, "exact_neighbors")
+    distances, indices = knn_gpu.kneighbors(queries, train, 10)
+    assert sum(widened) > 0 and exact == [], (widened, exact)
+    q, t = queries.astype(float), train.astype(float)
+    expected_distances, expected = oracle_kneighbors(q, t, 10)
+    rows = unambiguous_rows(q, t, 10)
+    np.testing.assert_array_equal(indices[rows], expected[rows])
+    np.testing.assert_allclose(distances, expected_distances, rtol=1e-6)

@@ -509,6 +509,33 @@ def test_integer_ties_list_the_lower_index_first(gpu, metric, k):
     assert_neighbours(distances, indices, queries, train, k, metric, tolerance=1e-6, exact_ties=exact, min_coverage=0.5)
 
 
+@pytest.mark.parametrize("shape", ["outlier cluster", "margin too small"])
+def test_uncertified_queries_are_answered_on_the_device(gpu, shape, monkeypatch):
+    """The certificate's fallbacks on torch-CUDA: the widened search and exact distances, on the query's
+    device, with host reads only through read_counts (one per stage); answers equal the NumPy search's."""
+    from knn_gpu._engine import search
+
+    rng = np.random.default_rng(8)
+    if shape == "outlier cluster":  # the float32 keys cannot separate the cluster: exact distances
+        train = 1e-3 * rng.standard_normal((600, 8))
+        train[[5, 300]] = 1e4
+        queries = 1e-3 * rng.standard_normal((20, 8))
+    else:  # two candidates beyond k: the widened search settles the few uncertain queries
+        monkeypatch.setattr(search, "EXTRA_CANDIDATES", 1)
+        monkeypatch.setattr(search, "FULL_MARGIN_UP_TO", 0)
+        train, queries = rng.standard_normal((3000, 256)), rng.standard_normal((200, 256))
+    train, queries = train.astype(np.float32), queries.astype(np.float32)
+    expected_distances, expected_indices = knn_gpu.kneighbors(queries, train, 10)
+    before = len(gpu.syncs)
+    distances, indices = knn_gpu.kneighbors(to_device(queries), to_device(train), 10)
+    sites = [site for _, site in gpu.syncs[before:]]
+    reads = sites.count("knn_gpu._lib.devices.read_counts")
+    assert reads >= 2 and set(sites) <= {"knn_gpu._lib.devices.read_counts", "knn_gpu._lib.validation.check_finite"}
+    np.testing.assert_array_equal(on_device(indices, CUDA0, (queries.shape[0], 10), torch.int64), expected_indices)
+    found = on_device(distances, CUDA0, (queries.shape[0], 10), torch.float32)
+    np.testing.assert_allclose(found, expected_distances, rtol=1e-6)
+
+
 def test_batched_search_stays_on_the_device(gpu):
     queries, train = random_data(3)
     distances, indices = knn_gpu.kneighbors(to_device(queries), to_device(train), 5, batch_size=7)
