@@ -257,10 +257,10 @@ def test_random_hard_sets_match_the_oracle():
 
 
 def test_a_margin_too_small_costs_fallbacks_never_wrong_answers(monkeypatch):
-    """Two candidates beyond k (k // 4): many queries cannot be certified; eight times the candidates settles them."""
+    """One candidate beyond k: some queries cannot be certified; eight times the candidates settles them."""
     monkeypatch.setattr(search, "EXTRA_CANDIDATES", 1)
     monkeypatch.setattr(search, "FULL_MARGIN_UP_TO", 0)
-    assert search.candidate_count(10, 5000) == 12
+    assert search.candidate_count(10, 5000, 64) == 11
     rng = np.random.default_rng(7)
     train = rng.standard_normal((5000, 64)).astype(np.float32)
     queries = rng.standard_normal((300, 64)).astype(np.float32)

@@ -42,7 +42,7 @@ def test_large_k_matches_oracle(backend, numpy_backend, k):
 
 def _forced_plans(index, k):
     """Every block grouping the index allows, and keeping every block."""
-    num_candidates = search.candidate_count(k, index.num_samples)
+    num_candidates = search.candidate_count(k, index.num_samples, index.num_features)
     group = 1
     while group <= index.max_group:
         num_groups = index.num_fine_blocks // group
