@@ -25,7 +25,7 @@ import numpy as np
 
 from .._lib.backends import convert_like
 from .merge import merge_neighbor_lists
-from .search import TrainIndex, build_index, search_index
+from .search import build_index, search_index
 
 __all__ = ["dask_kneighbors", "dask_reduce_neighbors", "encode_labels"]
 
@@ -45,9 +45,7 @@ def _chunk_candidates(queries, train, payload, chunk_offset, *, k, metric, dtype
     chunk_k = min(k, train.shape[0])
     index = build_index(train, metric, xp=xp)
     # Dask owns the parallelism here: one thread per chunk task.
-    distances, indices = search_index(
-        index, queries, chunk_k, n_jobs=1, train=train if isinstance(index, TrainIndex) else None
-    )
+    distances, indices = search_index(index, queries, chunk_k, n_jobs=1)
     float64 = xp.float64
     distances = xp.astype(distances, float64)
     neighbor_payload = xp.reshape(

@@ -177,8 +177,6 @@ class NeighborsIndex:
         }
         if self.plan == "streamed":
             return streamed_search(self.store, queries, k, **options)
-        if self.plan == "product":  # the exact re-scoring reads the rows as given
-            options["train"] = self.rows
         found = search_index(self.store, queries, k, memory_budget=memory_budget, **options)
         return as_torch_tensors(found) if self._caller is not None else found
 
@@ -270,19 +268,8 @@ class NeighborsIndex:
         if self.plan == "streamed":
             return radius_search_streamed(self.store, queries, radius, sort_results=sort_results, batch_rows=batch_rows)
         if self._caller is not None:
-            radius = radius if isinstance(radius, float) else _host_view(radius)
-            return as_torch_tensors(
-                radius_search(
-                    self.store,
-                    _host_view(queries),
-                    radius,
-                    sort_results=sort_results,
-                    batch_rows=batch_rows,
-                    memory_budget=memory_budget,
-                    train=self.rows,
-                )
-            )
-        return radius_search(
+            queries, radius = _host_view(queries), _host_view(radius)
+        found = radius_search(
             self.store,
             queries,
             radius,
@@ -291,6 +278,7 @@ class NeighborsIndex:
             memory_budget=memory_budget,
             train=self.rows,
         )
+        return as_torch_tensors(found) if self._caller is not None else found
 
 
 def build_neighbors_index(

@@ -59,7 +59,7 @@ from .distances import HALF_PADDING_KEY, mean_chunk_rows
 #: Training rows per chunk of :func:`max_row_sq_norm` on the host.
 HOST_NORM_CHUNK_ROWS = 1024
 
-__all__ = ["unit_roundoff", "gamma", "max_sq_norm", "max_row_sq_norm", "key_thresholds", "padding_key"]
+__all__ = ["unit_roundoff", "gamma", "max_row_sq_norm", "key_thresholds", "padding_key"]
 
 
 def unit_roundoff(dtype: Any, xp: ModuleType) -> float:
@@ -76,21 +76,6 @@ def gamma(terms: int, dtype: Any, xp: ModuleType) -> float:
 def padding_key(index: Any) -> float:
     """The key column of the index's padding rows: every real key is below it."""
     return HALF_PADDING_KEY if index.key_column is not None else float(index.xp.finfo(index.rows.dtype).max)
-
-
-def max_sq_norm(index: Any) -> Any:
-    """Largest squared norm of a shifted training row (0-d, exact dtype).
-
-    The one the index took at build time where it has one (a search reads no
-    column); else from the stored key column (padding rows, at
-    :func:`padding_key`, left out).
-    """
-    xp = index.xp
-    if index.sq_norm_bound is not None:
-        return index.sq_norm_bound
-    column = index.rows[:, -1] if index.key_column is None else index.key_column
-    real = xp.where(column >= padding_key(index), xp.zeros_like(column), column)
-    return xp.astype(xp.max(real), index.exact)
 
 
 def max_row_sq_norm(train: Any, *, xp: ModuleType, exact: Any) -> Any:
@@ -111,7 +96,7 @@ def max_row_sq_norm(train: Any, *, xp: ModuleType, exact: Any) -> Any:
     return largest
 
 
-def key_thresholds(index: Any, queries: Any, radius: Any, sq_norm_bound: Any = None, *, in_rank: bool = True) -> Any:
+def key_thresholds(index: Any, queries: Any, radius: Any, *, in_rank: bool = True) -> Any:
     """Per query, the largest key a training row within ``radius`` can have (the module notes).
 
     Parameters
@@ -123,9 +108,6 @@ def key_thresholds(index: Any, queries: Any, radius: Any, sq_norm_bound: Any = N
         ``inner_product`` the negated inner product, of any sign): one for
         every query, or one per query (the exact dtype, on the index's
         device).
-    sq_norm_bound : 0-d array, optional
-        :func:`max_sq_norm` of the index (computed here when not given);
-        used by inner_product only.
     in_rank : bool
         Answer in the rank dtype (for a mask over the keys), else in the
         exact dtype (for a few comparisons: three kernels fewer on a GPU).
@@ -144,8 +126,6 @@ def key_thresholds(index: Any, queries: Any, radius: Any, sq_norm_bound: Any = N
     exact_gamma = gamma(num_features + 4, exact, xp)
     queries = xp.astype(queries, exact)
     radius = radius if isinstance(radius, float) else radius[:, None]
-    if sq_norm_bound is None and index.metric == "inner_product":
-        sq_norm_bound = max_sq_norm(index)
     if index.metric == "cosine":
         norms = xp.linalg.vector_norm(queries, axis=-1, keepdims=True)
         # Distances never exceed 2: a larger radius is 2 (and (r - 1) * 0 stays finite).
@@ -153,7 +133,8 @@ def key_thresholds(index: Any, queries: Any, radius: Any, sq_norm_bound: Any = N
         threshold = (capped - 1.0) * norms
         margin = 6 * rank_gamma * norms + 2 * exact_gamma * norms
     elif index.metric == "inner_product":
-        products = xp.linalg.vector_norm(queries, axis=-1, keepdims=True) * xp.sqrt(sq_norm_bound)
+        # The largest squared norm of a training row, read by the index at build (max_row_sq_norm).
+        products = xp.linalg.vector_norm(queries, axis=-1, keepdims=True) * xp.sqrt(index.sq_norm_bound)
         threshold = radius
         margin = 6 * rank_gamma * products + 2 * exact_gamma * products
     else:

@@ -64,7 +64,7 @@ from .._lib.validation import (
 )
 from .batches import halving_batches
 from .distances import DEVICE_EXACT_CHUNK_FEATURES, exact_distances
-from .key_bounds import key_thresholds, max_sq_norm
+from .key_bounds import key_thresholds
 from .search import (
     HOST_MAX_BATCH_ROWS,
     TrainIndex,
@@ -104,8 +104,8 @@ def batch_bytes_per_query(index: TrainIndex) -> int:
 def rescore_bytes_per_candidate(index: TrainIndex) -> int:
     """Bytes of the exact re-scoring per candidate of a chunk (an upper estimate).
 
-    The gathered stored row (and its full-precision copy where the ranking
-    is lower), the query repeated for it, cast to the exact dtype and
+    The gathered row (from the rows as given, counted as a stored row and
+    its exact-dtype copy: an upper bound), the query repeated for it, cast to the exact dtype and
     shifted, and on a device the re-scoring's step temporaries (on the host
     those are a fixed few MiB per step); the chunk's distances and masks.
     """
@@ -113,8 +113,6 @@ def rescore_bytes_per_candidate(index: TrainIndex) -> int:
     exact_size = dtype_itemsize(xp, index.exact)
     features = index.num_features
     gathered = index.rows.shape[1] * dtype_itemsize(xp, index.rows.dtype) + features * exact_size
-    if index.exact_rows is not None:
-        gathered += features * exact_size
     queries = features * (dtype_itemsize(xp, index.data_dtype) + 2 * exact_size)
     steps = 3 * min(features, DEVICE_EXACT_CHUNK_FEATURES) * exact_size if is_gpu(xp, index.device) else 0
     return gathered + queries + steps + 4 * 8
@@ -201,7 +199,6 @@ def radius_search_index(
         if batch_rows is None:
             batch_rows = radius_batch_rows(index, num_queries, memory_budget)
         chunk = rescore_chunk(index, memory_budget)
-        sq_norm_bound = max_sq_norm(index) if index.metric == "inner_product" else None
         # Fine block of each block-layout column: the inverse of the blocks' positions.
         block_of_position = xp.argsort(index.block_position)
         # One keys block reused by every batch (NumPy, CuPy), made at the first batch's size and
@@ -222,7 +219,6 @@ def radius_search_index(
                 queries[start:stop, ...],
                 start,
                 batch_radius(radius, start, stop),
-                sq_norm_bound,
                 block_of_position,
                 chunk,
                 train,
@@ -362,7 +358,6 @@ def _radius_batch(
     queries: Any,
     start: int,
     radius: Any,
-    sq_norm_bound: Any,
     block_of_position: Any,
     chunk: int,
     train_rows: Any,
@@ -373,7 +368,7 @@ def _radius_batch(
     num_stored = index.num_stored
     num_fine = index.num_fine_blocks
     keys = batch_keys(index, queries, keys_out=keys_out)
-    mask = keys <= key_thresholds(index, queries, radius, sq_norm_bound)
+    mask = keys <= key_thresholds(index, queries, radius)
     del keys
     (count,) = read_counts(xp.count_nonzero(mask), xp=xp)  # the batch's one synchronisation
     positions = positions_of_true(mask, count, xp=xp)
@@ -397,27 +392,24 @@ def _rescore(
 ) -> Any:
     """Exact distances of the candidates (shape (count,), exact dtype), ``chunk`` candidates at a time.
 
-    From ``train_rows`` (unshifted) where given, else from the index's rows.
+    From ``train_rows`` (unshifted) where given, else from the index's rows
+    as given (``exact_rows``), else (half precision) its stored rows.
     """
     xp = index.xp
     count = query_of.shape[0]
     num_features = index.num_features
     if count == 0:
         return xp.zeros(0, dtype=index.exact, device=index.device)
-    offset = index.offset
-    if train_rows is not None:
-        offset = xp.zeros(num_features, dtype=index.exact, device=index.device)
+    source = train_rows if train_rows is not None else index.exact_rows
+    offset = index.offset if source is None else None
     pieces = []
     for begin in range(0, count, chunk):
         end = min(begin + chunk, count)
-        if train_rows is not None:
+        if source is not None:
             within = xp.minimum(train[begin:end], index.num_samples - 1)  # padding rows: any real row
-            rows = xp.take(train_rows, within, axis=0)
-        elif index.exact_rows is None:
-            rows = xp.take(index.rows, stored[begin:end], axis=0)[:, :num_features]
+            rows = xp.take(source, within, axis=0)
         else:
-            within = xp.minimum(train[begin:end], index.num_samples - 1)  # padding rows: any real row
-            rows = xp.take(index.exact_rows, within, axis=0)
+            rows = xp.take(index.rows, stored[begin:end], axis=0)[:, :num_features]
         candidate_queries = xp.take(queries, query_of[begin:end], axis=0)
         distances = exact_distances(candidate_queries, rows[:, None, :], index.metric, offset, xp=xp, exact=index.exact)
         pieces.append(distances[:, 0])

@@ -40,7 +40,7 @@ with eight times the candidates (the bound is a worst case growing with the
 dimension, so at d = 768 about 0.4 % of random queries need this), and what
 that still leaves by exact distances to every training row
 (:func:`exact_neighbors`). The candidates are re-scored from the training
-rows as given (``train``), not from the shifted ones. So the indices are the
+rows as given (``exact_rows``), not from the shifted ones. So the indices are the
 float64 oracle's (ties to the lower index) on any data: data the keys cannot
 separate (a tight cluster far from the training mean, rows of large norm with
 nearly equal inner products, float64 data tied below float32's precision)
@@ -89,7 +89,7 @@ from .distances import (
     ranking_keys,
 )
 from .gathers import take, take_along_axis, take_from_rows
-from .key_bounds import key_thresholds, max_row_sq_norm, max_sq_norm, padding_key
+from .key_bounds import key_thresholds, max_row_sq_norm, padding_key
 from .metrics import prepare_state, resolve
 from .topk import positions_of_true, smallest_k_columns
 
@@ -150,10 +150,13 @@ FINE_BLOCK_DIVISOR = 4096
 class TrainIndex(StoredRows):
     """A training set prepared for searching, on its own namespace and device.
 
-    ``rows`` are in the ranking dtype. Where that is lower than the data's
-    (float64 data ranked in float32 on a GPU), ``exact_rows`` keeps the
-    shifted data in full precision, in training order, for the exact
-    re-scoring; otherwise it is None and the candidates come from ``rows``.
+    ``rows`` are in the ranking dtype (float32 for float64 data on a GPU),
+    shifted and augmented. ``exact_rows`` is the training set as given (no
+    copy: unshifted, in training order, the data's dtype), which the exact
+    re-scoring reads, so that distances are those of the rows as given (the
+    shift rounds rows near the origin when the mean is far from it, and
+    cosine's stored rows are rounded unit rows). None for half precision,
+    whose stored rows are the rows as given.
 
     Half-precision data (float16, bfloat16) is stored as given: ``rows`` are
     the training rows themselves, unshifted and without the augmented column
@@ -179,7 +182,7 @@ class TrainIndex(StoredRows):
     offset: Any  # (num_features,)
     exact: Any  # dtype of the exact recomputation
     data_dtype: Any  # dtype of the data (and of returned distances)
-    exact_rows: Any = None  # (num_samples, num_features) in `exact`, or None
+    exact_rows: Any = None  # (num_samples, num_features): the rows as given, or None (half precision)
     key_column: Any = None  # half precision: (num_stored,) float32 augmented column, else None
     row_scale: Any = None  # half precision and cosine: (num_stored,) float32 1 / ||t||, else None
     rank_offset: Any = None  # half precision: (num_features,) float32 shift of the ranking, else None
@@ -300,9 +303,7 @@ def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_d
         rank_dtype = ranking_dtype(xp, device, data_dtype)
     num_samples, num_features = train.shape
     rows, offset = augment_train(train, metric, xp=xp, exact=exact)
-    exact_rows = None
     if rank_dtype != data_dtype:
-        exact_rows = xp.astype(rows[:, :num_features], exact)
         rows = xp.astype(rows, rank_dtype)
     sq_norm_bound = _sq_norm_bound(train, metric, xp=xp, exact=exact)
     fine_block_size, num_fine_blocks, max_group, positions, train_of_stored = _stored_order(
@@ -338,7 +339,7 @@ def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_d
         offset=offset,
         exact=exact,
         data_dtype=data_dtype,
-        exact_rows=exact_rows,
+        exact_rows=train,
         rank_bias=rank_bias,
         train_of_stored=train_of_stored if on_gpu else None,
         sq_norm_bound=sq_norm_bound,
@@ -492,9 +493,10 @@ def batch_bytes_per_query(index: TrainIndex, plan: BlockPlan, reduce_bytes_per_q
     keys = keys_bytes_per_query(index)
     minima = 3 * plan.num_groups * (rank_size + 8) if plan.prunes else 0
     selection = plan.width * (3 * 8 + 2 * rank_size + 16) + plan.kept * 8 * (plan.group + 2)
-    gathered = num_candidates * index.rows.shape[1] * dtype_itemsize(index.xp, index.rows.dtype)
     if index.exact_rows is not None:
-        gathered += num_candidates * features * exact_size
+        gathered = num_candidates * features * dtype_itemsize(index.xp, index.exact_rows.dtype)
+    else:
+        gathered = num_candidates * index.rows.shape[1] * dtype_itemsize(index.xp, index.rows.dtype)
     rescoring = 6 * num_candidates * 8
     if is_gpu(index.xp, index.device):
         # One re-scoring step per batch on a device; on the host steps of HOST_STEP_BYTES (a fixed few MiB).
@@ -593,7 +595,6 @@ def search_index(
     reduce: Callable[[Any, Any], tuple] | None = None,
     reduce_bytes_per_query: int = 0,
     distance_dtype: Any = None,
-    train: Any = None,
 ) -> tuple:
     """The ``k`` nearest stored rows of each query, optionally reduced batch by batch.
 
@@ -623,12 +624,6 @@ def search_index(
         dtype of the returned distances (default: ``index.distance_dtype``,
         the data's, float32 for half precision). Merges of
         partial searches ask for the exact re-scoring's own precision.
-    train : array, shape (n_samples, num_features), optional
-        The training rows the index was built from (unshifted, training
-        order): the exact re-scoring reads the candidates there, so that
-        their distances are those of the rows as given (the index's rows are
-        shifted in the data's dtype, which rounds rows near the origin when
-        the shift is far from it, and cosine's are rounded unit rows).
 
     Returns
     -------
@@ -663,7 +658,7 @@ def search_index(
         if batch_rows is None and memory_budget is None:
             # Read once, here: the batches' size, the fallback's chunks and an out-of-memory error name it.
             memory_budget = default_memory_budget(xp, index.device)
-        options = {"reduce": reduce, "distance_dtype": distance_dtype, "memory_budget": memory_budget, "train": train}
+        options = {"reduce": reduce, "distance_dtype": distance_dtype, "memory_budget": memory_budget}
         reduced, uncertified = search_batches(
             index,
             queries,
@@ -687,7 +682,6 @@ def search_batches(
     reduce: Callable[[Any, Any], tuple],
     reduce_bytes_per_query: int,
     distance_dtype: Any,
-    train: Any = None,
     plan: BlockPlan | None = None,
 ) -> tuple[tuple, Any]:
     """Every batch of :func:`search_index`, without a host read: ``(reduced results, uncertified)``.
@@ -714,12 +708,9 @@ def search_batches(
             plan=plan,
             reduce_bytes_per_query=reduce_bytes_per_query,
         )
-    sq_norm_bound = max_sq_norm(index) if index.metric == "inner_product" else None
 
     def search_share(share: list[int]) -> list[tuple]:
-        return _search_batches(
-            index, plan, queries, k, share, batch_rows, reduce, distance_dtype, memory_budget, sq_norm_bound, train
-        )
+        return _search_batches(index, plan, queries, k, share, batch_rows, reduce, distance_dtype, memory_budget)
 
     # One BLAS thread per worker so that the cores are not oversubscribed.
     results = run_in_shares(list(range(0, num_queries, batch_rows)), search_share, num_workers, one_blas_thread=True)
@@ -740,7 +731,6 @@ def settle_uncertified(
     reduce: Callable[[Any, Any], tuple],
     distance_dtype: Any,
     memory_budget: int | None,
-    train: Any = None,
 ) -> tuple:
     """``reduced``, with the rows of the ``uncertified`` queries answered exactly.
 
@@ -756,7 +746,7 @@ def settle_uncertified(
     if count == 0:
         return reduced
     failed = positions_of_true(uncertified, count, xp=xp)
-    distances, indices = answer_uncertified(index, take(queries, failed, axis=0, xp=xp), k, memory_budget, train)
+    distances, indices = answer_uncertified(index, take(queries, failed, axis=0, xp=xp), k, memory_budget)
     answered = reduce(xp.astype(distances, distance_dtype, copy=False), indices)
     return _in_place(reduced, answered, failed, queries.shape[0], xp=xp)
 
@@ -765,9 +755,7 @@ def settle_uncertified(
 WIDENING = 8
 
 
-def answer_uncertified(
-    index: TrainIndex, queries: Any, k: int, memory_budget: int | None, train: Any = None
-) -> tuple[Any, Any]:
+def answer_uncertified(index: TrainIndex, queries: Any, k: int, memory_budget: int | None) -> tuple[Any, Any]:
     """The exact ``k`` nearest neighbours of queries the first search could not certify (the exact dtype).
 
     First the same search with :data:`WIDENING` times the candidates (one
@@ -781,7 +769,7 @@ def answer_uncertified(
     num_candidates = candidate_count(k, index.num_samples, index.num_features)
     wide = min(index.num_samples, WIDENING * num_candidates)
     if wide <= num_candidates:
-        return exact_neighbors(index, queries, k, memory_budget, train)
+        return exact_neighbors(index, queries, k, memory_budget)
     (distances, indices), still = search_batches(
         index,
         queries,
@@ -792,14 +780,13 @@ def answer_uncertified(
         reduce=_neighbors_themselves,
         reduce_bytes_per_query=0,
         distance_dtype=index.exact,
-        train=train,
         plan=plan_blocks(index, wide),
     )
     (count,) = read_counts(xp.count_nonzero(still), xp=xp)
     if count == 0:
         return distances, indices
     failed = positions_of_true(still, count, xp=xp)
-    exact = exact_neighbors(index, take(queries, failed, axis=0, xp=xp), k, memory_budget, train)
+    exact = exact_neighbors(index, take(queries, failed, axis=0, xp=xp), k, memory_budget)
     return _in_place((distances, indices), exact, failed, queries.shape[0], xp=xp)
 
 
@@ -822,9 +809,7 @@ def _in_place(parts: tuple, fixes: tuple, positions: Any, num_rows: int, *, xp: 
 HOST_EXACT_CHUNK_ROWS = 8192
 
 
-def exact_neighbors(
-    index: TrainIndex, queries: Any, k: int, memory_budget: int | None = None, train_rows: Any = None
-) -> tuple[Any, Any]:
+def exact_neighbors(index: TrainIndex, queries: Any, k: int, memory_budget: int | None = None) -> tuple[Any, Any]:
     """The ``k`` nearest training rows of each query by exact distances to every row (the exact dtype).
 
     What answers a query whose candidates the key bound cannot certify:
@@ -832,8 +817,7 @@ def exact_neighbors(
     over chunks of training rows, in training order, each chunk's distances
     merged with the best so far by one stable sort (ties to the lower
     index). O(queries x n_samples x n_features) in the exact dtype: slow, but
-    only for the few queries that need it. From ``train_rows`` (the rows as
-    given, see :func:`search_index`) where given, else from the index's.
+    only for the few queries that need it.
     """
     xp = index.xp
     device = index.device
@@ -846,14 +830,12 @@ def exact_neighbors(
     chunk = max(1, min(num_samples, memory_budget // max(1, per_row)))
     if not is_gpu(xp, device):
         chunk = min(chunk, HOST_EXACT_CHUNK_ROWS)
-    offset = index.offset if train_rows is None else None
+    offset = index.offset if index.exact_rows is None else None
     best = None
     for start in range(0, num_samples, chunk):
         stop = min(start + chunk, num_samples)
         train = xp.arange(start, stop, dtype=xp.int64, device=device)
-        if train_rows is not None:
-            rows = train_rows[start:stop, ...]
-        elif index.exact_rows is not None:
+        if index.exact_rows is not None:
             rows = index.exact_rows[start:stop, ...]
         else:
             # Stored row i * B0 + position[b] holds training row b * S0 + i (the module notes).
@@ -885,8 +867,6 @@ def _search_batches(
     reduce: Callable,
     distance_dtype: Any,
     memory_budget: int | None,
-    sq_norm_bound: Any,
-    train: Any = None,
 ) -> list[tuple]:
     """``(start, reduce(distances, indices) + (uncertified,))`` for the batches of ``batch_rows`` queries at ``starts``.
 
@@ -908,9 +888,7 @@ def _search_batches(
                 keys_buffer = None
                 keys_buffer = xp.empty((stop - start, index.num_stored), dtype=index.rank_dtype, device=index.device)
             out = keys_buffer[: stop - start, ...]
-        distances, indices, uncertified = _search_batch(
-            index, plan, queries[start:stop, ...], k, sq_norm_bound, keys_out=out, train_rows=train
-        )
+        distances, indices, uncertified = _search_batch(index, plan, queries[start:stop, ...], k, keys_out=out)
         return (*reduce(xp.astype(distances, distance_dtype, copy=False), indices), uncertified)
 
     def drop_keys() -> None:
@@ -983,9 +961,7 @@ def _search_batch(
     plan: BlockPlan,
     queries: Any,
     k: int,
-    sq_norm_bound: Any,
     keys_out: Any = None,
-    train_rows: Any = None,
 ) -> tuple[Any, Any, Any]:
     xp = index.xp
     device = index.device
@@ -1021,34 +997,26 @@ def _search_batch(
         train_indices = chosen_fine * fine_size + member % fine_size
 
     num_features = index.num_features
-    offset = index.offset
-    if train_rows is not None:
-        # The rows as given (see search_index); a padding row (a candidate only where every row is) reads a real one.
+    if index.exact_rows is not None:
+        # The rows as given; a padding row (a candidate only where every row is) reads a real one.
         within = xp.minimum(train_indices, xp.full_like(train_indices, index.num_samples - 1))
-        candidate_rows = take(train_rows, xp.reshape(within, (-1,)), axis=0, xp=xp)
+        candidate_rows = take(index.exact_rows, xp.reshape(within, (-1,)), axis=0, xp=xp)
         candidate_rows = xp.reshape(candidate_rows, (rows, plan.num_candidates, num_features))
         offset = None
-    elif index.exact_rows is None:
-        # Take whole stored rows, then drop the augmented column: a take from the
-        # column-sliced view would gather from non-contiguous rows (8x slower on NumPy).
+    else:  # half precision: the stored rows are the rows as given
         candidate_rows = take(index.rows, xp.reshape(stored_at, (-1,)), axis=0, xp=xp)
-        stored_width = index.rows.shape[1]  # num_features + 1, or num_features for half-precision rows
-        candidate_rows = xp.reshape(candidate_rows, (rows, plan.num_candidates, stored_width))[..., :num_features]
-    else:
-        candidate_rows = take(index.exact_rows, xp.reshape(train_indices, (-1,)), axis=0, xp=xp)
         candidate_rows = xp.reshape(candidate_rows, (rows, plan.num_candidates, num_features))
+        offset = index.offset
     distances = exact_distances(queries, candidate_rows, index.metric, offset, xp=xp, exact=index.exact)
     # Candidates are in ascending training index, so a stable sort keeps ties in index order.
     order = xp.argsort(distances, axis=1, stable=True)[:, :k]
     distances = take_along_axis(distances, order, axis=1, xp=xp)
     indices = take_along_axis(train_indices, order, axis=1, xp=xp)
     selected_keys = take_along_axis(candidate_keys, columns, axis=1, xp=xp)
-    return distances, indices, _uncertified(index, plan, queries, selected_keys, distances[:, k - 1], sq_norm_bound)
+    return distances, indices, _uncertified(index, plan, queries, selected_keys, distances[:, k - 1])
 
 
-def _uncertified(
-    index: TrainIndex, plan: BlockPlan, queries: Any, selected_keys: Any, kth: Any, sq_norm_bound: Any
-) -> Any:
+def _uncertified(index: TrainIndex, plan: BlockPlan, queries: Any, selected_keys: Any, kth: Any) -> Any:
     """Per query: True where a stored row outside the candidates might be as near as the k-th neighbour found.
 
     Every row left out has a key at least the candidates' largest (the
@@ -1063,5 +1031,5 @@ def _uncertified(
     if plan.num_candidates >= index.num_samples:
         return xp.zeros(queries.shape[0], dtype=xp.bool, device=index.device)
     cutoff = xp.max(selected_keys, axis=1)
-    limit = key_thresholds(index, queries, kth, sq_norm_bound, in_rank=False)[:, 0]
+    limit = key_thresholds(index, queries, kth, in_rank=False)[:, 0]
     return xp.logical_or(cutoff <= limit, cutoff >= padding_key(index))

@@ -38,7 +38,7 @@ from .batches import halving_batches
 from .budget import default_memory_budget, dtype_itemsize
 from .merge import merge_neighbor_lists
 from .prefetch import CupyPrefetch, TorchPrefetch
-from .search import TrainIndex, build_index, search_index
+from .search import build_index, search_index
 
 __all__ = [
     "StreamedTrain",
@@ -188,7 +188,6 @@ def streamed_search(
                 n_jobs=n_jobs,
                 memory_budget=budget // 2,
                 distance_dtype=exact,
-                train=chunk if isinstance(index, TrainIndex) else None,  # re-scored from the rows as given
             )
             del chunk
             return stop, distances, indices + start
