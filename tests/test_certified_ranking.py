@@ -272,3 +272,18 @@ def test_a_margin_too_small_costs_fallbacks_never_wrong_answers(monkeypatch):
     rows = unambiguous_rows(q, t, 10)
     np.testing.assert_array_equal(indices[rows], expected[rows])
     np.testing.assert_allclose(distances, expected_distances, rtol=1e-6)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug, open: float32 keys overflow for rows of norm above ~1e19 (inf - inf = NaN keys), "
+    "which the prefilter and the certificate cannot handle; the fix is to scale the ranking rows by a power "
+    "of two at build, or to rank in float64 when the inputs' magnitude (read by check_finite) says so",
+)
+def test_float32_rows_whose_keys_overflow():
+    rng = np.random.default_rng(9)
+    train = (1e19 * rng.standard_normal((50, 4))).astype(np.float32)
+    queries = (1e19 * rng.standard_normal((5, 4))).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        _, indices = knn_gpu.kneighbors(queries, train, 3)
+    np.testing.assert_array_equal(indices, oracle_kneighbors(queries.astype(float), train.astype(float), 3)[1])

@@ -41,7 +41,9 @@ dimension, so at d = 768 about 0.4 % of random queries need this), and what
 that still leaves by exact distances to every training row
 (:func:`exact_neighbors`). The candidates are re-scored from the training
 rows as given (``exact_rows``), not from the shifted ones. So the indices are the
-float64 oracle's (ties to the lower index) on any data: data the keys cannot
+float64 oracle's (ties to the lower index) on any data whose keys do not
+overflow the rank dtype (float32 rows of norm above ~1e19 do: a known open
+bug, tests/test_certified_ranking.py's xfail): data the keys cannot
 separate (a tight cluster far from the training mean, rows of large norm with
 nearly equal inner products, float64 data tied below float32's precision)
 costs a brute-force search of the queries concerned
