@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from oracle import oracle_distances, oracle_kneighbors, unambiguous_rows
+from oracle import oracle_distances, oracle_inner_products, oracle_kneighbors, unambiguous_rows
 
 import knn_gpu
 from knn_gpu import KNN, KNNClassifier
@@ -274,16 +274,84 @@ def test_a_margin_too_small_costs_fallbacks_never_wrong_answers(monkeypatch):
     np.testing.assert_allclose(distances, expected_distances, rtol=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug, open: float32 keys overflow for rows of norm above ~1e19 (inf - inf = NaN keys), "
-    "which the prefilter and the certificate cannot handle; the fix is to scale the ranking rows by a power "
-    "of two at build, or to rank in float64 when the inputs' magnitude (read by check_finite) says so",
-)
-def test_float32_rows_whose_keys_overflow():
-    rng = np.random.default_rng(9)
-    train = (1e19 * rng.standard_normal((50, 4))).astype(np.float32)
-    queries = (1e19 * rng.standard_normal((5, 4))).astype(np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        _, indices = knn_gpu.kneighbors(queries, train, 3)
-    np.testing.assert_array_equal(indices, oracle_kneighbors(queries.astype(float), train.astype(float), 3)[1])
+RANGE_CASES = [
+    ("euclidean", 1e20),  # squared norms ~1e41: overflowed float32 (NaN keys) before the scale
+    ("euclidean", 1e-30),  # squared norms ~1e-59: underflowed to zero (about half the answers wrong)
+    ("sqeuclidean", 1e-25),
+    ("cosine", 1e-30),
+    ("inner_product", 1e-25),
+]
+
+
+def _far_out_set(magnitude, dtype=np.float32, seed=9):
+    rng = np.random.default_rng(seed)
+    train = magnitude * rng.standard_normal((2000, 16))
+    queries = magnitude * rng.standard_normal((30, 16))
+    return queries.astype(dtype), train.astype(dtype)
+
+
+def _expected(queries, train, k, metric):
+    """The float64 oracle's (public distances, indices): inner products largest first."""
+    q64, t64 = queries.astype(np.float64), train.astype(np.float64)
+    if metric == "inner_product":
+        return oracle_inner_products(q64, t64, k)
+    return oracle_kneighbors(q64, t64, k, metric)
+
+
+@pytest.mark.parametrize(("metric", "magnitude"), RANGE_CASES)
+def test_rows_beyond_float32s_range_are_ranked_scaled(backend, metric, magnitude, monkeypatch):
+    """Random rows of norm ~1e20 or ~1e-30: the oracle's answers, and no fallback (the scaled keys separate them)."""
+    queries, train = _far_out_set(magnitude)
+    calls = _watch_fallback(monkeypatch)
+    distances, indices = knn_gpu.kneighbors(backend.asarray(queries), backend.asarray(train), 5, metric=metric)
+    backend.check(indices, (30, 5), backend.xp.int64)
+    backend.check(distances, (30, 5), backend.xp.float32)
+    expected_distances, expected_indices = _expected(queries, train, 5, metric)
+    np.testing.assert_array_equal(backend.to_numpy(indices), expected_indices)
+    np.testing.assert_allclose(backend.to_numpy(distances), expected_distances.astype(np.float32), rtol=1e-6, atol=0)
+    assert calls == []
+    index = build_index(backend.asarray(train), metric, xp=backend.xp)
+    assert index.rank_scale == (1.0 if metric == "cosine" else 2.0 ** -np.frexp(float(np.abs(train).max()))[1])
+
+
+def test_rows_in_float32s_range_are_not_scaled(backend):
+    queries, train = _far_out_set(1e6)
+    assert build_index(backend.asarray(train), "euclidean", xp=backend.xp).rank_scale == 1.0
+
+
+@pytest.mark.parametrize("magnitude", [1e100, 1e-100])
+def test_float64_rows_beyond_float32s_range_ranked_in_float32(backend, magnitude, monkeypatch):
+    """The GPU's float64 path: float64 rows far beyond float32's range are ranked in float32, scaled."""
+    if not backend.has_float64():
+        pytest.skip(f"{backend.name} has no float64")
+    queries, train = _far_out_set(magnitude, np.float64)
+    calls = _watch_fallback(monkeypatch)
+    xp = backend.xp
+    index = build_index(backend.asarray(train), "euclidean", xp=xp, rank_dtype=xp.float32)
+    assert index.rank_dtype == xp.float32 and index.rank_scale != 1.0
+    distances, indices = search_index(index, backend.asarray(queries), 5)
+    backend.check(indices, (30, 5), xp.int64)
+    backend.check(distances, (30, 5), xp.float64)
+    expected_distances, expected_indices = _expected(queries, train, 5, "euclidean")
+    np.testing.assert_array_equal(backend.to_numpy(indices), expected_indices)
+    np.testing.assert_allclose(backend.to_numpy(distances), expected_distances, rtol=1e-13)
+    assert calls == []
+
+
+@pytest.mark.parametrize("magnitude", [1e25, 1e-25])
+def test_bfloat16_rows_beyond_float32s_range(backend, magnitude, monkeypatch):
+    """bfloat16 has float32's range: its float32 keys are scaled the same way (torch only)."""
+    if not hasattr(backend.xp, "bfloat16"):
+        pytest.skip(f"{backend.name} has no bfloat16")
+    queries, train = _far_out_set(magnitude)
+    xp = backend.xp
+    q, t = xp.astype(backend.asarray(queries), xp.bfloat16), xp.astype(backend.asarray(train), xp.bfloat16)
+    calls = _watch_fallback(monkeypatch)
+    distances, indices = knn_gpu.kneighbors(q, t, 5)
+    backend.check(indices, (30, 5), xp.int64)
+    host_queries = backend.to_numpy(xp.astype(q, xp.float32))
+    host_train = backend.to_numpy(xp.astype(t, xp.float32))
+    expected_distances, expected_indices = _expected(host_queries, host_train, 5, "euclidean")
+    np.testing.assert_array_equal(backend.to_numpy(indices), expected_indices)
+    np.testing.assert_allclose(backend.to_numpy(xp.astype(distances, xp.float32)), expected_distances, rtol=1e-2)
+    assert calls == []

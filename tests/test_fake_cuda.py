@@ -38,6 +38,9 @@ DELIBERATE_SYNC_SITES = (
     # Counts read to the host: the k-search's one per search (its uncertified queries, after every
     # batch), the radius search's one per batch and one at the end.
     "knn_gpu._lib.devices.read_counts",
+    # The index build: the training rows' largest squared norm (whether the keys need scaling by a
+    # power of two), and where they do, their largest magnitude.
+    "knn_gpu._lib.devices.read_number",
     # metric="precomputed": one bool per distance matrix (no negative distances), before any work.
     "knn_gpu._lib.validation.check_nonnegative_distances",
     # The distinct labels of device labels: the number of classes is data-dependent.
@@ -530,10 +533,43 @@ def test_uncertified_queries_are_answered_on_the_device(gpu, shape, monkeypatch)
     distances, indices = knn_gpu.kneighbors(to_device(queries), to_device(train), 10)
     sites = [site for _, site in gpu.syncs[before:]]
     reads = sites.count("knn_gpu._lib.devices.read_counts")
-    assert reads >= 2 and set(sites) <= {"knn_gpu._lib.devices.read_counts", "knn_gpu._lib.validation.check_finite"}
+    assert reads >= 2 and set(sites) <= {
+        "knn_gpu._lib.devices.read_counts",
+        "knn_gpu._lib.validation.check_finite",
+        "knn_gpu._lib.devices.read_number",
+    }
+    assert sites.count("knn_gpu._lib.devices.read_number") == 1  # the build: no scale needed
     np.testing.assert_array_equal(on_device(indices, CUDA0, (queries.shape[0], 10), torch.int64), expected_indices)
     found = on_device(distances, CUDA0, (queries.shape[0], 10), torch.float32)
     np.testing.assert_allclose(found, expected_distances, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "magnitude", "metric"),
+    [
+        (np.float32, 1e20, "euclidean"),
+        (np.float32, 1e-30, "sqeuclidean"),
+        (np.float32, 1e-25, "inner_product"),
+        (np.float64, 1e100, "euclidean"),  # float64 on a GPU is ranked in float32: far beyond its range
+        (np.float64, 1e-100, "euclidean"),
+    ],
+)
+def test_rows_beyond_float32s_range_on_the_device(gpu, dtype, magnitude, metric):
+    """The scaled ranking (the addmm's factor scaled, alpha kept): NumPy's answers, two reads at build."""
+    rng = np.random.default_rng(12)
+    train = (magnitude * rng.standard_normal((800, 8))).astype(dtype)
+    queries = (magnitude * rng.standard_normal((30, 8))).astype(dtype)
+    expected_distances, expected_indices = knn_gpu.kneighbors(queries, train, 5, metric=metric)
+    before = len(gpu.syncs)
+    distances, indices = knn_gpu.kneighbors(to_device(queries), to_device(train), 5, metric=metric)
+    sites = [site for _, site in gpu.syncs[before:]]
+    assert sites.count("knn_gpu._lib.devices.read_number") == 2  # the squared norms, then the magnitude
+    torch_dtype = torch.float32 if dtype == np.float32 else torch.float64
+    np.testing.assert_array_equal(on_device(indices, CUDA0, (30, 5), torch.int64), expected_indices)
+    np.testing.assert_allclose(on_device(distances, CUDA0, (30, 5), torch_dtype), expected_distances, rtol=1e-12)
+    q64, t64 = queries.astype(np.float64), train.astype(np.float64)
+    oracle = oracle_distances(q64, t64, metric)
+    np.testing.assert_array_equal(expected_indices, np.argsort(oracle, axis=1, kind="stable")[:, :5])
 
 
 def test_batched_search_stays_on_the_device(gpu):

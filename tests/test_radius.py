@@ -87,6 +87,27 @@ def test_integer_data_matches_the_oracle_on_every_backend(backend, metric):
     assert backend.to_numpy(at_radius[1]).tolist() == [0]
 
 
+@pytest.mark.parametrize(
+    ("metric", "power"), [("euclidean", 70), ("euclidean", -110), ("sqeuclidean", 50), ("sqeuclidean", -60)]
+)
+def test_integer_data_scaled_beyond_float32s_range(backend, metric, power):
+    """The integer data times 2**70 (squares overflow float32) or 2**-110 (they underflow; sqeuclidean: as far
+    as its distances stay within float32): the keys are ranked scaled, and every row exactly at the radius is
+    still in."""
+    queries, train = _integer_data()
+    factor = 2.0**power
+    queries, train = queries * np.float32(factor), train * np.float32(factor)
+    for radius in RADII[metric][1:4]:
+        scaled = radius * (factor if metric == "euclidean" else factor * factor)
+        result = knn_gpu.radius_neighbors(backend.asarray(queries), backend.asarray(train), scaled, metric=metric)
+        distances, indices, offsets = check_result(backend, result, queries.shape[0], backend.xp.float32)
+        expected_distances, expected_indices, expected_offsets = oracle_radius(queries, train, scaled, metric)
+        assert expected_offsets[-1] > 0
+        np.testing.assert_array_equal(offsets, expected_offsets, err_msg=f"radius {radius}")
+        np.testing.assert_array_equal(indices, expected_indices, err_msg=f"radius {radius}")
+        np.testing.assert_allclose(distances, expected_distances.astype(np.float32), rtol=1e-6, atol=0)
+
+
 @pytest.mark.parametrize("metric", RADIUS_METRICS)
 def test_sort_results_orders_by_distance_then_index(backend, metric):
     queries, train = _integer_data(1)

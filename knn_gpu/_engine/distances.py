@@ -28,6 +28,16 @@ over chunks of training rows converted to float32 and augmented on the fly
 (:func:`half_ranking_keys`): temporaries of a fixed size, never a float32
 copy of the training set.
 
+Range: the keys are squared norms, so float32 rows of norm above ~1e19
+overflow them, and rows of norm below ~1e-19 underflow them (float64 data
+ranked in float32 on a GPU, and bfloat16 rows, alike). Where the training
+rows' largest squared norm (after the shift) lies outside
+:data:`SAFE_SQ_NORM_RANGE`, the stored rows are scaled by a power of two
+(:func:`rank_scale`, exact: the keys are the unscaled ones times ``s**2``,
+``s`` for inner_product) and the queries' factor by the same power; the key
+bound works in the scaled units (:mod:`knn_gpu._engine.key_bounds`). Data in
+the range, nearly all of it, is ranked unscaled, bit for bit as before.
+
 The expansion loses precision in float32 far from the origin, so the training
 data is first shifted by its mean rounded to whole numbers (exact for integer
 data, and exact by Sterbenz's lemma for points clustered far from the
@@ -40,17 +50,20 @@ candidates held the neighbours (:mod:`knn_gpu._engine.search`).
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 from typing import Any
 
 import array_api_compat
+import numpy as np
 
-from .._lib.devices import is_gpu
+from .._lib.devices import is_gpu, read_number
 from .metrics import REGISTRY
 
 __all__ = [
     "augment_train",
     "augment_queries",
+    "rank_scale",
     "query_factor",
     "ranking_keys",
     "half_ranking_terms",
@@ -99,7 +112,44 @@ EXACT_CHUNK_FEATURES = 64
 DEVICE_EXACT_CHUNK_FEATURES = 256
 
 
-def augment_train(train: Any, metric: str, *, xp: ModuleType, exact: Any) -> tuple[Any, Any]:
+#: The training rows' largest squared norm (after the shift) within which
+#: they are ranked unscaled: far inside float32's range both ways, so that
+#: no key, squared norm or product overflows or underflows.
+SAFE_SQ_NORM_RANGE = (2.0**-64, 2.0**64)
+
+
+def rank_scale(largest: float, largest_finite: float = 2.0**128) -> float:
+    """A power of two ``s`` with ``s * largest`` in [0.5, 1), or 1.0 for 0.
+
+    ``largest_finite`` is the largest value of the dtype the rows are scaled
+    in: ``s`` (and ``2 s``, the queries' factor) stays a factor of 2**28 inside
+    its range, so that subnormal rows come out with normal squares.
+
+    Examples
+    --------
+    >>> rank_scale(3.0e20), rank_scale(3.0e20) * 3.0e20
+    (1.6940658945086007e-21, 0.5082197683525802)
+    """
+    if largest == 0 or not math.isfinite(largest):
+        return 1.0
+    limit = math.frexp(largest_finite)[1] - 28
+    exponent = max(-limit, min(limit, -math.frexp(largest)[1]))
+    return math.ldexp(1.0, exponent)
+
+
+def _needs_scale(largest_sq_norm: Any, *, xp: ModuleType) -> bool:
+    """Whether rows whose largest squared norm is the 0-d ``largest_sq_norm`` may need scaling (one host read).
+
+    Zero too: every square may have underflowed (only rows all at the shift
+    really are zero; their scale comes out 1.0).
+    """
+    low, high = SAFE_SQ_NORM_RANGE
+    return not low <= read_number(largest_sq_norm, xp=xp) <= high  # inf: overflowed; never NaN (checked finite)
+
+
+def augment_train(
+    train: Any, metric: str, *, xp: ModuleType, exact: Any, sq_norm_bound: Any = None
+) -> tuple[Any, Any, float]:
     """Training rows prepared for the ranking product.
 
     Parameters
@@ -109,23 +159,39 @@ def augment_train(train: Any, metric: str, *, xp: ModuleType, exact: Any) -> tup
     xp : namespace
     exact : dtype
         The dtype used for the shift (float64 where available).
+    sq_norm_bound : 0-d array, optional
+        inner_product: the largest squared norm of a training row (what
+        decides its scale).
 
     Returns
     -------
     rows : array, shape (n_samples, n_features + 1), dtype of ``train``
     offset : array, shape (n_features,)
         The shift subtracted from every row (zeros for cosine and inner_product).
+    scale : float
+        The power of two the shifted rows were multiplied by (1.0 but out
+        of :data:`SAFE_SQ_NORM_RANGE`; always 1.0 for cosine's unit rows).
     """
     dtype = train.dtype
+    device = array_api_compat.device(train)
     if metric in ("cosine", "inner_product"):
-        device = array_api_compat.device(train)
         offset = xp.zeros(train.shape[1], dtype=dtype, device=device)
         factor = unit_rows(train, xp=xp) if metric == "cosine" else train
-        return xp.concat([factor, xp.zeros((train.shape[0], 1), dtype=dtype, device=device)], axis=1), offset
+        scale = 1.0
+        if metric == "inner_product" and _needs_scale(sq_norm_bound, xp=xp):
+            scale = rank_scale(read_number(xp.max(xp.abs(train)), xp=xp), float(xp.finfo(dtype).max))
+            factor = train * scale
+        return xp.concat([factor, xp.zeros((train.shape[0], 1), dtype=dtype, device=device)], axis=1), offset, scale
     offset = xp.astype(xp.round(column_mean(train, xp=xp, exact=exact)), dtype)
     centred = train - offset
-    sq_norms = xp.vecdot(centred, centred, axis=-1)[:, None]
-    return xp.concat([centred, sq_norms], axis=1), offset
+    with np.errstate(over="ignore"):  # an overflow is the signal to scale (NumPy, array_api_strict would warn)
+        sq_norms = xp.vecdot(centred, centred, axis=-1)[:, None]
+    scale = 1.0
+    if _needs_scale(xp.max(sq_norms), xp=xp):
+        scale = rank_scale(read_number(xp.max(xp.abs(centred)), xp=xp), float(xp.finfo(dtype).max))
+        centred = centred * scale
+        sq_norms = xp.vecdot(centred, centred, axis=-1)[:, None]
+    return xp.concat([centred, sq_norms], axis=1), offset, scale
 
 
 def column_mean(train: Any, *, xp: ModuleType, exact: Any) -> Any:
@@ -154,21 +220,47 @@ def column_mean(train: Any, *, xp: ModuleType, exact: Any) -> Any:
 
 
 def unit_rows(rows: Any, *, xp: ModuleType) -> Any:
-    """Rows scaled to unit length; zero rows stay zero (cosine similarity 0, as in scikit-learn)."""
-    norms = xp.linalg.vector_norm(rows, axis=-1, keepdims=True)
-    return rows / xp.where(norms == 0, xp.ones_like(norms), norms)
+    """Rows scaled to unit length; zero rows stay zero (cosine similarity 0, as in scikit-learn).
+
+    Each row is divided by its largest magnitude first, so that no square
+    overflows or underflows (float32 rows of norm ~1e20 or ~1e-30 would get
+    an infinite or zero norm): one rounding more per value, well inside the
+    key bound's room for the unit rows (:mod:`knn_gpu._engine.key_bounds`).
+    """
+    scaled, _ = _by_largest(rows, xp=xp)
+    norms = xp.linalg.vector_norm(scaled, axis=-1, keepdims=True)
+    return scaled / xp.where(norms == 0, xp.ones_like(norms), norms)
 
 
-def augment_queries(queries: Any, metric: str, offset: Any, *, xp: ModuleType) -> Any:
+def row_norms(rows: Any, *, xp: ModuleType) -> Any:
+    """Euclidean norm of each row, without overflow or underflow of the squares (shape (rows,))."""
+    scaled, largest = _by_largest(rows, xp=xp)
+    return xp.linalg.vector_norm(scaled, axis=-1) * largest[:, 0]
+
+
+def _by_largest(rows: Any, *, xp: ModuleType) -> tuple[Any, Any]:
+    """``(rows / largest, largest)``: each row over its largest magnitude (zero rows over 1)."""
+    largest = xp.max(xp.abs(rows), axis=-1, keepdims=True)
+    largest = xp.where(largest == 0, xp.ones_like(largest), largest)
+    return rows / largest, largest
+
+
+def augment_queries(queries: Any, metric: str, offset: Any, *, xp: ModuleType, scale: float = 1.0) -> Any:
     """Query rows prepared for the ranking product (see the module notes)."""
     ones = xp.ones((queries.shape[0], 1), dtype=queries.dtype, device=array_api_compat.device(queries))
-    return xp.concat([query_factor(queries, metric, offset, xp=xp), ones], axis=1)
+    return xp.concat([query_factor(queries, metric, offset, xp=xp, scale=scale), ones], axis=1)
 
 
-def query_factor(queries: Any, metric: str, offset: Any, *, xp: ModuleType) -> Any:
-    """The query side of the ranking product, less its augmented column of ones."""
+def query_factor(queries: Any, metric: str, offset: Any, *, xp: ModuleType, scale: float = 1.0) -> Any:
+    """The query side of the ranking product, less its augmented column of ones.
+
+    ``scale`` is the stored rows' (:func:`rank_scale`): the Euclidean factor
+    carries it too, so that the keys are the unscaled ones times ``scale**2``.
+    """
     if metric in ("cosine", "inner_product"):
         return -queries
+    if scale != 1.0:
+        return (queries - offset) * (-2.0 * scale)
     return -2 * (queries - offset)
 
 
@@ -178,7 +270,9 @@ def rank_chunk_rows(num_features: int, on_gpu: bool) -> int:
     return max(1, chunk_bytes // (4 * (num_features + 1)))
 
 
-def half_ranking_terms(train: Any, metric: str, *, xp: ModuleType, exact: Any) -> tuple[Any, Any, Any]:
+def half_ranking_terms(
+    train: Any, metric: str, *, xp: ModuleType, exact: Any, sq_norm_bound: Any = None
+) -> tuple[Any, Any, Any, float]:
     """What ranks half-precision training rows in float32, in training order.
 
     Computed :func:`mean_chunk_rows` rows at a time, so that no float32 copy
@@ -190,10 +284,14 @@ def half_ranking_terms(train: Any, metric: str, *, xp: ModuleType, exact: Any) -
         The shift of the Euclidean metrics (the mean rounded to whole
         numbers); zeros for cosine and inner_product.
     column : array, shape (n_samples,), float32
-        The augmented column: ``||t - offset||^2`` (zeros for cosine and
+        The augmented column: ``||s (t - offset)||^2`` (zeros for cosine and
         inner_product).
     scale : array, shape (n_samples,), float32, or None
         Cosine: ``1 / ||t||`` (1 for zero rows); None for the other metrics.
+    rank_scale : float
+        ``s``, the power of two the shifted rows are ranked scaled by
+        (:func:`rank_scale`; bfloat16 has float32's range): 1.0 in
+        :data:`SAFE_SQ_NORM_RANGE`.
     """
     device = array_api_compat.device(train)
     num_samples, num_features = train.shape
@@ -203,21 +301,33 @@ def half_ranking_terms(train: Any, metric: str, *, xp: ModuleType, exact: Any) -
     else:
         offset = xp.astype(xp.round(column_mean(train, xp=xp, exact=exact)), float32)
     if metric == "inner_product":
-        return offset, xp.zeros(num_samples, dtype=float32, device=device), None
-    pieces = []
+        scale = 1.0
+        if _needs_scale(sq_norm_bound, xp=xp):
+            scale = rank_scale(read_number(xp.astype(xp.max(xp.abs(train)), float32), xp=xp))
+        return offset, xp.zeros(num_samples, dtype=float32, device=device), None, scale
     chunk_rows = mean_chunk_rows(num_features, is_gpu(xp, device))
-    for start in range(0, num_samples, chunk_rows):
-        chunk = xp.astype(train[start : min(start + chunk_rows, num_samples), ...], float32)
-        if metric == "cosine":
-            norms = xp.linalg.vector_norm(chunk, axis=-1)
-            pieces.append(1 / xp.where(norms == 0, xp.ones_like(norms), norms))
-        else:
-            centred = chunk - offset
-            pieces.append(xp.vecdot(centred, centred, axis=-1))
-    values = pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=0)
+
+    def chunks(step: Any) -> Any:
+        pieces = []
+        for start in range(0, num_samples, chunk_rows):
+            pieces.append(step(xp.astype(train[start : min(start + chunk_rows, num_samples), ...], float32)))
+        return pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=0)
+
     if metric == "cosine":
-        return offset, xp.zeros(num_samples, dtype=float32, device=device), values
-    return offset, values, None
+        norms = chunks(lambda chunk: row_norms(chunk, xp=xp))
+        return (
+            offset,
+            xp.zeros(num_samples, dtype=float32, device=device),
+            1 / xp.where(norms == 0, xp.ones_like(norms), norms),
+            1.0,
+        )
+    with np.errstate(over="ignore"):  # an overflow (bfloat16 rows) is the signal to scale
+        column = chunks(lambda chunk: xp.vecdot(chunk - offset, chunk - offset, axis=-1))
+    scale = 1.0
+    if _needs_scale(xp.max(column), xp=xp):
+        scale = rank_scale(read_number(xp.max(chunks(lambda chunk: xp.max(xp.abs(chunk - offset), axis=-1))), xp=xp))
+        column = chunks(lambda chunk: xp.vecdot((chunk - offset) * scale, (chunk - offset) * scale, axis=-1))
+    return offset, column, None, scale
 
 
 def half_ranking_keys(
@@ -230,6 +340,7 @@ def half_ranking_keys(
     *,
     xp: ModuleType,
     out: Any = None,
+    rank_scale: float = 1.0,
 ) -> Any:
     """Float32 ranking keys of half-precision stored rows, chunk by chunk.
 
@@ -249,6 +360,9 @@ def half_ranking_keys(
     xp : namespace
     out : array, shape (n_queries, num_stored), float32, optional
         A buffer to fill (NumPy and CuPy, as for :func:`ranking_keys`).
+    rank_scale : float
+        The power of two of :func:`half_ranking_terms` (the shifted rows'
+        scale).
 
     Returns
     -------
@@ -256,7 +370,7 @@ def half_ranking_keys(
     """
     device = array_api_compat.device(rows)
     float32 = xp.float32
-    query_rows = augment_queries(xp.astype(queries, float32), metric, offset, xp=xp)
+    query_rows = augment_queries(xp.astype(queries, float32), metric, offset, xp=xp, scale=rank_scale)
     num_stored, num_features = rows.shape
     keys = out
     if keys is None:
@@ -269,6 +383,8 @@ def half_ranking_keys(
             chunk = chunk * scale[start:stop, None]
         elif metric != "inner_product":
             chunk = chunk - offset
+        if rank_scale != 1.0:
+            chunk = chunk * rank_scale
         chunk = xp.concat([chunk, column[start:stop, None]], axis=1)
         if out is not None:
             ranking_keys(query_rows, chunk, xp=xp, out=keys[:, start:stop])

@@ -40,6 +40,14 @@ bound; a margin too large costs only extra candidates, re-scored and dropped.
 The bound assumes float32 products are rounded as float32 (no TF32, which
 torch and CuPy leave off for matrix products by default).
 
+Units: where the index ranks rows scaled by a power of two ``s``
+(:func:`knn_gpu._engine.distances.rank_scale`: rows whose squared norms
+would overflow or underflow the rank dtype), the keys are the unscaled ones
+times ``s**2`` (``s`` for inner_product). The thresholds are computed in the
+same units: the shifted query and the radius times ``s`` (exact, a power of
+two) before the bound, which is homogeneous. Underflow is outside Higham's
+relative bound, so every threshold carries :func:`underflow_room` too.
+
 For ``inner_product`` the key is ``-q . t`` itself (the stored rows as
 given), and the margin is ``6 gamma_{d+4} ||q|| M + 2 gamma' ||q|| M`` with
 ``M`` the largest norm of a training row, kept by the index at build time
@@ -59,7 +67,7 @@ from .distances import HALF_PADDING_KEY, mean_chunk_rows
 #: Training rows per chunk of :func:`max_row_sq_norm` on the host.
 HOST_NORM_CHUNK_ROWS = 1024
 
-__all__ = ["unit_roundoff", "gamma", "max_row_sq_norm", "key_thresholds", "padding_key"]
+__all__ = ["unit_roundoff", "gamma", "max_row_sq_norm", "key_thresholds", "padding_key", "underflow_room"]
 
 
 def unit_roundoff(dtype: Any, xp: ModuleType) -> float:
@@ -124,6 +132,7 @@ def key_thresholds(index: Any, queries: Any, radius: Any, *, in_rank: bool = Tru
     num_features = index.num_features
     rank_gamma = gamma(num_features + 4, rank, xp)
     exact_gamma = gamma(num_features + 4, exact, xp)
+    scale = index.rank_scale  # keys are in scaled units (distances.rank_scale): scale**2, inner_product scale
     queries = xp.astype(queries, exact)
     radius = radius if isinstance(radius, float) else radius[:, None]
     if index.metric == "cosine":
@@ -134,24 +143,43 @@ def key_thresholds(index: Any, queries: Any, radius: Any, *, in_rank: bool = Tru
         margin = 6 * rank_gamma * norms + 2 * exact_gamma * norms
     elif index.metric == "inner_product":
         # The largest squared norm of a training row, read by the index at build (max_row_sq_norm).
-        products = xp.linalg.vector_norm(queries, axis=-1, keepdims=True) * xp.sqrt(index.sq_norm_bound)
-        threshold = radius
+        products = xp.linalg.vector_norm(queries, axis=-1, keepdims=True) * (xp.sqrt(index.sq_norm_bound) * scale)
+        threshold = radius * scale
         margin = 6 * rank_gamma * products + 2 * exact_gamma * products
     else:
         offset = index.offset if index.key_column is None else index.rank_offset
         shifted = queries - xp.astype(offset, exact)
+        if scale != 1.0:
+            shifted = shifted * scale
         sq_norms = xp.vecdot(shifted, shifted, axis=-1)[:, None]
-        in_key_units = radius * radius if index.metric == "euclidean" else radius
-        reach = radius if index.metric == "euclidean" else radius**0.5
+        reach = radius * scale if index.metric == "euclidean" else radius**0.5 * scale
+        in_key_units = reach * reach if index.metric == "euclidean" else radius * (scale * scale)
         bound = xp.sqrt(sq_norms) + reach  # the norm of a shifted row within reach (the module notes)
         factor = (18 * rank_gamma + 2 * exact_gamma + 2 * unit_roundoff(rank, xp)) * (1 + 2.0**-10)
-        upper = (in_key_units - sq_norms) + factor * (bound * bound)
+        upper = (in_key_units - sq_norms) + (factor * (bound * bound) + underflow_room(num_features, rank, xp))
         if index.key_column is None and rank != index.data_dtype:
-            upper = upper + (4 * rank_gamma) * xp.linalg.vector_norm(queries, axis=-1, keepdims=True) * bound
+            query_norms = xp.linalg.vector_norm(queries, axis=-1, keepdims=True) * scale
+            upper = upper + (4 * rank_gamma) * query_norms * bound
         return _clamped(upper, rank, xp) if in_rank else upper
     # The cast to the rank dtype rounds to nearest: room for it, then a clamp to its range.
-    upper = threshold + margin + 2 * unit_roundoff(rank, xp) * xp.abs(threshold)
+    upper = (
+        threshold + (margin + underflow_room(num_features, rank, xp)) + 2 * unit_roundoff(rank, xp) * xp.abs(threshold)
+    )
     return _clamped(upper, rank, xp) if in_rank else upper
+
+
+def underflow_room(num_features: int, rank: Any, xp: ModuleType) -> float:
+    """What underflow can add to a key's error: ``8 (d + 4)`` times the rank dtype's smallest subnormal.
+
+    Each product and each term of a query's factor that underflows errs by
+    at most half the smallest subnormal ``eta`` (sums of subnormals are
+    exact), on top of the relative bound: for ``d + 4`` terms, far less than
+    this. It matters only for keys near zero (rows of tiny norm the scale
+    could not lift), where it makes the certificate fall back rather than
+    trust keys that underflowed.
+    """
+    info = xp.finfo(rank)
+    return 8.0 * (num_features + 4) * float(info.smallest_normal) * float(info.eps)
 
 
 def _clamped(upper: Any, rank: Any, xp: ModuleType) -> Any:

@@ -41,9 +41,9 @@ dimension, so at d = 768 about 0.4 % of random queries need this), and what
 that still leaves by exact distances to every training row
 (:func:`exact_neighbors`). The candidates are re-scored from the training
 rows as given (``exact_rows``), not from the shifted ones. So the indices are the
-float64 oracle's (ties to the lower index) on any data whose keys do not
-overflow the rank dtype (float32 rows of norm above ~1e19 do: a known open
-bug, tests/test_certified_ranking.py's xfail): data the keys cannot
+float64 oracle's (ties to the lower index), rows beyond float32's range
+included (they are ranked scaled by a power of two:
+:func:`knn_gpu._engine.distances.rank_scale`): data the keys cannot
 separate (a tight cluster far from the training mean, rows of large norm with
 nearly equal inner products, float64 data tied below float32's precision)
 costs a brute-force search of the queries concerned
@@ -87,6 +87,7 @@ from .distances import (
     exact_distances,
     half_ranking_keys,
     half_ranking_terms,
+    query_factor,
     rank_chunk_rows,
     ranking_keys,
 )
@@ -194,6 +195,9 @@ class TrainIndex(StoredRows):
     train_of_stored: Any = None
     # inner_product: 0-d largest squared norm of a training row (its keys' error bound), else None.
     sq_norm_bound: Any = None
+    # The power of two the shifted rows are ranked scaled by (distances.rank_scale): 1.0 but for
+    # rows whose squared norms would overflow or underflow the rank dtype.
+    rank_scale: float = 1.0
 
     @property
     def rank_dtype(self) -> Any:
@@ -304,10 +308,10 @@ def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_d
     if rank_dtype is None:
         rank_dtype = ranking_dtype(xp, device, data_dtype)
     num_samples, num_features = train.shape
-    rows, offset = augment_train(train, metric, xp=xp, exact=exact)
+    sq_norm_bound = _sq_norm_bound(train, metric, xp=xp, exact=exact)
+    rows, offset, scale = augment_train(train, metric, xp=xp, exact=exact, sq_norm_bound=sq_norm_bound)
     if rank_dtype != data_dtype:
         rows = xp.astype(rows, rank_dtype)
-    sq_norm_bound = _sq_norm_bound(train, metric, xp=xp, exact=exact)
     fine_block_size, num_fine_blocks, max_group, positions, train_of_stored = _stored_order(
         num_samples, xp=xp, device=device
     )
@@ -345,6 +349,7 @@ def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_d
         rank_bias=rank_bias,
         train_of_stored=train_of_stored if on_gpu else None,
         sq_norm_bound=sq_norm_bound,
+        rank_scale=scale,
     )
 
 
@@ -360,8 +365,10 @@ def _sq_norm_bound(train: Any, metric: str, *, xp: ModuleType, exact: Any) -> An
 def _build_half_index(train: Any, metric: str, *, xp: ModuleType, device: Any, exact: Any) -> TrainIndex:
     """Half-precision rows stored as given (one copy, in the block layout), ranked in float32."""
     num_samples, num_features = train.shape
-    rank_offset, column, scale = half_ranking_terms(train, metric, xp=xp, exact=exact)
     sq_norm_bound = _sq_norm_bound(train, metric, xp=xp, exact=exact)
+    rank_offset, column, scale, rank_scale = half_ranking_terms(
+        train, metric, xp=xp, exact=exact, sq_norm_bound=sq_norm_bound
+    )
     fine_block_size, num_fine_blocks, max_group, positions, order = _stored_order(num_samples, xp=xp, device=device)
     padding = num_fine_blocks * fine_block_size - num_samples
     # Padding rows are copies of the last row (no padded copy of the training set), ranked
@@ -389,6 +396,7 @@ def _build_half_index(train: Any, metric: str, *, xp: ModuleType, device: Any, e
         rank_offset=rank_offset,
         train_of_stored=order if is_gpu(xp, device) else None,
         sq_norm_bound=sq_norm_bound,
+        rank_scale=rank_scale,
     )
 
 
@@ -920,9 +928,15 @@ def batch_keys(index: TrainIndex, queries: Any, keys_out: Any = None) -> Any:
     if index.rank_bias is not None:
         return _torch_ranking_keys(index, queries)
     if index.key_column is None:
-        ranked_queries = xp.astype(queries, index.rank_dtype, copy=False)
-        offset = xp.astype(index.offset, index.rank_dtype, copy=False)
-        query_rows = augment_queries(ranked_queries, index.metric, offset, xp=xp)
+        if index.rank_scale != 1.0 and index.rank_dtype != index.data_dtype:
+            # Scaled in the data's dtype first: float64 queries may lie beyond float32's range.
+            factor = query_factor(queries, index.metric, index.offset, xp=xp, scale=index.rank_scale)
+            ones = xp.ones((queries.shape[0], 1), dtype=index.rank_dtype, device=index.device)
+            query_rows = xp.concat([xp.astype(factor, index.rank_dtype), ones], axis=1)
+        else:
+            ranked_queries = xp.astype(queries, index.rank_dtype, copy=False)
+            offset = xp.astype(index.offset, index.rank_dtype, copy=False)
+            query_rows = augment_queries(ranked_queries, index.metric, offset, xp=xp, scale=index.rank_scale)
         return ranking_keys(query_rows, index.rows, xp=xp, out=keys_out)
     return half_ranking_keys(
         queries,
@@ -933,6 +947,7 @@ def batch_keys(index: TrainIndex, queries: Any, keys_out: Any = None) -> Any:
         index.metric,
         xp=xp,
         out=keys_out,
+        rank_scale=index.rank_scale,
     )
 
 
@@ -952,6 +967,11 @@ def _torch_ranking_keys(index: TrainIndex, queries: Any) -> Any:
     ranked_queries = xp.astype(queries, index.rank_dtype, copy=False)
     if index.metric in ("cosine", "inner_product"):
         factor, alpha = ranked_queries, -1.0
+    elif index.rank_scale != 1.0:
+        # Scaled rows (distances.rank_scale): shifted and scaled in the data's dtype (float64 queries may
+        # lie beyond float32's range), the power of two kept out of alpha (a float32 scalar in cuBLAS).
+        factor = xp.astype((queries - index.offset) * index.rank_scale, index.rank_dtype)
+        alpha = -2.0
     else:
         factor, alpha = ranked_queries - xp.astype(index.offset, index.rank_dtype, copy=False), -2.0
     features = index.rows[:, : index.num_features]

@@ -18,7 +18,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-__all__ = ["is_gpu", "device_scope", "free_device_bytes", "synchronize", "read_counts"]
+__all__ = ["is_gpu", "device_scope", "free_device_bytes", "synchronize", "read_counts", "read_number"]
 
 
 def is_gpu(xp: ModuleType, device: Any) -> bool:
@@ -95,13 +95,30 @@ def read_counts(counts: Any, *, xp: ModuleType) -> list[int]:
     radius search calls it once per batch and once at the end, the k-search
     once per search (its count of uncertified queries).
     """
-    counts = xp.reshape(counts, (-1,))
+    if array_api_compat.is_torch_namespace(xp):  # the copy here, so that a sync guard sees this site
+        return [int(count) for count in xp.reshape(counts, (-1,)).cpu().tolist()]
+    return [int(count) for count in _host_values(counts, xp=xp)]
+
+
+def read_number(value: Any, *, xp: ModuleType) -> float:
+    """A 0-d floating array on the data's device as a Python float: a deliberate host read, as :func:`read_counts`.
+
+    The index build reads one: the training rows' largest squared norm, which
+    says whether the ranking keys need scaling by a power of two.
+    """
+    if array_api_compat.is_torch_namespace(xp):  # the copy here, so that a sync guard sees this site
+        return float(value.cpu())
+    (number,) = _host_values(value, xp=xp)
+    return float(number)
+
+
+def _host_values(values: Any, *, xp: ModuleType) -> list:
+    """``values`` flattened into a list of Python numbers, by one explicit copy to the host (not torch)."""
+    values = xp.reshape(values, (-1,))
     if array_api_compat.is_numpy_namespace(xp):
-        return [int(count) for count in counts.tolist()]
+        return values.tolist()
     if array_api_compat.is_cupy_namespace(xp):
-        return [int(count) for count in counts.get().tolist()]
-    if array_api_compat.is_torch_namespace(xp):
-        return [int(count) for count in counts.cpu().tolist()]
-    host = array_api_compat.to_device(counts, xp.__array_namespace_info__().default_device())
-    # Read through DLPack, an explicit copy, rather than int() on each element (an implicit conversion).
-    return [int(count) for count in np.from_dlpack(host).tolist()]
+        return values.get().tolist()
+    host = array_api_compat.to_device(values, xp.__array_namespace_info__().default_device())
+    # Read through DLPack, an explicit copy, rather than int() or float() on each element (implicit conversions).
+    return np.from_dlpack(host).tolist()
