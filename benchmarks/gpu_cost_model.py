@@ -369,8 +369,11 @@ class CostRecorder(TorchDispatchMode):
         if name == "_local_scalar_dense" and args[0].is_meta:
             out = True
         elif name == "_to_copy" and args[0].is_meta and str(kwargs.get("device", "meta")) == "cpu":
-            # A read of meta data (the k-search's count of uncertified queries): zeros, the common case.
-            out = torch.zeros(args[0].shape, dtype=kwargs.get("dtype") or args[0].dtype)
+            # A read of meta data, answered with the common case: a count (the k-search's uncertified
+            # queries) zero, a floating number (the build's largest squared norm) one, within the range
+            # that needs no scaling.
+            dtype = kwargs.get("dtype") or args[0].dtype
+            out = (torch.ones if dtype.is_floating_point else torch.zeros)(args[0].shape, dtype=dtype)
         else:
             out = func(*args, **kwargs)
         cost = price(func, args, kwargs, out, self.roofline, tf32=self.tf32)
@@ -384,9 +387,9 @@ def _plain(value: Any) -> Any:
     return value.as_subclass(torch.Tensor) if isinstance(value, fake_cuda.FakeCudaTensor) else value
 
 
-#: The engine's deliberate host syncs (tests/test_fake_cuda.py's list): the finiteness check of the inputs
-#: and the k-search's one count per search (its uncertified queries).
-ALLOWED_SYNC_SITES = ("knn_gpu._lib.validation.check_finite", "knn_gpu._lib.devices.read_counts")
+#: The engine's deliberate host syncs (tests/fake_cuda.py's list): the finiteness check of the inputs,
+#: the k-search's one count per search (its uncertified queries) and the index build's one number.
+ALLOWED_SYNC_SITES = fake_cuda.ENGINE_SYNC_SITES
 
 
 def device_context(roofline: Roofline = H200, *, storage: str = "meta"):

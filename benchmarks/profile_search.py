@@ -10,8 +10,9 @@ wrapping the engine's own functions (names looked up in
 - **selection**: ``smallest_k_columns`` (top-k: the block prefilter's choice of
   blocks, then the candidates among the kept blocks' keys);
 - **gathers**: ``take``, ``take_from_rows``, ``take_along_axis`` (candidate
-  keys, positions, candidate rows, final order);
-- **re-scoring**: ``exact_distances`` (float64 distances of the candidates);
+  keys, positions, final order);
+- **re-scoring**: ``gathered_distances`` (the candidates' rows, gathered a
+  cache-sized step at a time, and their float64 distances);
 - **other**: what is left of the batches' time: the prefilter's block minima,
   the final stable sort, index arithmetic.
 
@@ -52,6 +53,7 @@ PHASES = {
     "take": "gathers",
     "take_from_rows": "gathers",
     "take_along_axis": "gathers",
+    "gathered_distances": "re-scoring",
     "exact_distances": "re-scoring",
 }
 COLUMNS = ("product", "selection", "gathers", "re-scoring", "other")

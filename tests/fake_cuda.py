@@ -69,6 +69,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 __all__ = [
     "CudaCall",
+    "ENGINE_SYNC_SITES",
     "FakeCudaTensor",
     "FakeGpu",
     "HiddenHostSync",
@@ -77,6 +78,16 @@ __all__ = [
     "allow_sync",
     "fake_cuda",
 ]
+
+#: The engine's deliberate host reads of a search (``allowed_sync_sites``): the finiteness check of each
+#: input, the counts read to the host (the k-search's uncertified queries, the radius search's
+#: candidates) and the index build's one number (the training rows' largest squared norm: whether the
+#: keys need scaling), two where they do.
+ENGINE_SYNC_SITES = (
+    "knn_gpu._lib.validation.check_finite",
+    "knn_gpu._lib.devices.read_counts",
+    "knn_gpu._lib.devices.read_number",
+)
 
 #: DLPack's device type code for CUDA.
 _KDL_CUDA = 2

@@ -19,7 +19,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import array_api_extra as xpx  # noqa: E402
-from fake_cuda import FakeCudaTensor, HiddenHostSync, HostConversionError, allow_sync, fake_cuda  # noqa: E402
+from fake_cuda import ENGINE_SYNC_SITES, FakeCudaTensor, HiddenHostSync, HostConversionError, allow_sync, fake_cuda  # noqa: E402
 from oracle import oracle_distances  # noqa: E402
 
 import knn_gpu  # noqa: E402
@@ -33,14 +33,9 @@ CUDA1 = torch.device("cuda", 1)
 #: Host syncs the engine makes on purpose, named by the function that makes them.
 #: A sync anywhere else fails the test. Shorten this when the engine stops syncing there.
 DELIBERATE_SYNC_SITES = (
-    # One read per input array (its largest magnitude), before any work (its docstring: "synchronises on purpose").
-    "knn_gpu._lib.validation.check_finite",
-    # Counts read to the host: the k-search's one per search (its uncertified queries, after every
-    # batch), the radius search's one per batch and one at the end.
-    "knn_gpu._lib.devices.read_counts",
-    # The index build: the training rows' largest squared norm (whether the keys need scaling by a
-    # power of two), and where they do, their largest magnitude.
-    "knn_gpu._lib.devices.read_number",
+    # The finiteness check of each input, the searches' counts and the index build's one number
+    # (fake_cuda.ENGINE_SYNC_SITES).
+    *ENGINE_SYNC_SITES,
     # metric="precomputed": one bool per distance matrix (no negative distances), before any work.
     "knn_gpu._lib.validation.check_nonnegative_distances",
     # The distinct labels of device labels: the number of classes is data-dependent.

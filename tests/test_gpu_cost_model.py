@@ -130,9 +130,10 @@ def test_small_run_report(model, tmp_path):
         assert result["ratio_fitted"] == pytest.approx(
             result["fitted"]["modeled_s"] / result["peer_fitted"]["modeled_s"]
         )
-        # The functional call checks both inputs (one host read each), the fitted one only the queries;
-        # each search then reads its count of uncertified queries once, after every batch.
-        assert result["functional"]["syncs"] == 3
+        # The functional call checks both inputs (one host read each) and reads one number at its build
+        # (whether the keys need scaling), the fitted one checks only the queries; each search then
+        # reads its count of uncertified queries once, after every batch.
+        assert result["functional"]["syncs"] == 4
         assert result["fitted"]["syncs"] == 2
     summary = report["summary"]
     ratios = [result["ratio_functional"] for result in report["results"]]

@@ -406,7 +406,7 @@ def test_weights_distance_applies_as_the_registry_says():
 @pytest.mark.parametrize("metric", [*NEW_METRICS, "haversine", "nan_euclidean", "block"])
 def test_on_a_fake_cuda_device_without_hidden_syncs(metric):
     torch = pytest.importorskip("torch")
-    from fake_cuda import allow_sync, fake_cuda
+    from fake_cuda import ENGINE_SYNC_SITES, allow_sync, fake_cuda
 
     queries, train = _data("canberra" if metric == "block" else metric, seed=12, num_train=120, num_queries=20)
     params = None
@@ -416,9 +416,7 @@ def test_on_a_fake_cuda_device_without_hidden_syncs(metric):
         params = {"VI": np.linalg.inv(np.cov(train.T))}
     searched = BlockMetric(_block_l1) if metric == "block" else metric
     # Only the validation's finiteness checks may sync (as in tests/test_fake_cuda.py).
-    with fake_cuda(
-        num_devices=1, allowed_sync_sites=("knn_gpu._lib.validation.check_finite", "knn_gpu._lib.devices.read_counts")
-    ):
+    with fake_cuda(num_devices=1, allowed_sync_sites=ENGINE_SYNC_SITES):
         device = torch.device("cuda", 0)
         distances, indices = _quiet(
             knn_gpu.kneighbors,

@@ -370,13 +370,11 @@ def test_an_unrelated_error_in_a_batch_is_not_swallowed(backend, monkeypatch):
 def test_fake_cuda_recovers_on_its_device(monkeypatch):
     """torch on a (fake) second GPU: the retried batches stay on it, no hidden host sync, same results."""
     torch = pytest.importorskip("torch")
-    from fake_cuda import allow_sync, fake_cuda
+    from fake_cuda import ENGINE_SYNC_SITES, allow_sync, fake_cuda
 
     queries, train = _data()
     expected = knn_gpu.kneighbors(queries, train, 5, batch_size=16)
-    with fake_cuda(
-        num_devices=2, allowed_sync_sites=("knn_gpu._lib.validation.check_finite", "knn_gpu._lib.devices.read_counts")
-    ):
+    with fake_cuda(num_devices=2, allowed_sync_sites=ENGINE_SYNC_SITES):
         device = torch.device("cuda", 1)
         q, t = torch.asarray(queries, device=device), torch.asarray(train, device=device)
         injector = Injector(monkeypatch, search, "_search_batch", _product_batch_rows, TorchOutOfMemory, limit=5)

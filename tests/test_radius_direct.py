@@ -342,11 +342,11 @@ def test_device1_reads_only_the_documented_counts(monkeypatch, metric, p):
 @pytest.mark.parametrize("dtype_name", ["float32", "float64"])
 def test_torch_on_fake_cuda_syncs_only_to_read_counts(dtype_name):
     torch = pytest.importorskip("torch")
-    from fake_cuda import allow_sync, fake_cuda
+    from fake_cuda import ENGINE_SYNC_SITES, allow_sync, fake_cuda
 
     queries, train = _integer_data(9)
     queries, train = queries.astype(dtype_name), train.astype(dtype_name)
-    sites = ("knn_gpu._lib.validation.check_finite", "knn_gpu._lib.devices.read_counts")
+    sites = ENGINE_SYNC_SITES
     expected = knn_gpu.radius_neighbors(queries, train, 3.0, metric="minkowski", p=3, sort_results=True)
     with fake_cuda(num_devices=2, allowed_sync_sites=sites) as gpu:
         device = torch.device("cuda", 1)

@@ -83,14 +83,12 @@ def test_out_of_core_peak_is_within_the_budget_plus_the_output():
 def test_host_numpy_train_streams_to_fake_cuda():
     """numpy training rows and torch queries on a (fake) GPU: chunks go to the queries' device, no hidden sync."""
     torch = pytest.importorskip("torch")
-    from fake_cuda import allow_sync, fake_cuda
+    from fake_cuda import ENGINE_SYNC_SITES, allow_sync, fake_cuda
 
     queries, train = _tied(400, seed=3)
     budget = _budget_for_chunks(400, 5, chunks=4)
     expected = knn_gpu.kneighbors(queries, train, 6)
-    with fake_cuda(
-        num_devices=2, allowed_sync_sites=("knn_gpu._lib.validation.check_finite", "knn_gpu._lib.devices.read_counts")
-    ) as gpu:
+    with fake_cuda(num_devices=2, allowed_sync_sites=ENGINE_SYNC_SITES) as gpu:
         device = torch.device("cuda", 1)
         distances, indices = knn_gpu.kneighbors(torch.asarray(queries, device=device), train, 6, memory_budget=budget)
         for result, dtype in ((distances, torch.float32), (indices, torch.int64)):
@@ -155,7 +153,7 @@ def test_out_of_core_estimators_equal_in_memory(model_class):
 def test_torch_cuda_backend_and_automatic_out_of_core(monkeypatch):
     """backend='torch:cuda:1' and 'auto' on a fake GPU; too little free memory keeps X on the host."""
     torch = pytest.importorskip("torch")
-    from fake_cuda import allow_sync, fake_cuda
+    from fake_cuda import ENGINE_SYNC_SITES, allow_sync, fake_cuda
 
     from knn_gpu._lib import backends
 
@@ -164,7 +162,7 @@ def test_torch_cuda_backend_and_automatic_out_of_core(monkeypatch):
     queries, train = _tied(600, seed=6)
     labels = np.arange(600) % 3
     expected = knn_gpu.KNNClassifier(5).fit(train, labels)
-    sites = ("knn_gpu._lib.validation.check_finite", "knn_gpu._lib.devices.read_counts")
+    sites = ENGINE_SYNC_SITES
     with fake_cuda(num_devices=2, allowed_sync_sites=sites, free_bytes=1 << 40) as gpu:
         model = knn_gpu.KNNClassifier(5, backend="torch:cuda:1").fit(train, labels)
         assert model._index.plan == "product" and model._index.device == torch.device("cuda", 1)

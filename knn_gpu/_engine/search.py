@@ -85,6 +85,7 @@ from .distances import (
     augment_queries,
     augment_train,
     exact_distances,
+    gathered_distances,
     half_ranking_keys,
     half_ranking_terms,
     query_factor,
@@ -1018,18 +1019,13 @@ def _search_batch(
         chosen_fine = take_along_axis(blocks, columns // plan.block_size, axis=1, xp=xp) * group + member // fine_size
         train_indices = chosen_fine * fine_size + member % fine_size
 
-    num_features = index.num_features
     if index.exact_rows is not None:
         # The rows as given; a padding row (a candidate only where every row is) reads a real one.
         within = xp.minimum(train_indices, xp.full_like(train_indices, index.num_samples - 1))
-        candidate_rows = take(index.exact_rows, xp.reshape(within, (-1,)), axis=0, xp=xp)
-        candidate_rows = xp.reshape(candidate_rows, (rows, plan.num_candidates, num_features))
-        offset = None
+        source, positions, offset = index.exact_rows, within, None
     else:  # half precision: the stored rows are the rows as given
-        candidate_rows = take(index.rows, xp.reshape(stored_at, (-1,)), axis=0, xp=xp)
-        candidate_rows = xp.reshape(candidate_rows, (rows, plan.num_candidates, num_features))
-        offset = index.offset
-    distances = exact_distances(queries, candidate_rows, index.metric, offset, xp=xp, exact=index.exact)
+        source, positions, offset = index.rows, stored_at, index.offset
+    distances = gathered_distances(queries, source, positions, index.metric, offset, xp=xp, exact=index.exact)
     # Candidates are in ascending training index, so a stable sort keeps ties in index order.
     order = xp.argsort(distances, axis=1, stable=True)[:, :k]
     distances = take_along_axis(distances, order, axis=1, xp=xp)

@@ -107,7 +107,8 @@ def read_number(value: Any, *, xp: ModuleType) -> float:
     says whether the ranking keys need scaling by a power of two.
     """
     if array_api_compat.is_torch_namespace(xp):  # the copy here, so that a sync guard sees this site
-        return float(value.cpu())
+        (number,) = xp.reshape(value, (-1,)).cpu().tolist()  # tolist: no second read (item) of the copy
+        return float(number)
     (number,) = _host_values(value, xp=xp)
     return float(number)
 
