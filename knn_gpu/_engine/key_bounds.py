@@ -7,7 +7,7 @@ has a larger key, so where that key exceeds the bound no row left out can
 be nearer, and the answer equals the float64 oracle's).
 
 Safety margin. A key is the float32 (float16/bfloat16 data: float32; float64
-data on a GPU: float32) product of an augmented query row ``a`` and an
+data: float32) product of an augmented query row ``a`` and an
 augmented stored row ``b``. Any summation order of ``d + 1`` products errs by
 at most ``gamma_{d+1} * sum |a_j| |b_j|`` (Higham, *Accuracy and Stability of
 Numerical Algorithms*, 3.1), ``gamma_n = n u / (1 - n u)``, ``u`` half the
