@@ -317,7 +317,9 @@ def price(
     moved = read + out_bytes
     if name in MATMUL_OPS and tensors_out:
         flops = _matmul_flops(name, tensors_in, tensors_out[0])
-        peak = roofline.matmul_flops(tensors_out[0].dtype, tf32=tf32)
+        # The inputs' dtype sets the tensor-core rate (bfloat16 pieces with a float32 output: split ranking).
+        operand = tensors_in[-1].dtype if tensors_in else tensors_out[0].dtype
+        peak = roofline.matmul_flops(operand, tf32=tf32)
     elif name == "topk" and tensors_in:
         source = tensors_in[0]
         digit_passes = source.element_size()  # one pass per 8-bit digit
@@ -544,12 +546,18 @@ def model_shape(gpu: fake_cuda.FakeGpu, shape: Shape, costs: tuple[float, float]
     peer_fitted = trace(
         gpu, lambda: peer_kneighbors(queries, train, shape.k, batch_rows=rows, train_sq=train_sq), roofline
     )
+    # Tensor-core ranking (knn_gpu/_engine/split_ranking.py): the same fitted model, built under the switch.
+    split_model = knn_gpu.KNN(num_neighbors=shape.k)
+    with knn_gpu.config_context(ranking="bf16x3"):
+        trace(gpu, lambda: split_model.fit(train, targets), roofline)
+    split = _fastest(lambda: trace(gpu, lambda: split_model.kneighbors(queries), roofline))
     floor = floor_seconds(shape.num_queries, shape.num_train, shape.dim, roofline)
     harness, plain = costs
     result = {"shape": asdict(shape), "label": shape.label, "floor_s": floor, "peer_batch_rows": rows}
     for name, traced in (
         ("functional", functional),
         ("fitted", fitted),
+        ("fitted_split", split),
         ("peer", peer),
         ("peer_fitted", peer_fitted),
     ):
@@ -557,6 +565,7 @@ def model_shape(gpu: fake_cuda.FakeGpu, shape: Shape, costs: tuple[float, float]
         result[name]["top_ops"] = traced.by_op()
     result["ratio_functional"] = functional.seconds / peer.seconds
     result["ratio_fitted"] = fitted.seconds / peer_fitted.seconds
+    result["ratio_split"] = split.seconds / peer_fitted.seconds
     return result
 
 
@@ -623,6 +632,21 @@ def markdown_table(results: list[dict]) -> str:
             f"| {f['syncs']} / {d['syncs']} | {f['torch_calls']} / {d['torch_calls']} / {pf['torch_calls']} "
             f"| {_ms(f['host_s'])} / {_ms(d['host_s'])} / {_ms(p['host_s'])} |"
         )
+    lines.append("")
+    lines.append(
+        'Tensor-core ranking (`knn_gpu.config_context(ranking="bf16x3")`: bfloat16 pieces, certified), fitted:'
+    )
+    lines.append("")
+    lines.append(
+        "| shape | kernels | modeled ms | fitted (float32) ms | peer fitted ms | split / peer fitted | peer fitted / split |"
+    )
+    lines.append("|---|---|---|---|---|---|---|")
+    for r in results:
+        sp, d, pf = r["fitted_split"], r["fitted"], r["peer_fitted"]
+        lines.append(
+            f"| {r['label']} | {sp['kernels']} | {_ms(sp['modeled_s'])} | {_ms(d['modeled_s'])} "
+            f"| {_ms(pf['modeled_s'])} | {r['ratio_split']:.2f} | {1 / r['ratio_split']:.2f} |"
+        )
     summary = ratio_summary(results)
     lines.append("")
     lines.append(
@@ -636,11 +660,14 @@ def markdown_table(results: list[dict]) -> str:
 def ratio_summary(results: list[dict]) -> dict:
     functional = [r["ratio_functional"] for r in results]
     fitted = [r["ratio_fitted"] for r in results]
+    split = [r["ratio_split"] for r in results]
     return {
         "worst_functional": max(functional),
         "worst_fitted": max(fitted),
         "geomean_functional": math.exp(sum(map(math.log, functional)) / len(functional)),
         "geomean_fitted": math.exp(sum(map(math.log, fitted)) / len(fitted)),
+        "worst_split": max(split),
+        "geomean_split": math.exp(sum(map(math.log, split)) / len(split)),
     }
 
 

@@ -19,6 +19,7 @@ from ._api.radius import radius_neighbors, to_object_arrays
 from ._engine.metrics import BlockMetric
 from ._estimators.knn import KNN, KNNClassifier
 from ._lib.backends import available_backends
+from ._lib.config import config_context, get_config, set_config
 from ._lib.validation import NotFittedError
 from ._version import __version__ as __version__
 from .cli.info import config_info, show_config
@@ -65,11 +66,14 @@ __all__ = [
     "RadiusNeighborsRegressor",
     "RadiusNeighborsTransformer",
     "available_backends",
+    "config_context",
     "config_info",
+    "get_config",
     "kneighbors",
     "kneighbors_graph",
     "radius_neighbors",
     "radius_neighbors_graph",
+    "set_config",
     "to_object_arrays",
     "show_config",
 ]

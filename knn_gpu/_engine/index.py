@@ -32,11 +32,14 @@ the engines do.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 import array_api_compat
 
 from .._lib.backends import as_torch_tensors, numpy_views
+from .._lib.config import get_config
+from .._lib.devices import is_gpu
 from .direct import DirectIndex, is_direct
 from .metrics import resolve
 from .predictions import class_votes, neighbor_weights, weighted_mean
@@ -364,9 +367,33 @@ def build_neighbors_index(
     if views is not None:
         caller, train = train, views[0]
     xp = array_api_compat.array_namespace(train)
-    store = build_index(train, resolved, xp=xp)
+    store = build_index(train, resolved, xp=xp, rank_split=_tensor_core_ranking(train, xp, engine_metric))
     plan = "direct" if isinstance(store, DirectIndex) else "product"
     return NeighborsIndex(store, plan, engine_metric, rows=train, caller=caller)
+
+
+def _tensor_core_ranking(train: Any, xp: ModuleType, metric: str) -> bool:
+    """``config_context(ranking="bf16x3")`` applies: torch CUDA float32/float64 rows of a product metric.
+
+    Raises ``RuntimeError`` where the torch build has no bfloat16 GEMM with a
+    float32 output (``torch.mm(..., out_dtype=)``), rather than ranking slower
+    than float32 does.
+    """
+    if get_config()["ranking"] != "bf16x3" or is_direct(metric):
+        return False
+    if not array_api_compat.is_torch_namespace(xp) or not is_gpu(xp, array_api_compat.device(train)):
+        return False
+    if train.dtype not in (xp.float32, xp.float64):
+        return False  # half precision is ranked in float32 chunks already
+    import torch
+
+    if not (hasattr(torch.ops.aten.mm, "dtype") and hasattr(torch.ops.aten.addmm, "dtype")):
+        msg = (
+            f'ranking="bf16x3" needs torch.mm and torch.addmm with out_dtype= (bfloat16 GEMMs with a float32 '
+            f'output), which torch {torch.__version__} lacks; upgrade torch or use ranking="float32"'
+        )
+        raise RuntimeError(msg)
+    return True
 
 
 def _host_view(array: Any) -> Any:

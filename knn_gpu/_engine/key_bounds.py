@@ -40,6 +40,13 @@ bound; a margin too large costs only extra candidates, re-scored and dropped.
 The bound assumes float32 products are rounded as float32 (no TF32, which
 torch and CuPy leave off for matrix products by default).
 
+Split ranking (:mod:`knn_gpu._engine.split_ranking`): the products are
+sums of bfloat16 pieces that may be accumulated by truncation, so ``gamma``
+is taken with twice float32's unit roundoff, and what the split drops
+(``DROPPED * sum |a_j| |b_j|``, with ``sum |a_j| |b_j| <= 3 B^2`` for the
+Euclidean keys, ``||q||`` for cosine, ``||q|| M`` for inner_product) is
+added.
+
 Units: where the index ranks rows scaled by a power of two ``s``
 (:func:`knn_gpu._engine.distances.rank_scale`: rows whose squared norms
 would overflow or underflow the rank dtype), the keys are the unscaled ones
@@ -63,6 +70,7 @@ import array_api_compat
 
 from .._lib.devices import is_gpu
 from .distances import HALF_PADDING_KEY, mean_chunk_rows
+from .split_ranking import ACCUMULATION_UNIT, DROPPED, SPLIT_PADDING_KEY
 
 #: Training rows per chunk of :func:`max_row_sq_norm` on the host.
 HOST_NORM_CHUNK_ROWS = 1024
@@ -83,7 +91,11 @@ def gamma(terms: int, dtype: Any, xp: ModuleType) -> float:
 
 def padding_key(index: Any) -> float:
     """The key column of the index's padding rows: every real key is below it."""
-    return HALF_PADDING_KEY if index.key_column is not None else float(index.xp.finfo(index.rows.dtype).max)
+    if index.key_column is not None:
+        return HALF_PADDING_KEY
+    if index.split_rows is not None:
+        return SPLIT_PADDING_KEY
+    return float(index.xp.finfo(index.rows.dtype).max)
 
 
 def max_row_sq_norm(train: Any, *, xp: ModuleType, exact: Any) -> Any:
@@ -132,6 +144,13 @@ def key_thresholds(index: Any, queries: Any, radius: Any, *, in_rank: bool = Tru
     num_features = index.num_features
     rank_gamma = gamma(num_features + 4, rank, xp)
     exact_gamma = gamma(num_features + 4, exact, xp)
+    # Split ranking (split_ranking.py): sums that may truncate, and what the split drops, relative to
+    # sum |a_j| |b_j| (plus the two float32 additions of the three products).
+    split = 0.0
+    if index.split_rows is not None:
+        terms = (num_features + 4) * ACCUMULATION_UNIT
+        rank_gamma = terms / (1 - terms)
+        split = (DROPPED + 2 * ACCUMULATION_UNIT) * (1 + 2.0**-10)
     scale = index.rank_scale  # keys are in scaled units (distances.rank_scale): scale**2, inner_product scale
     queries = xp.astype(queries, exact)
     radius = radius if isinstance(radius, float) else radius[:, None]
@@ -140,12 +159,12 @@ def key_thresholds(index: Any, queries: Any, radius: Any, *, in_rank: bool = Tru
         # Distances never exceed 2: a larger radius is 2 (and (r - 1) * 0 stays finite).
         capped = min(radius, 2.0) if isinstance(radius, float) else xp.clip(radius, max=2.0)
         threshold = (capped - 1.0) * norms
-        margin = 6 * rank_gamma * norms + 2 * exact_gamma * norms
+        margin = (6 * rank_gamma + 2 * exact_gamma + 2 * split) * norms  # sum |q_j| |t_j| <= ||q|| (1 + few u)
     elif index.metric == "inner_product":
         # The largest squared norm of a training row, read by the index at build (max_row_sq_norm).
         products = xp.linalg.vector_norm(queries, axis=-1, keepdims=True) * (xp.sqrt(index.sq_norm_bound) * scale)
         threshold = radius * scale
-        margin = 6 * rank_gamma * products + 2 * exact_gamma * products
+        margin = (6 * rank_gamma + 2 * exact_gamma + split) * products
     else:
         offset = index.offset if index.key_column is None else index.rank_offset
         shifted = queries - xp.astype(offset, exact)
@@ -155,7 +174,8 @@ def key_thresholds(index: Any, queries: Any, radius: Any, *, in_rank: bool = Tru
         reach = radius * scale if index.metric == "euclidean" else radius**0.5 * scale
         in_key_units = reach * reach if index.metric == "euclidean" else radius * (scale * scale)
         bound = xp.sqrt(sq_norms) + reach  # the norm of a shifted row within reach (the module notes)
-        factor = (18 * rank_gamma + 2 * exact_gamma + 2 * unit_roundoff(rank, xp)) * (1 + 2.0**-10)
+        # sum |a_j| |b_j| = 2 |q'|.|t'| + ||t'||^2 <= 3 B^2: the split's share is 3 split B^2.
+        factor = (18 * rank_gamma + 2 * exact_gamma + 2 * unit_roundoff(rank, xp) + 3 * split) * (1 + 2.0**-10)
         upper = (in_key_units - sq_norms) + (factor * (bound * bound) + underflow_room(num_features, rank, xp))
         if index.key_column is None and rank != index.data_dtype:
             query_norms = xp.linalg.vector_norm(queries, axis=-1, keepdims=True) * scale

@@ -95,6 +95,7 @@ from .distances import (
 from .gathers import take, take_along_axis, take_from_rows
 from .key_bounds import key_thresholds, max_row_sq_norm, padding_key
 from .metrics import prepare_state, resolve
+from .split_ranking import SPLIT_PADDING_KEY, query_pieces, split_product, stored_pieces
 from .topk import positions_of_true, smallest_k_columns
 
 __all__ = [
@@ -199,6 +200,8 @@ class TrainIndex(StoredRows):
     # The power of two the shifted rows are ranked scaled by (distances.rank_scale): 1.0 but for
     # rows whose squared norms would overflow or underflow the rank dtype.
     rank_scale: float = 1.0
+    # Split ranking (split_ranking.py): the stored rows' pieces (hi, [lo, hi]) (bfloat16 on torch-CUDA), else None.
+    split_rows: Any = None
 
     @property
     def rank_dtype(self) -> Any:
@@ -258,6 +261,7 @@ def build_index(
     rank_dtype: Any = None,
     p: float | None = None,
     metric_params: dict | None = None,
+    rank_split: bool = False,
 ) -> TrainIndex | DirectIndex:
     """Prepare validated floating training rows for :func:`search_index`.
 
@@ -269,6 +273,11 @@ def build_index(
 
     ``rank_dtype`` overrides :func:`ranking_dtype` (tests use it to prove the
     GPU's float32 ranking of float64 data exact on the CPU).
+
+    ``rank_split`` ranks by three products of bfloat16 pieces
+    (:mod:`knn_gpu._engine.split_ranking`: tensor-core GEMMs on torch-CUDA,
+    float32 products of the same pieces elsewhere), certified like the
+    float32 keys; float32 and float64 data of the four product metrics.
     """
     resolved = resolve(metric, p, metric_params)
     metric, p = resolved.name, resolved.p
@@ -277,9 +286,12 @@ def build_index(
         with device_scope(xp, device):
             state = prepare_state(resolved, train, xp=xp, exact=exact_dtype(xp, device))
         return build_direct_index(train, metric, p, xp=xp, state=state)
+    if rank_split and is_half_precision(train.dtype, xp):
+        msg = "rank_split ranks float32 and float64 rows; half-precision rows are ranked in float32 already"
+        raise ValueError(msg)
     device = array_api_compat.device(train)
     with device_scope(xp, device):
-        return _build_index(train, metric, xp=xp, device=device, rank_dtype=rank_dtype)
+        return _build_index(train, metric, xp=xp, device=device, rank_dtype=rank_dtype, rank_split=rank_split)
 
 
 def _stored_order(num_samples: int, *, xp: ModuleType, device: Any) -> tuple[int, int, int, Any, Any]:
@@ -303,7 +315,9 @@ def _stored_order(num_samples: int, *, xp: ModuleType, device: Any) -> tuple[int
     return fine_block_size, num_fine_blocks, max_group, xp.asarray(positions, device=device), train_of_stored
 
 
-def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_dtype: Any) -> TrainIndex:
+def _build_index(
+    train: Any, metric: str, *, xp: ModuleType, device: Any, rank_dtype: Any, rank_split: bool = False
+) -> TrainIndex:
     exact = exact_dtype(xp, device)
     data_dtype = train.dtype
     if is_half_precision(data_dtype, xp):
@@ -321,19 +335,22 @@ def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_d
     padding = num_fine_blocks * fine_block_size - num_samples
     if padding:
         # Padding rows rank last: the largest finite key (an infinity would make
-        # BLAS raise floating-point flags on its own zero padding).
+        # BLAS raise floating-point flags on its own zero padding); split ranking: a key its splitter keeps finite.
+        pad_key = SPLIT_PADDING_KEY if rank_split else xp.finfo(rows.dtype).max
         pad_rows = xp.concat(
             [
                 xp.zeros((padding, num_features), dtype=rows.dtype, device=device),
-                xp.full((padding, 1), xp.finfo(rows.dtype).max, dtype=rows.dtype, device=device),
+                xp.full((padding, 1), pad_key, dtype=rows.dtype, device=device),
             ],
             axis=1,
         )
         rows = xp.concat([rows, pad_rows], axis=0)
     rows = take(rows, train_of_stored, axis=0, xp=xp)
     on_gpu = is_gpu(xp, device)
-    rank_bias = None
-    if on_gpu and array_api_compat.is_torch_namespace(xp):
+    rank_bias = split_rows = None
+    if rank_split:
+        split_rows = stored_pieces(rows, xp=xp)
+    elif on_gpu and array_api_compat.is_torch_namespace(xp):
         rank_bias = xp.asarray(rows[:, num_features], copy=True)  # contiguous, as cuBLASLt's bias epilogue needs
     return TrainIndex(
         device=device,
@@ -353,6 +370,7 @@ def _build_index(train: Any, metric: str, *, xp: ModuleType, device: Any, rank_d
         train_of_stored=train_of_stored if on_gpu else None,
         sq_norm_bound=sq_norm_bound,
         rank_scale=scale,
+        split_rows=split_rows,
     )
 
 
@@ -930,17 +948,10 @@ def batch_keys(index: TrainIndex, queries: Any, keys_out: Any = None) -> Any:
     xp = index.xp
     if index.rank_bias is not None:
         return _torch_ranking_keys(index, queries)
+    if index.split_rows is not None:
+        return split_product(query_pieces(_query_rows(index, queries), xp=xp), index.split_rows, xp=xp)
     if index.key_column is None:
-        if index.rank_scale != 1.0 and index.rank_dtype != index.data_dtype:
-            # Scaled in the data's dtype first: float64 queries may lie beyond float32's range.
-            factor = query_factor(queries, index.metric, index.offset, xp=xp, scale=index.rank_scale)
-            ones = xp.ones((queries.shape[0], 1), dtype=index.rank_dtype, device=index.device)
-            query_rows = xp.concat([xp.astype(factor, index.rank_dtype), ones], axis=1)
-        else:
-            ranked_queries = xp.astype(queries, index.rank_dtype, copy=False)
-            offset = xp.astype(index.offset, index.rank_dtype, copy=False)
-            query_rows = augment_queries(ranked_queries, index.metric, offset, xp=xp, scale=index.rank_scale)
-        return ranking_keys(query_rows, index.rows, xp=xp, out=keys_out)
+        return ranking_keys(_query_rows(index, queries), index.rows, xp=xp, out=keys_out)
     return half_ranking_keys(
         queries,
         index.rows,
@@ -952,6 +963,19 @@ def batch_keys(index: TrainIndex, queries: Any, keys_out: Any = None) -> Any:
         out=keys_out,
         rank_scale=index.rank_scale,
     )
+
+
+def _query_rows(index: TrainIndex, queries: Any) -> Any:
+    """The augmented query rows of the ranking product, in the rank dtype (full-precision rows)."""
+    xp = index.xp
+    if index.rank_scale != 1.0 and index.rank_dtype != index.data_dtype:
+        # Scaled in the data's dtype first: float64 queries may lie beyond float32's range.
+        factor = query_factor(queries, index.metric, index.offset, xp=xp, scale=index.rank_scale)
+        ones = xp.ones((queries.shape[0], 1), dtype=index.rank_dtype, device=index.device)
+        return xp.concat([xp.astype(factor, index.rank_dtype), ones], axis=1)
+    ranked_queries = xp.astype(queries, index.rank_dtype, copy=False)
+    offset = xp.astype(index.offset, index.rank_dtype, copy=False)
+    return augment_queries(ranked_queries, index.metric, offset, xp=xp, scale=index.rank_scale)
 
 
 def _torch_ranking_keys(index: TrainIndex, queries: Any) -> Any:
