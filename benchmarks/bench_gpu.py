@@ -6,6 +6,8 @@ For each shape (item 3 of issue 17), on the same data on one GPU:
   (builds its index at every call), on every usable GPU backend
   (``torch-cuda``, ``cupy``);
 * ``knn_gpu fitted`` — ``KNN(k).fit(train, y)`` once, then ``kneighbors(queries)``;
+  on torch also fitted under ``knn_gpu.config_context(ranking="bf16x3")``
+  (``knn_gpu fitted bf16x3``: the certified tensor-core ranking);
 * ``peer`` — what GPU users write by hand: ``‖t‖² − 2 q·tᵀ`` (one ``addmm``)
   and ``torch.topk``, queries in batches whose distance block stays within
   the same memory budget as knn_gpu's (half the free GPU memory, 3 blocks'
@@ -249,9 +251,12 @@ def knn_gpu_call(queries: Any, train: Any, k: int, memory_budget: int | None) ->
     return run
 
 
-def knn_gpu_fitted(queries: Any, train: Any, k: int, memory_budget: int | None, xp: Any) -> Callable[[], Any]:
+def knn_gpu_fitted(
+    queries: Any, train: Any, k: int, memory_budget: int | None, xp: Any, ranking: str = "float32"
+) -> Callable[[], Any]:
     targets = xp.zeros(train.shape[0], dtype=xp.float32, device=getattr(train, "device", None))
-    model = knn_gpu.KNN(num_neighbors=k, memory_budget=memory_budget).fit(train, targets)
+    with knn_gpu.config_context(ranking=ranking):  # read at fit
+        model = knn_gpu.KNN(num_neighbors=k, memory_budget=memory_budget).fit(train, targets)
     return lambda: model.kneighbors(queries)[1]
 
 
@@ -298,6 +303,11 @@ def run_shape(shape: dict, device: Device, repeats: int, max_seconds: float) -> 
                 backend,
                 lambda b=on_backend, x=xp: knn_gpu_fitted(*b, k, None, x),
             )
+            if backend.startswith("torch"):  # the certified tensor-core ranking (torch CUDA tensors only)
+                methods[f"knn_gpu fitted bf16x3 [{backend}]"] = (
+                    backend,
+                    lambda b=on_backend, x=xp: knn_gpu_fitted(*b, k, None, x, "bf16x3"),
+                )
     records = []
     answers: dict[str, np.ndarray] = {}
     for method, (backend, factory) in methods.items():
@@ -335,6 +345,10 @@ def run_shape(shape: dict, device: Device, repeats: int, max_seconds: float) -> 
         answer = answers.get(record["method"])
         same_shape = reference is not None and answer is not None and answer.shape == reference.shape
         record["agreement_with_peer"] = float((answer == reference).mean()) if same_shape else None
+        if " bf16x3 " in record["method"]:  # exact either way: the tensor-core ranking must answer identically
+            plain = answers.get(record["method"].replace(" bf16x3 ", " "))
+            same = plain is not None and answer is not None and plain.shape == answer.shape
+            record["identical_to_float32_ranking"] = bool((plain == answer).all()) if same else None
     peer_seconds = next((r["seconds_median"] for r in records if r["method"] == "peer"), None)
     floor_seconds = next((r["seconds_median"] for r in records if r["method"] == "floor"), None)
     for record in records:

@@ -681,6 +681,7 @@ _SHAPE_KEYS = {
 _TIME_KEYS = {
     "functional": ("functional_s", "knn_gpu_functional_s", "kneighbors_s"),
     "fitted": ("fitted_s", "knn_gpu_fitted_s", "knn_gpu_s", "KNN.kneighbors_s"),
+    "fitted_split": ("fitted_split_s", "bf16x3_s"),
     "peer": ("peer_s", "torch_peer_s"),
     "floor": ("floor_s", "gemm_floor_s", "gemm_s"),
 }
@@ -699,6 +700,8 @@ def _bench_gpu_time(record: dict) -> dict[str, float]:
         return {}
     if method in ("peer", "floor"):
         return {method: float(seconds)}
+    if method.startswith("knn_gpu fitted bf16x3"):
+        return {"fitted_split": float(seconds)}
     if method.startswith("knn_gpu fitted"):
         return {"fitted": float(seconds)}
     if method.startswith("knn_gpu"):
@@ -745,7 +748,7 @@ def load_measured(path: Path) -> dict[tuple[int, int, int, int], dict[str, float
 def calibration_table(results: list[dict], measured: dict[tuple[int, int, int, int], dict[str, float]]) -> str:
     """Model beside measurement, per shape and part: measured / modeled (> 1: the GPU is slower than modeled)."""
     lines = ["| shape | part | modeled ms | measured ms | measured / modeled |", "|---|---|---|---|---|"]
-    model_keys = {"functional": "functional", "fitted": "fitted", "peer": "peer_fitted"}
+    model_keys = {"functional": "functional", "fitted": "fitted", "fitted_split": "fitted_split", "peer": "peer_fitted"}
     for result in results:
         shape = result["shape"]
         times = measured.get((shape["num_queries"], shape["num_train"], shape["dim"], shape["k"]), {})

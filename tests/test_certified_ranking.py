@@ -134,16 +134,21 @@ def test_large_norms_under_inner_product(backend, monkeypatch):
     assert sum(calls) > 0
 
 
-def test_float64_ranked_in_float32_near_ties(backend, monkeypatch):
-    """The GPU's float64 path (float32 keys): rows at distances 1 + i * 1e-10 from the query, shuffled."""
-    if not backend.has_float64():
-        pytest.skip(f"{backend.name} has no float64")
-    rng = np.random.default_rng(3)
+def _near_tie_set(seed=3):
+    """``(query, train, radii)``: 600 float64 rows at distances 1 + i * 1e-10 from one query, shuffled."""
+    rng = np.random.default_rng(seed)
     directions = rng.standard_normal((600, 8))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     radii = 1 + 1e-10 * rng.permutation(600)
     query = rng.standard_normal((1, 8))
-    train = query + radii[:, None] * directions
+    return query, query + radii[:, None] * directions, radii
+
+
+def test_float64_ranked_in_float32_near_ties(backend, monkeypatch):
+    """The float64 path (float32 keys): rows at distances 1 + i * 1e-10 from the query, shuffled."""
+    if not backend.has_float64():
+        pytest.skip(f"{backend.name} has no float64")
+    query, train, radii = _near_tie_set()
     calls = _watch_fallback(monkeypatch)
     xp = backend.xp
     index = build_index(backend.asarray(train), "euclidean", xp=xp, rank_dtype=xp.float32)

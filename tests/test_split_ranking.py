@@ -13,7 +13,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from oracle import oracle_inner_products, oracle_kneighbors
-from test_certified_ranking import _far_out_set, _large_norm_set, _outlier_set, _parallel_set, _watch_fallback
+from test_certified_ranking import (
+    _far_out_set,
+    _large_norm_set,
+    _near_tie_set,
+    _outlier_set,
+    _parallel_set,
+    _watch_fallback,
+)
 
 from knn_gpu._engine import split_ranking
 from knn_gpu._engine.radius import radius_search_index
@@ -126,12 +133,8 @@ def test_float64_near_ties(backend):
     """float64 rows at distances 1 + i * 1e-10 from the query: the split keys cannot tell them apart."""
     if not backend.has_float64():
         pytest.skip(f"{backend.name} has no float64")
-    rng = np.random.default_rng(3)
-    directions = rng.standard_normal((600, 8))
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    radii = 1 + 1e-10 * rng.permutation(600)
-    query = rng.standard_normal((1, 8))
-    distances, indices = _search(backend, query, query + radii[:, None] * directions, 7, "euclidean")
+    query, train, radii = _near_tie_set()
+    distances, indices = _search(backend, query, train, 7, "euclidean")
     np.testing.assert_array_equal(backend.to_numpy(indices)[0], np.argsort(radii, kind="stable")[:7])
     np.testing.assert_allclose(backend.to_numpy(distances)[0], np.sort(radii)[:7], rtol=1e-13)
 
