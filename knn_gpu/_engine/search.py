@@ -274,10 +274,12 @@ def build_index(
     ``rank_dtype`` overrides :func:`ranking_dtype` (tests use it to prove the
     GPU's float32 ranking of float64 data exact on the CPU).
 
-    ``rank_split`` ranks by three products of bfloat16 pieces
-    (:mod:`knn_gpu._engine.split_ranking`: tensor-core GEMMs on torch-CUDA,
+    ``rank_split`` ranks by two GEMMs of bfloat16 pieces of the float32
+    rows (:mod:`knn_gpu._engine.split_ranking`: tensor cores on torch-CUDA,
     float32 products of the same pieces elsewhere), certified like the
-    float32 keys; float32 and float64 data of the four product metrics.
+    float32 keys; float32 and float64 data of the four product metrics. The
+    front door asks for it under ``config_context(ranking="bf16x3")`` on torch
+    CUDA tensors.
     """
     resolved = resolve(metric, p, metric_params)
     metric, p = resolved.name, resolved.p
