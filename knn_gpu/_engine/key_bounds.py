@@ -145,7 +145,7 @@ def key_thresholds(index: Any, queries: Any, radius: Any, *, in_rank: bool = Tru
     rank_gamma = gamma(num_features + 4, rank, xp)
     exact_gamma = gamma(num_features + 4, exact, xp)
     # Split ranking (split_ranking.py): sums that may truncate, and what the split drops, relative to
-    # sum |a_j| |b_j| (plus the two float32 additions of the three products).
+    # sum |a_j| |b_j| (plus room for two float32 additions; the two GEMMs' results are added once).
     split = 0.0
     if index.split_rows is not None:
         terms = (num_features + 4) * ACCUMULATION_UNIT
