@@ -58,6 +58,7 @@ import array_api_compat
 import numpy as np
 
 from .._lib.devices import is_gpu, read_number
+from .budget import dtype_itemsize
 from .gathers import take
 from .metrics import REGISTRY
 
@@ -323,12 +324,17 @@ def half_ranking_terms(
             1 / xp.where(norms == 0, xp.ones_like(norms), norms),
             1.0,
         )
+
+    def sq_norms(chunk: Any, scale: float = 1.0) -> Any:
+        centred = chunk - offset if scale == 1.0 else (chunk - offset) * scale
+        return xp.vecdot(centred, centred, axis=-1)
+
     with np.errstate(over="ignore"):  # an overflow (bfloat16 rows) is the signal to scale
-        column = chunks(lambda chunk: xp.vecdot(chunk - offset, chunk - offset, axis=-1))
+        column = chunks(sq_norms)
     scale = 1.0
     if _needs_scale(xp.max(column), xp=xp):
         scale = rank_scale(read_number(xp.max(chunks(lambda chunk: xp.max(xp.abs(chunk - offset), axis=-1))), xp=xp))
-        column = chunks(lambda chunk: xp.vecdot((chunk - offset) * scale, (chunk - offset) * scale, axis=-1))
+        column = chunks(lambda chunk: sq_norms(chunk, scale))
     return offset, column, None, scale
 
 
@@ -439,7 +445,7 @@ def gathered_distances(
     num_features = rows.shape[1]
     step = num_queries
     if not is_gpu(xp, array_api_compat.device(rows)):
-        row_bytes = num_candidates * num_features * _itemsize(rows.dtype, xp)
+        row_bytes = num_candidates * num_features * dtype_itemsize(xp, rows.dtype)
         step = max(1, min(num_queries, HOST_GATHER_BYTES // max(1, row_bytes)))
     pieces = []
     for start in range(0, num_queries, step):
@@ -448,10 +454,6 @@ def gathered_distances(
         candidates = xp.reshape(candidates, (stop - start, num_candidates, num_features))
         pieces.append(exact_distances(queries[start:stop, ...], candidates, metric, offset, xp=xp, exact=exact))
     return pieces[0] if len(pieces) == 1 else xp.concat(pieces, axis=0)
-
-
-def _itemsize(dtype: Any, xp: ModuleType) -> int:
-    return int(xp.finfo(dtype).bits) // 8
 
 
 def exact_distances(

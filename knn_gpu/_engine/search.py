@@ -774,14 +774,12 @@ def settle_uncertified(
     queries are answered by :func:`answer_uncertified`, reduced, and put in
     their places.
     """
-    xp = index.xp
-    (count,) = read_counts(xp.count_nonzero(uncertified), xp=xp)
-    if count == 0:
-        return reduced
-    failed = positions_of_true(uncertified, count, xp=xp)
-    distances, indices = answer_uncertified(index, take(queries, failed, axis=0, xp=xp), k, memory_budget)
-    answered = reduce(xp.astype(distances, distance_dtype, copy=False), indices)
-    return _in_place(reduced, answered, failed, queries.shape[0], xp=xp)
+
+    def answered(failed: Any) -> tuple:
+        distances, indices = answer_uncertified(index, failed, k, memory_budget)
+        return reduce(index.xp.astype(distances, distance_dtype, copy=False), indices)
+
+    return _answer_again(reduced, uncertified, queries, answered, xp=index.xp)
 
 
 #: The widened search of :func:`answer_uncertified` takes this many times the candidates.
@@ -815,12 +813,22 @@ def answer_uncertified(index: TrainIndex, queries: Any, k: int, memory_budget: i
         distance_dtype=index.exact,
         plan=plan_blocks(index, wide),
     )
-    (count,) = read_counts(xp.count_nonzero(still), xp=xp)
+    return _answer_again(
+        (distances, indices), still, queries, lambda failed: exact_neighbors(index, failed, k, memory_budget), xp=xp
+    )
+
+
+def _answer_again(parts: tuple, flags: Any, queries: Any, answer: Callable[[Any], tuple], *, xp: ModuleType) -> tuple:
+    """``parts`` with the rows of the queries ``flags`` marks replaced by ``answer(those queries)``.
+
+    One host read, the count of marked queries (:func:`read_counts`); nothing
+    more where it is zero.
+    """
+    (count,) = read_counts(xp.count_nonzero(flags), xp=xp)
     if count == 0:
-        return distances, indices
-    failed = positions_of_true(still, count, xp=xp)
-    exact = exact_neighbors(index, take(queries, failed, axis=0, xp=xp), k, memory_budget)
-    return _in_place((distances, indices), exact, failed, queries.shape[0], xp=xp)
+        return parts
+    failed = positions_of_true(flags, count, xp=xp)
+    return _in_place(parts, answer(take(queries, failed, axis=0, xp=xp)), failed, queries.shape[0], xp=xp)
 
 
 def _in_place(parts: tuple, fixes: tuple, positions: Any, num_rows: int, *, xp: ModuleType) -> tuple:
