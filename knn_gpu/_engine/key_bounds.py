@@ -85,7 +85,11 @@ def unit_roundoff(dtype: Any, xp: ModuleType) -> float:
 
 def gamma(terms: int, dtype: Any, xp: ModuleType) -> float:
     """Higham's ``gamma_n = n u / (1 - n u)`` for ``dtype``'s unit roundoff ``u``."""
-    unit = unit_roundoff(dtype, xp)
+    return gamma_of_unit(terms, unit_roundoff(dtype, xp))
+
+
+def gamma_of_unit(terms: int, unit: float) -> float:
+    """Higham's ``gamma_n = n u / (1 - n u)`` for a unit roundoff ``u`` given as a number."""
     return terms * unit / (1 - terms * unit)
 
 
@@ -148,8 +152,7 @@ def key_thresholds(index: Any, queries: Any, radius: Any, *, in_rank: bool = Tru
     # sum |a_j| |b_j| (plus room for two float32 additions; the two GEMMs' results are added once).
     split = 0.0
     if index.split_rows is not None:
-        terms = (num_features + 4) * ACCUMULATION_UNIT
-        rank_gamma = terms / (1 - terms)
+        rank_gamma = gamma_of_unit(num_features + 4, ACCUMULATION_UNIT)
         split = (DROPPED + 2 * ACCUMULATION_UNIT) * (1 + 2.0**-10)
     scale = index.rank_scale  # keys are in scaled units (distances.rank_scale): scale**2, inner_product scale
     queries = xp.astype(queries, exact)
